@@ -1,0 +1,40 @@
+"""kq-cli: the ``kq`` command.
+
+Commands (``kq COMMAND --help`` explains every option)::
+
+    kq queuecommand QUEUE COMMAND [ARGS]... [-o name=value]... [-i DRIVER] [-r KEY] [-t TTL]
+    kq queuemessage QUEUE BODY [-c CONTENT_TYPE] [-m REPEAT] [-b] [-i DRIVER] [-r KEY] [-t TTL]
+    kq consume QUEUE [-m MESSAGES] [-t SECONDS] [-r KEY] [-i DRIVER] [--label LABEL] [-w]
+    kq managedriver list [--format json]
+    kq managequeue ACTION [QUEUE] [-i DRIVER] [-a name=value]... [--format json]
+    kq echoback INPUT [-f FILE]
+
+Global options: ``--config PATH`` (else ``$KQ_CONFIG``, ``./kq.toml``, ``[tool.kq]``, defaults),
+``--log-level LEVEL``, ``-v``/``-q``. Exit codes are the ``EXIT_*`` constants of this package.
+"""
+
+from kq.cli._common import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+from kq.cli._main import cli, main
+from kq.cli.version import __version__
+
+__all__ = [
+    # entry points
+    "cli",
+    "main",
+    # exit codes
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    # version
+    "__version__",
+]

@@ -1,0 +1,151 @@
+"""What every kq command shares: exit codes, the lazily built App, output formats, error reporting.
+
+kq-core is imported only inside commands, so ``kq --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from kq.core import App
+
+#: Success.
+EXIT_OK = 0
+#: The command ran and failed: broker error, unknown queue or driver, rejected input.
+EXIT_FAILURE = 1
+#: The command line is wrong (click's own usage errors use it too).
+EXIT_USAGE = 2
+#: A driver's client library or module is missing (sysexits EX_UNAVAILABLE).
+EXIT_UNAVAILABLE = 69
+#: The configuration file is invalid (sysexits EX_CONFIG).
+EXIT_CONFIG = 78
+#: Interrupted by a second SIGINT/SIGTERM while work was in progress (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+class State:
+    """Per-invocation state carried in click's context: global options and the App, built on demand."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._app: App | None = None
+
+    @property
+    def app(self) -> App:
+        """The App for ``--config`` (or the usual lookup), loaded on first use."""
+        if self._app is None:
+            from kq.core import App
+
+            self._app = App.from_config(self.config_path)
+        return self._app
+
+    def close(self) -> None:
+        """Close the App's drivers."""
+        if self._app is not None:
+            self._app.close()
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def configure_logging(level: str, verbose: int, quiet: int) -> None:
+    """Send library logs to stderr at the chosen level (``-v`` lowers it, ``-q`` raises it)."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise click.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
+    numeric = max(logging.DEBUG, min(logging.CRITICAL, numeric - 10 * verbose + 10 * quiet))
+    logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def format_option(function: F) -> F:
+    """Add ``--format text|json``."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Output format: human-readable text, or JSON for scripts.",
+    )(function)
+
+
+def emit(value: Any, output_format: str, text: Callable[[Any], Iterable[str]] | None = None) -> None:
+    """Print ``value`` as JSON, or as text lines produced by ``text`` (default: a generic rendering)."""
+    if output_format == "json":
+        click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+        return
+    for line in (text or render_text)(value):
+        click.echo(line)
+
+
+def render_text(value: Any, indent: str = "") -> Iterable[str]:
+    """A plain rendering of dicts (``key: value``), lists (one item per line) and scalars."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                yield f"{indent}{key}:"
+                yield from render_text(item, indent + "  ")
+            else:
+                yield f"{indent}{key}: {_scalar(item)}"
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                yield f"{indent}-"
+                yield from render_text(item, indent + "  ")
+            else:
+                yield f"{indent}{_scalar(item)}"
+    else:
+        yield f"{indent}{_scalar(value)}"
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, dict)):
+        return "none"
+    return str(value)
+
+
+def parse_pairs(values: Iterable[str], option: str, *, allow_flags: bool) -> dict[str, str | None]:
+    """Parse repeated ``name=value`` options (split on the first ``=``).
+
+    Args:
+        values: The raw option values.
+        option: The option's name, for error messages.
+        allow_flags: Whether a bare ``name`` (no ``=``) is accepted, meaning a flag.
+    """
+    pairs: dict[str, str | None] = {}
+    for raw in values:
+        name, sep, value = raw.partition("=")
+        if not name.strip():
+            raise click.BadParameter(f"{raw!r} has no name; expected name=value", param_hint=option)
+        if not sep and not allow_flags:
+            raise click.BadParameter(f"{raw!r} has no '='; expected name=value", param_hint=option)
+        pairs[name] = value if sep else None
+    return pairs
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code for a kq error, or ``None`` when ``error`` is not one of kq's."""
+    from kq.core import ConfigError, DriverNotInstalledError, KqError
+
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, DriverNotInstalledError):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, KqError):
+        return EXIT_FAILURE
+    return None

@@ -1,0 +1,87 @@
+"""The ``kq`` command group: global options, logging, and error reporting without tracebacks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from kq.cli._common import EXIT_FAILURE, State, configure_logging, exit_code_for
+from kq.cli._consume import consume
+from kq.cli._echoback import echoback
+from kq.cli._manage import managedriver, managequeue
+from kq.cli._produce import queuecommand, queuemessage
+from kq.cli.version import __version__
+
+logger = logging.getLogger("kq.cli")
+
+
+class _KqGroup(click.Group):
+    """Turns kq's own errors into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            code = exit_code_for(exc)
+            if code is None:
+                # Not one of ours: a bug or an unexpected broker error. Say so in one line; the
+                # traceback is in the debug log (-v) for a bug report.
+                logger.debug("unexpected error", exc_info=True)
+                click.echo(
+                    f"kq: error: unexpected {type(exc).__name__}: {exc} (run with -v for details)", err=True
+                )
+                ctx.exit(EXIT_FAILURE)
+            click.echo(f"kq: error: {exc}", err=True)
+            ctx.exit(code)
+        finally:
+            state = ctx.find_object(State)
+            if state is not None:
+                state.close()
+
+
+@click.group(cls=_KqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    envvar="KQ_CONFIG",
+    show_envvar=True,
+    help="Configuration file (default: ./kq.toml, then [tool.kq] in ./pyproject.toml, then "
+    "built-in defaults: the sqlite driver in ./.kq/).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    metavar="LEVEL",
+    help="Lowest level of log lines written to stderr: DEBUG, INFO, WARNING, ERROR.",
+)
+@click.option("-v", "--verbose", count=True, help="One level more verbose than --log-level (repeatable).")
+@click.option("-q", "--quiet", count=True, help="One level quieter than --log-level (repeatable).")
+@click.version_option(__version__, "-V", "--version", prog_name="kq")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str, verbose: int, quiet: int) -> None:
+    """kq: queue console commands and messages, and run the workers that execute them.
+
+    Works the same on the embedded sqlite driver (the default, no broker needed), RabbitMQ, Amazon SQS
+    and STOMP brokers. Start with:
+
+    \b
+      kq consume demo &
+      kq queuecommand demo echoback "hello world" -o f=out.txt
+    """
+    configure_logging(log_level, verbose, quiet)
+    ctx.obj = State(config_path)
+
+
+for command in (queuecommand, queuemessage, consume, managedriver, managequeue, echoback):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the ``kq`` console script."""
+    cli(prog_name="kq")

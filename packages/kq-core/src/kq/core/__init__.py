@@ -1,0 +1,164 @@
+"""kq-core: one small API over message queues, and workers that run what messages ask for.
+
+Publishing::
+
+    from kq.core import App
+
+    with App.from_config() as app:          # kq.toml, [tool.kq] in pyproject.toml, or zero-config defaults
+        app.command_producer("demo").publish("echoback", ["hello"], {"f": "out.txt"})
+
+Consuming (what ``kq consume demo`` does)::
+
+    with App.from_config() as app:
+        app.consume_loop("demo", limits=Limits(messages=10)).run()
+
+The pieces, from the bottom up:
+
+- :class:`Message` / :class:`Delivery`: what is sent and what is received.
+- :class:`Driver`, :class:`Producer`, :class:`Consumer`, :class:`QueueManager`: the driver contract,
+  with :class:`Capabilities`; drivers are found through the ``kq.drivers`` entry-point group
+  (:func:`driver_entries`, :func:`load_driver_class`). kq-core ships ``memory`` and ``sqlite``.
+- :class:`ConsoleCommandProducer`, :class:`GenericMessageProducer`: application-level producers.
+- :class:`MessageConsumer` and the built-in :class:`ConsoleCommandConsumer` and :class:`NoopConsumer`.
+- :class:`ConsumeLoop` with :class:`Limits`: receive, decode, events, handle, acknowledge.
+- :class:`EventDispatcher` and the event classes.
+- :func:`load_config` / :class:`Config`; :class:`App` ties them together.
+- :func:`topic_matches`: AMQP topic routing for brokers without it.
+
+Driver authors test their driver with the conformance classes in :mod:`kq.core.testing`.
+"""
+
+from kq.core._allow import AllowList
+from kq.core._app import App
+from kq.core._codecs import decode_body, encode_json, media_type
+from kq.core._command import CommandCall, make_command, parse_command
+from kq.core._config import (
+    AllowSettings,
+    Config,
+    ConsoleSettings,
+    ListenerSpec,
+    find_config_file,
+    load_config,
+    parse_config,
+)
+from kq.core._console import CommandResult, ConsoleCommandConsumer, run_command
+from kq.core._consumers import (
+    CallableConsumer,
+    ConsumerContext,
+    MessageConsumer,
+    NoopConsumer,
+    build_consumer,
+)
+from kq.core._driver import Capabilities, Consumer, Driver, Producer, QueueManager
+from kq.core._errors import (
+    ConfigError,
+    ConsumerClosedError,
+    DeliveryStateError,
+    DriverNotInstalledError,
+    ExecutionFailedError,
+    KqError,
+    MessageFormatError,
+    NotAllowedError,
+    UnknownDriverError,
+    UnknownQueueError,
+    UnsupportedOperationError,
+)
+from kq.core._events import (
+    Event,
+    EventDispatcher,
+    MessageConsumed,
+    MessageConsumptionFailed,
+    MessageReceived,
+    MessageSent,
+    ProcessStarted,
+    ProcessStopped,
+)
+from kq.core._loop import ConsumeLoop, Limits, LoopStats
+from kq.core._message import JSON, KQ_HEADER_PREFIX, Delivery, Message, new_message_id
+from kq.core._options import Option
+from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
+from kq.core._registry import DriverEntry, driver_entries, driver_names, load_driver_class
+from kq.core._routing import command_routing_key, matches_any, topic_matches, url_routing_key
+from kq.core._spec import DriverSpec, QueueSpec
+from kq.core.version import __version__
+
+__all__ = [
+    # messages and routing
+    "JSON",
+    "KQ_HEADER_PREFIX",
+    "Delivery",
+    "Message",
+    "command_routing_key",
+    "matches_any",
+    "new_message_id",
+    "topic_matches",
+    "url_routing_key",
+    # driver contract and discovery
+    "Capabilities",
+    "Consumer",
+    "Driver",
+    "DriverEntry",
+    "DriverSpec",
+    "Option",
+    "Producer",
+    "QueueManager",
+    "QueueSpec",
+    "driver_entries",
+    "driver_names",
+    "load_driver_class",
+    # configuration and application
+    "AllowList",
+    "AllowSettings",
+    "App",
+    "Config",
+    "ConsoleSettings",
+    "ListenerSpec",
+    "find_config_file",
+    "load_config",
+    "parse_config",
+    # producing
+    "CommandCall",
+    "ConsoleCommandProducer",
+    "GenericMessageProducer",
+    "MessageProducer",
+    "encode_json",
+    "make_command",
+    # consuming
+    "CallableConsumer",
+    "CommandResult",
+    "ConsoleCommandConsumer",
+    "ConsumeLoop",
+    "ConsumerContext",
+    "Limits",
+    "LoopStats",
+    "MessageConsumer",
+    "NoopConsumer",
+    "build_consumer",
+    "decode_body",
+    "media_type",
+    "parse_command",
+    "run_command",
+    # events
+    "Event",
+    "EventDispatcher",
+    "MessageConsumed",
+    "MessageConsumptionFailed",
+    "MessageReceived",
+    "MessageSent",
+    "ProcessStarted",
+    "ProcessStopped",
+    # errors
+    "ConfigError",
+    "ConsumerClosedError",
+    "DeliveryStateError",
+    "DriverNotInstalledError",
+    "ExecutionFailedError",
+    "KqError",
+    "MessageFormatError",
+    "NotAllowedError",
+    "UnknownDriverError",
+    "UnknownQueueError",
+    "UnsupportedOperationError",
+    # version
+    "__version__",
+]

@@ -1,0 +1,169 @@
+"""The :class:`App`: configuration, drivers, listeners and producers/consume loops in one object.
+
+This is what the ``kq`` command uses, and what applications use to publish::
+
+    from kq.core import App
+
+    app = App.from_config()                       # kq.toml, [tool.kq] or the zero-config defaults
+    app.command_producer("demo").publish("echoback", ["hello"], {"f": "out.txt"})
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Any
+
+from kq.core._config import Config, load_config
+from kq.core._consumers import ConsumerContext, MessageConsumer, build_consumer
+from kq.core._driver import Driver
+from kq.core._errors import ConfigError, UnknownDriverError, UnknownQueueError
+from kq.core._events import EventDispatcher
+from kq.core._loop import ConsumeLoop, Limits
+from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer
+from kq.core._registry import load_driver_class
+from kq.core._spec import QueueSpec
+
+logger = logging.getLogger(__name__)
+
+
+class App:
+    """A kq application: one configuration and the driver instances built from it.
+
+    Args:
+        config: The configuration (default: the zero-configuration defaults).
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.dispatcher = EventDispatcher()
+        self._drivers: dict[str, Driver] = {}
+        for spec in self.config.listeners:
+            listener = _import_callable(spec.handler)
+            self.dispatcher.add_listener(spec.event, listener, priority=spec.priority, queue=spec.queue)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None) -> App:
+        """Load the configuration (explicit path, ``$KQ_CONFIG``, ``./kq.toml``, ``pyproject.toml``)."""
+        return cls(load_config(path))
+
+    def driver(self, name: str | None = None) -> Driver:
+        """Return driver instance ``name`` (default: the configured default), built on first use.
+
+        Raises:
+            UnknownDriverError: ``name`` is not a configured driver instance.
+        """
+        name = name or self.config.default_driver
+        driver = self._drivers.get(name)
+        if driver is not None and not driver.closed:
+            return driver
+        spec = self.config.drivers.get(name)
+        if spec is None:
+            raise UnknownDriverError(name, self.config.drivers, what="driver")
+        driver_class = load_driver_class(spec.type)
+        driver = driver_class(spec, self.config.queues_of(name))
+        self._drivers[name] = driver
+        return driver
+
+    def queue(self, queue: str, driver: str | None = None) -> tuple[Driver, QueueSpec]:
+        """Return the driver holding logical ``queue`` and the queue's settings.
+
+        A configured queue uses its driver. An unconfigured one is accepted on the given or default
+        driver when that driver creates queues on demand and either no queue is configured at all (the
+        zero-configuration case) or it is the dead-letter queue of a configured one.
+
+        Raises:
+            UnknownQueueError: the queue is not configured (the message lists the configured ones).
+        """
+        spec = self.config.queues.get(queue)
+        if spec is not None:
+            if driver is not None and driver != spec.driver:
+                raise UnknownQueueError(
+                    f"queue '{queue}' is configured on driver '{spec.driver}', not '{driver}'"
+                )
+            instance = self.driver(spec.driver)
+            return instance, instance.queue(queue)
+        dead_letter_of = [q for q in self.config.queues.values() if q.failed_queue == queue]
+        if dead_letter_of and driver is None:
+            driver = dead_letter_of[0].driver
+        instance = self.driver(driver)
+        if self.config.queues and not dead_letter_of and driver is None:
+            known = ", ".join(sorted(self.config.queues))
+            raise UnknownQueueError(
+                f"queue '{queue}' is not configured in {self.config.source} (configured: {known}); "
+                f"name a driver with -i to use an unconfigured queue"
+            )
+        return instance, instance.queue(queue)
+
+    def producer(self, queue: str, driver: str | None = None) -> GenericMessageProducer:
+        """A producer of raw bodies for ``queue``."""
+        instance, spec = self.queue(queue, driver)
+        return GenericMessageProducer(instance, spec.name, dispatcher=self.dispatcher)
+
+    def command_producer(self, queue: str, driver: str | None = None) -> ConsoleCommandProducer:
+        """A console-command producer for ``queue``."""
+        instance, spec = self.queue(queue, driver)
+        return ConsoleCommandProducer(instance, spec.name, dispatcher=self.dispatcher)
+
+    def message_consumer(
+        self, queue: str, driver: str | None = None, *, label: str | None = None
+    ) -> MessageConsumer:
+        """The message consumer configured for ``queue``."""
+        _, spec = self.queue(queue, driver)
+        return build_consumer(ConsumerContext(config=self.config, queue=spec, label=label))
+
+    def consume_loop(
+        self,
+        queue: str,
+        *,
+        driver: str | None = None,
+        routing_key: str | None = None,
+        limits: Limits | None = None,
+        label: str | None = None,
+        handler: MessageConsumer | None = None,
+        **options: Any,
+    ) -> ConsumeLoop:
+        """A consume loop for ``queue`` with its configured message consumer (or ``handler``)."""
+        instance, spec = self.queue(queue, driver)
+        if handler is None:
+            handler = build_consumer(ConsumerContext(config=self.config, queue=spec, label=label))
+        return ConsumeLoop(
+            instance,
+            spec.name,
+            handler,
+            dispatcher=self.dispatcher,
+            routing_key=routing_key,
+            limits=limits,
+            **options,
+        )
+
+    def close(self) -> None:
+        """Close every driver instance this app built."""
+        drivers, self._drivers = list(self._drivers.values()), {}
+        for driver in drivers:
+            try:
+                driver.close()
+            except Exception:
+                logger.warning("closing driver %s failed", driver.name, exc_info=True)
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _import_callable(name: str) -> Any:
+    module_name, _, attribute = name.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load listener {name!r}: {exc}", key="listeners") from None
+    if isinstance(target, type):
+        target = target()
+    if not callable(target):
+        raise ConfigError(f"listener {name!r} is not callable", key="listeners")
+    return target

@@ -1,0 +1,90 @@
+"""Decoding message bodies by content type.
+
+``application/json`` (and ``+json`` types) decode to Python values, ``text/*`` to ``str`` (UTF-8 unless
+the type names another charset) and ``application/octet-stream`` to ``bytes``. Nothing is ever
+evaluated: the PHP library's ``x-httpd-php-source`` and ``vnd.php.serialized`` have no equivalent here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from typing import Any
+
+from kq.core._errors import MessageFormatError
+
+JSON = "application/json"
+TEXT = "text/plain"
+BINARY = "application/octet-stream"
+
+
+def media_type(content_type: str) -> tuple[str, dict[str, str]]:
+    """Split ``type/subtype; param=value`` into the lower-cased media type and its parameters."""
+    main, _, rest = content_type.partition(";")
+    params: dict[str, str] = {}
+    for part in rest.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            params[name.strip().lower()] = value.strip().strip('"')
+    return main.strip().lower(), params
+
+
+def _decode_json(body: bytes, params: dict[str, str]) -> Any:
+    try:
+        return json.loads(body.decode(params.get("charset", "utf-8")))
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise MessageFormatError(f"JSON body is not valid text: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise MessageFormatError(f"body is not valid JSON: {exc}") from None
+
+
+def _decode_text(body: bytes, params: dict[str, str]) -> Any:
+    charset = params.get("charset", "utf-8")
+    try:
+        return body.decode(charset)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise MessageFormatError(f"text body cannot be decoded as {charset}: {exc}") from None
+
+
+def _decode_binary(body: bytes, params: dict[str, str]) -> Any:
+    return body
+
+
+def _decoder(media: str) -> Callable[[bytes, dict[str, str]], Any] | None:
+    if media == JSON or (media.startswith("application/") and media.endswith("+json")):
+        return _decode_json
+    if media.startswith("text/"):
+        return _decode_text
+    if media == BINARY:
+        return _decode_binary
+    return None
+
+
+def decode_body(body: bytes, content_type: str, accepted: Collection[str] | None = None) -> Any:
+    """Decode ``body`` according to ``content_type``.
+
+    Args:
+        body: The raw body.
+        content_type: Its content type; an empty one is treated as JSON, kq's default.
+        accepted: Media types the caller accepts (``None``: any kq can decode).
+
+    Raises:
+        MessageFormatError: the content type is not accepted or not decodable, or the body is malformed.
+    """
+    media, params = media_type(content_type or JSON)
+    if accepted is not None and media not in accepted:
+        raise MessageFormatError(
+            f"content type {content_type!r} is not accepted here (accepted: {', '.join(sorted(accepted))})"
+        )
+    decoder = _decoder(media)
+    if decoder is None:
+        raise MessageFormatError(f"cannot decode content type {content_type!r}")
+    return decoder(body, params)
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode ``value`` as compact UTF-8 JSON."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise MessageFormatError(f"cannot encode the message as JSON: {exc}") from None

@@ -1,0 +1,382 @@
+"""Configuration: one TOML file, found in a fixed order, validated with errors that name key and file.
+
+Lookup order: an explicit path (``--config``), ``$KQ_CONFIG``, ``./kq.toml``, ``[tool.kq]`` in
+``./pyproject.toml``, and finally built-in defaults: the sqlite driver in ``./.kq/`` and an allow-list
+that permits only ``echoback``. ``${VAR}`` and ``${VAR:-default}`` in string values are expanded from the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kq.core._errors import ConfigError
+from kq.core._spec import DriverSpec, QueueSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+#: Name of the driver instance that exists even when nothing is configured.
+DEFAULT_DRIVER_NAME = "default"
+#: Where the zero-configuration sqlite database lives, relative to the working directory.
+DEFAULT_SQLITE_PATH = ".kq/kq.sqlite3"
+#: What the console-command consumer may run when there is no configuration file at all.
+DEFAULT_ALLOWED_COMMANDS = ("echoback",)
+#: Names of the built-in message consumers (``module:attr`` names a custom one).
+BUILTIN_CONSUMERS = ("console_command", "noop")
+#: Event names listeners can subscribe to.
+EVENT_NAMES = (
+    "message_sent",
+    "message_received",
+    "message_consumed",
+    "message_consumption_failed",
+    "process_started",
+    "process_stopped",
+)
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_CALLABLE_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
+_TOP_LEVEL = ("default_driver", "drivers", "queues", "console", "allow", "listeners")
+_QUEUE_KEYS = ("driver", "consumer", "routing_keys", "dead_letter_queue")
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """``[console]``: how the console-command consumer runs commands.
+
+    Attributes:
+        prefix: The program the command name is appended to. ``None`` means this kq
+            (``python -m kq.cli``); ``["python", "manage.py"]`` runs Django commands.
+        timeout: Seconds a command may run before it is killed and the message fails.
+        env: Extra environment variables for commands.
+        cwd: Working directory of commands (default: the consumer's).
+    """
+
+    prefix: tuple[str, ...] | None = None
+    timeout: float = 3600.0
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    def argv_prefix(self) -> tuple[str, ...]:
+        """The prefix to run, with the default resolved to this interpreter's kq."""
+        if self.prefix is not None:
+            return self.prefix
+        return (sys.executable, "-m", "kq.cli")
+
+
+@dataclass(frozen=True)
+class AllowSettings:
+    """``[allow]``: what message consumers may execute. Empty means nothing."""
+
+    commands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """One ``[[listeners]]`` entry."""
+
+    event: str
+    handler: str
+    queue: str | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, resolved.
+
+    Attributes:
+        source: The file it came from (``None``: built-in defaults).
+        default_driver: Driver instance used when none is named.
+        drivers: Driver instances by name.
+        queues: Configured logical queues by name.
+    """
+
+    source: str | None = None
+    default_driver: str = DEFAULT_DRIVER_NAME
+    drivers: Mapping[str, DriverSpec] = field(
+        default_factory=lambda: {DEFAULT_DRIVER_NAME: default_driver_spec()}
+    )
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    allow: AllowSettings = field(default_factory=lambda: AllowSettings(commands=DEFAULT_ALLOWED_COMMANDS))
+    listeners: tuple[ListenerSpec, ...] = ()
+
+    def queues_of(self, driver: str) -> list[QueueSpec]:
+        """The configured queues held by driver instance ``driver``."""
+        return [q for q in self.queues.values() if q.driver == driver]
+
+
+def default_driver_spec(source: str | None = None, root: str | None = None) -> DriverSpec:
+    """The zero-configuration driver: sqlite under ``.kq/`` (of the working directory when no file)."""
+    return DriverSpec(
+        name=DEFAULT_DRIVER_NAME,
+        type="sqlite",
+        options={"path": DEFAULT_SQLITE_PATH},
+        source=source,
+        root=root,
+    )
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path | None:
+    """Return the configuration file to use, following the documented order, or ``None``."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist", source="--config")
+        return path
+    env = os.environ.get("KQ_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist", source="$KQ_CONFIG")
+        return path
+    base = cwd or Path.cwd()
+    if (base / "kq.toml").is_file():
+        return base / "kq.toml"
+    pyproject = base / "pyproject.toml"
+    if pyproject.is_file() and "tool" in (data := _read_toml(pyproject)) and "kq" in data["tool"]:
+        return pyproject
+    return None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Config:
+    """Find and load the configuration (see the module docstring for the lookup order)."""
+    path = find_config_file(explicit, cwd)
+    if path is None:
+        return Config()
+    data = _read_toml(path)
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("kq", {})
+        if not isinstance(data, dict):
+            raise ConfigError("[tool.kq] must be a table", key="tool.kq", source=str(path))
+        return parse_config(data, source=f"{path} [tool.kq]", root=str(path.parent))
+    return parse_config(data, source=str(path), root=str(path.parent))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data: dict[str, Any] = tomllib.load(handle)
+            return data
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration: {exc.strerror}", source=str(path)) from None
+
+
+def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: str | None = None) -> Config:
+    """Validate a parsed TOML document and return the :class:`Config`.
+
+    Args:
+        data: The parsed document (or the ``[tool.kq]`` table).
+        source: Where it came from, for error messages.
+        root: Directory that relative paths (such as a sqlite database) are relative to.
+    """
+    data = _expand(data, "", source)
+    _only(data, _TOP_LEVEL, "", source)
+
+    drivers: dict[str, DriverSpec] = {DEFAULT_DRIVER_NAME: default_driver_spec(source, root)}
+    for name, raw in _table(data, "drivers", source).items():
+        key = f"drivers.{name}"
+        table = _as_table(raw, key, source)
+        driver_type = table.get("type")
+        if not isinstance(driver_type, str) or not driver_type:
+            raise ConfigError(
+                "every driver needs a 'type' (for example \"sqlite\")", key=f"{key}.type", source=source
+            )
+        options = {k: v for k, v in table.items() if k != "type"}
+        drivers[name] = DriverSpec(name=name, type=driver_type, options=options, source=source, root=root)
+
+    default_driver = data.get("default_driver", DEFAULT_DRIVER_NAME)
+    if not isinstance(default_driver, str) or default_driver not in drivers:
+        raise ConfigError(
+            f"'{default_driver}' is not a configured driver (configured: {', '.join(sorted(drivers))})",
+            key="default_driver",
+            source=source,
+        )
+
+    queues: dict[str, QueueSpec] = {}
+    for name, table in _table(data, "queues", source).items():
+        queues[name] = _parse_queue(
+            name, _as_table(table, f"queues.{name}", source), drivers, default_driver, source
+        )
+
+    return Config(
+        source=source,
+        default_driver=default_driver,
+        drivers=drivers,
+        queues=queues,
+        console=_parse_console(_table(data, "console", source), source),
+        allow=_parse_allow(_table(data, "allow", source), source),
+        listeners=_parse_listeners(data.get("listeners", []), source),
+    )
+
+
+def _parse_queue(
+    name: str,
+    table: Mapping[str, Any],
+    drivers: Mapping[str, DriverSpec],
+    default_driver: str,
+    source: str | None,
+) -> QueueSpec:
+    key = f"queues.{name}"
+    driver = table.get("driver", default_driver)
+    if not isinstance(driver, str) or driver not in drivers:
+        raise ConfigError(
+            f"'{driver}' is not a configured driver (configured: {', '.join(sorted(drivers))})",
+            key=f"{key}.driver",
+            source=source,
+        )
+    consumer = table.get("consumer", "console_command")
+    if not isinstance(consumer, str) or not (consumer in BUILTIN_CONSUMERS or _CALLABLE_NAME.match(consumer)):
+        raise ConfigError(
+            f"consumer must be one of {', '.join(BUILTIN_CONSUMERS)} or 'module:attribute', not {consumer!r}",
+            key=f"{key}.consumer",
+            source=source,
+        )
+    routing_keys = table.get("routing_keys", [])
+    if isinstance(routing_keys, str):
+        routing_keys = [routing_keys]
+    if not isinstance(routing_keys, list) or not all(isinstance(k, str) for k in routing_keys):
+        raise ConfigError("routing_keys must be a list of strings", key=f"{key}.routing_keys", source=source)
+    dead_letter = table.get("dead_letter_queue")
+    if dead_letter is not None and (not isinstance(dead_letter, str) or not dead_letter):
+        raise ConfigError(
+            "dead_letter_queue must be a queue name", key=f"{key}.dead_letter_queue", source=source
+        )
+    options = {k: v for k, v in table.items() if k not in _QUEUE_KEYS}
+    return QueueSpec(
+        name=name,
+        driver=driver,
+        consumer=consumer,
+        routing_keys=tuple(routing_keys),
+        options=options,
+        dead_letter_queue=dead_letter,
+        source=source,
+    )
+
+
+def _parse_console(table: Mapping[str, Any], source: str | None) -> ConsoleSettings:
+    _only(table, ("prefix", "timeout", "env", "cwd"), "console", source)
+    prefix = table.get("prefix")
+    if prefix is not None:
+        if isinstance(prefix, str):
+            prefix = [prefix]
+        if not isinstance(prefix, list) or not prefix or not all(isinstance(p, str) and p for p in prefix):
+            raise ConfigError(
+                'prefix must be a non-empty list of strings, e.g. ["python", "manage.py"]',
+                key="console.prefix",
+                source=source,
+            )
+        prefix = tuple(prefix)
+    timeout = table.get("timeout", 3600.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(
+            "timeout must be a positive number of seconds", key="console.timeout", source=source
+        )
+    env = table.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError("env must be a table of strings", key="console.env", source=source)
+    cwd = table.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ConfigError("cwd must be a string", key="console.cwd", source=source)
+    return ConsoleSettings(prefix=prefix, timeout=float(timeout), env=dict(env), cwd=cwd)
+
+
+def _parse_allow(table: Mapping[str, Any], source: str | None) -> AllowSettings:
+    _only(table, ("commands",), "allow", source)
+    commands = table.get("commands", [])
+    if not isinstance(commands, list) or not all(isinstance(c, str) and c for c in commands):
+        raise ConfigError(
+            "commands must be a list of command names or 're:' patterns", key="allow.commands", source=source
+        )
+    for entry in commands:
+        if entry.startswith("re:"):
+            try:
+                re.compile(entry[3:])
+            except re.error as exc:
+                raise ConfigError(
+                    f"invalid regular expression {entry!r}: {exc}", key="allow.commands", source=source
+                ) from None
+    return AllowSettings(commands=tuple(commands))
+
+
+def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(
+            "listeners must be an array of tables ([[listeners]])", key="listeners", source=source
+        )
+    listeners = []
+    for index, raw in enumerate(entries):
+        key = f"listeners[{index}]"
+        entry = _as_table(raw, key, source)
+        _only(entry, ("event", "handler", "queue", "priority"), key, source)
+        event = entry.get("event")
+        if event not in EVENT_NAMES:
+            raise ConfigError(
+                f"event must be one of {', '.join(EVENT_NAMES)}, not {event!r}",
+                key=f"{key}.event",
+                source=source,
+            )
+        handler = entry.get("handler")
+        if not isinstance(handler, str) or not _CALLABLE_NAME.match(handler):
+            raise ConfigError("handler must be 'module:callable'", key=f"{key}.handler", source=source)
+        queue = entry.get("queue")
+        if queue is not None and not isinstance(queue, str):
+            raise ConfigError("queue must be a string", key=f"{key}.queue", source=source)
+        priority = entry.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ConfigError("priority must be an integer", key=f"{key}.priority", source=source)
+        listeners.append(ListenerSpec(event=event, handler=handler, queue=queue, priority=priority))
+    return tuple(listeners)
+
+
+def _table(data: Mapping[str, Any], key: str, source: str | None) -> Mapping[str, Any]:
+    return _as_table(data.get(key, {}), key, source)
+
+
+def _as_table(value: Any, key: str, source: str | None) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a table, got {type(value).__name__}", key=key, source=source)
+    return value
+
+
+def _only(table: Mapping[str, Any], known: tuple[str, ...], prefix: str, source: str | None) -> None:
+    for name in table:
+        if name not in known:
+            key = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"unknown key (known: {', '.join(known)})", key=key, source=source)
+
+
+def _expand(value: Any, key: str, source: str | None) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of ``value``."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is not None and (found or default is None):
+                return found
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {name} is not set (use ${{{name}:-default}})",
+                key=key or None,
+                source=source,
+            )
+
+        return _ENV_REFERENCE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key}.{k}" if key else k, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    return value

@@ -1,0 +1,131 @@
+"""Message consumers: what a queue's messages are handed to once received and decoded.
+
+A message consumer declares the content types it accepts and implements :meth:`MessageConsumer.consume`;
+it returns a result (for ``message_consumed``) or raises (for ``message_consumption_failed``). Raising
+:class:`~kq.core.MessageFormatError` or :class:`~kq.core.NotAllowedError` means the message can never
+succeed; anything else is an execution failure.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from kq.core._allow import AllowList
+from kq.core._codecs import decode_body
+from kq.core._config import Config
+from kq.core._errors import ConfigError
+from kq.core._message import JSON, Delivery
+from kq.core._spec import QueueSpec
+
+logger = logging.getLogger(__name__)
+
+
+class MessageConsumer(abc.ABC):
+    """Base class of message consumers."""
+
+    #: Media types this consumer decodes; ``None`` accepts every type kq can decode.
+    accepted_content_types: ClassVar[frozenset[str] | None] = frozenset({JSON})
+    #: Name used in logs and ``kq managequeue list-configured``.
+    kind: ClassVar[str] = ""
+
+    def decode(self, delivery: Delivery) -> Any:
+        """Decode the delivery's body by its content type (raises MessageFormatError)."""
+        return decode_body(delivery.body, delivery.content_type, self.accepted_content_types)
+
+    @abc.abstractmethod
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        """Do what the message asks and return the result; raise on failure."""
+
+    def describe(self, body: Any) -> str:
+        """A short description of the work ``body`` asks for, for log lines."""
+        return self.kind or type(self).__name__
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources when the consume loop ends."""
+
+
+class NoopConsumer(MessageConsumer):
+    """Does nothing and returns the decoded body (for tests and throughput measurements)."""
+
+    accepted_content_types = None
+    kind = "noop"
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        """Return ``body`` unchanged."""
+        return body
+
+
+class CallableConsumer(MessageConsumer):
+    """Adapts a plain function ``f(body, delivery) -> result`` named in the configuration."""
+
+    accepted_content_types = None
+
+    def __init__(self, function: Callable[[Any, Delivery], Any], name: str) -> None:
+        self.function = function
+        self.kind = name  # type: ignore[misc]
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        """Call the function."""
+        return self.function(body, delivery)
+
+
+@dataclass(frozen=True)
+class ConsumerContext:
+    """What a message consumer factory may use to build a consumer for a queue."""
+
+    config: Config
+    queue: QueueSpec
+    label: str | None = None
+
+
+def build_consumer(context: ConsumerContext) -> MessageConsumer:
+    """Build the message consumer configured for ``context.queue``.
+
+    Built-in names are ``console_command`` and ``noop``; ``module:attr`` names a :class:`MessageConsumer`
+    subclass (instantiated without arguments, or with the context if it has a ``from_context``
+    classmethod) or a function ``f(body, delivery)``.
+    """
+    name = context.queue.consumer
+    if name == "noop":
+        return NoopConsumer()
+    if name == "console_command":
+        from kq.core._console import ConsoleCommandConsumer
+
+        return ConsoleCommandConsumer(
+            context.config.console, AllowList(context.config.allow.commands), label=context.label
+        )
+    target = _import(name, context)
+    if isinstance(target, type) and issubclass(target, MessageConsumer):
+        factory = getattr(target, "from_context", None)
+        return factory(context) if callable(factory) else target()
+    if callable(target):
+        return CallableConsumer(target, name)
+    raise ConfigError(
+        f"{name} is neither a MessageConsumer subclass nor a function",
+        key=f"queues.{context.queue.name}.consumer",
+        source=context.queue.source,
+    )
+
+
+def _import(name: str, context: ConsumerContext) -> Any:
+    module_name, _, attribute = name.partition(":")
+    key = f"queues.{context.queue.name}.consumer"
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import module {module_name!r}: {exc}", key=key, source=context.queue.source
+        ) from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(
+                f"{module_name} has no attribute {attribute!r}", key=key, source=context.queue.source
+            ) from None
+    return target

@@ -1,0 +1,483 @@
+"""The driver contract: a :class:`Driver` hands out a :class:`Producer`, a :class:`Consumer` and a
+:class:`QueueManager` for logical queues.
+
+Consuming is a *bounded pull*: the core's consume loop calls :meth:`Consumer.receive` with a timeout and
+gets one :class:`~kq.core.Delivery` or ``None``. The loop, not the driver, owns limits, signals, events,
+acknowledgement and error policy. A delivery is acknowledged only **after** the handler finished
+(at-least-once), rejected with or without requeue (optionally after a delay), or *extended* while a long
+handler runs. Closing a consumer releases what it fetched and did not settle.
+
+How the three broker models map onto it:
+
+AMQP 0-9-1 (RabbitMQ through pika): push-based. The consumer starts ``basic_consume`` with a prefetch
+    (QoS) and buffers pushed deliveries; ``receive(timeout)`` pumps the connection's I/O loop for at most
+    ``timeout`` seconds and pops one. ``ack`` is ``basic_ack``, ``reject`` is ``basic_reject`` /
+    ``basic_nack`` with ``requeue``; a delayed requeue republishes through a delay queue (TTL plus
+    dead-letter exchange). ``extend`` is a no-op: an unacked delivery stays with its channel until the
+    channel closes, which is what makes the broker redeliver after a crash. The delivery count comes from
+    ``x-delivery-count`` (quorum queues) or ``redelivered`` (then at least 2). Publishing a batch waits
+    for publisher confirms once per batch.
+
+Amazon SQS (boto3): pull-based with visibility timeouts. ``receive`` is a long poll
+    (``WaitTimeSeconds`` = min(timeout, 20)) that may return up to 10 messages; the extra ones are
+    buffered and released (visibility 0) on close. The receipt handle is the delivery's ``handle``;
+    ``ack`` is ``DeleteMessage``, ``reject(requeue=True, delay=d)`` is ``ChangeMessageVisibility(d)``,
+    ``reject(requeue=False)`` deletes, and ``extend`` is ``ChangeMessageVisibility`` while a handler runs
+    past the timeout (``Capabilities.lease_extension``). ``ApproximateReceiveCount`` is the delivery
+    count. Batches are ``SendMessageBatch`` calls of 10.
+
+STOMP (ActiveMQ, RabbitMQ's STOMP plugin, through stomp.py): push-based subscriptions with
+    ``ack: client-individual`` and a prefetch of 1. A listener thread buffers ``MESSAGE`` frames;
+    ``receive`` waits on that buffer. ``ack``/``reject`` send ``ACK``/``NACK`` (requeue semantics depend on
+    the broker's redelivery policy, declared in the capabilities); a delayed requeue re-sends with
+    ActiveMQ's ``AMQ_SCHEDULED_DELAY``. Unacked messages return to the queue when the connection
+    drops. The ``redelivered`` header (and ActiveMQ's redelivery counter) give the delivery count.
+
+The embedded drivers behave like SQS: the sqlite driver leases a row for ``visibility_timeout`` seconds
+and the memory driver keeps an in-flight table with deadlines.
+
+Drivers implement the protected ``_hooks``; the public methods own the state checks, so every driver
+rejects a double ack, a settle through the wrong consumer and use after close in the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from kq.core._errors import (
+    ConsumerClosedError,
+    DeliveryStateError,
+    UnknownQueueError,
+    UnsupportedOperationError,
+)
+from kq.core._message import Delivery, Message
+from kq.core._options import Option, resolve_options
+from kq.core._spec import DriverSpec, QueueSpec
+
+logger = logging.getLogger(__name__)
+
+#: Queue-manager actions every driver offers.
+STANDARD_ACTIONS = ("list-configured", "list-available", "info", "purge", "delete")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do natively; ``kq managedriver list`` shows them.
+
+    Attributes:
+        routing_keys: ``"native"`` (the broker routes by topic), ``"emulated"`` (kq filters with its own
+            AMQP topic matcher) or ``"none"``.
+        delayed_delivery: Messages and requeues can be delayed.
+        max_delay: Longest delay in seconds (``None``: unbounded).
+        priorities: Messages can carry a priority.
+        native_dead_letter: The broker itself can route rejected messages to a dead-letter queue.
+        batch_send: Publishing a batch is cheaper than publishing its messages one by one.
+        batch_receive: One receive call can fetch several messages.
+        message_ttl: Per-message time-to-live is enforced.
+        lease_extension: Deliveries time out unless extended while a long handler runs.
+        cross_process: Producers and consumers may live in different processes.
+        queue_actions: Queue-manager actions (``kq managequeue``).
+    """
+
+    routing_keys: str = "emulated"
+    delayed_delivery: bool = False
+    max_delay: float | None = None
+    priorities: bool = False
+    native_dead_letter: bool = False
+    batch_send: bool = False
+    batch_receive: bool = False
+    message_ttl: bool = False
+    lease_extension: bool = False
+    cross_process: bool = True
+    queue_actions: tuple[str, ...] = STANDARD_ACTIONS
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the capabilities as a JSON-friendly dict."""
+        values = asdict(self)
+        values["queue_actions"] = list(self.queue_actions)
+        return values
+
+
+class Driver(abc.ABC):
+    """One configured driver instance (``[drivers.<name>]``), for example a RabbitMQ server.
+
+    Subclasses declare ``capabilities``, ``connection_errors`` (the exceptions after which the consume
+    loop rebuilds the consumer), the options they accept, and implement the three ``_create_*`` hooks.
+
+    Args:
+        spec: The driver instance's name, type and raw options (checked against ``driver_options``).
+        queues: The logical queues configured for this instance; their raw options are checked against
+            ``queue_options``.
+    """
+
+    #: Capabilities of the driver type.
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Exceptions meaning "the connection is gone": the consume loop reconnects with backoff.
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Options of ``[drivers.<name>]``.
+    driver_options: ClassVar[Mapping[str, Option]] = {}
+    #: Broker-specific options of ``[queues.<name>]``.
+    queue_options: ClassVar[Mapping[str, Option]] = {}
+    #: Whether a queue that is not configured can be used (created on first use).
+    dynamic_queues: ClassVar[bool] = False
+    #: One line saying what the driver is, for ``kq managedriver list``.
+    description: ClassVar[str] = ""
+
+    def __init__(self, spec: DriverSpec, queues: Iterable[QueueSpec] = ()) -> None:
+        self.name = spec.name
+        self.source = spec.source
+        self.root = spec.root
+        self.options: dict[str, Any] = resolve_options(
+            self.driver_options, spec.options, prefix=f"drivers.{spec.name}", source=spec.source
+        )
+        self._queues: dict[str, QueueSpec] = {}
+        for queue in queues:
+            self._queues[queue.name] = self._check_queue(queue)
+        self._producers: dict[str, Producer] = {}
+        self._manager: QueueManager | None = None
+        self._closed = False
+
+    def _check_queue(self, queue: QueueSpec) -> QueueSpec:
+        options = resolve_options(
+            self.queue_options, queue.options, prefix=f"queues.{queue.name}", source=queue.source
+        )
+        return QueueSpec(
+            name=queue.name,
+            driver=queue.driver,
+            consumer=queue.consumer,
+            routing_keys=queue.routing_keys,
+            options=options,
+            dead_letter_queue=queue.dead_letter_queue,
+            configured=queue.configured,
+            source=queue.source,
+        )
+
+    @property
+    def configured_queues(self) -> Mapping[str, QueueSpec]:
+        """The queues configured for this driver instance, by name."""
+        return self._queues
+
+    def queue(self, name: str) -> QueueSpec:
+        """Return the settings of logical queue ``name``.
+
+        Raises:
+            UnknownQueueError: the queue is not configured and the driver cannot create queues on demand.
+        """
+        spec = self._queues.get(name)
+        if spec is not None:
+            return spec
+        if not name:
+            raise UnknownQueueError("queue name must not be empty")
+        if not self.dynamic_queues:
+            known = ", ".join(sorted(self._queues)) or "none"
+            raise UnknownQueueError(
+                f"queue '{name}' is not configured for driver '{self.name}' (configured: {known})"
+            )
+        spec = self._check_queue(QueueSpec(name=name, driver=self.name, configured=False))
+        self._queues[name] = spec
+        return spec
+
+    def producer(self, queue: str) -> Producer:
+        """Return the producer of ``queue``, created on first use and reused afterwards."""
+        self._check_open()
+        producer = self._producers.get(queue)
+        if producer is None or producer.closed:
+            producer = self._create_producer(self.queue(queue))
+            self._producers[queue] = producer
+        return producer
+
+    def consumer(self, queue: str, *, routing_key: str | None = None, prefetch: int = 1) -> Consumer:
+        """Return a new consumer of ``queue``.
+
+        Args:
+            queue: The logical queue.
+            routing_key: Binding key overriding the queue's configured ``routing_keys``.
+            prefetch: How many deliveries the broker may hand this consumer ahead of time.
+        """
+        self._check_open()
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, not {prefetch}")
+        spec = self.queue(queue)
+        keys = (routing_key,) if routing_key is not None else spec.routing_keys
+        return self._create_consumer(spec, tuple(keys), prefetch)
+
+    def queue_manager(self) -> QueueManager:
+        """Return the driver's queue manager."""
+        self._check_open()
+        if self._manager is None:
+            self._manager = self._create_queue_manager()
+        return self._manager
+
+    def close(self) -> None:
+        """Close every producer this driver handed out and release its connections."""
+        if self._closed:
+            return
+        self._closed = True
+        for producer in self._producers.values():
+            try:
+                producer.close()
+            except Exception:
+                logger.warning(
+                    "driver %s: closing the producer of queue %s failed",
+                    self.name,
+                    producer.queue.name,
+                    exc_info=True,
+                )
+        self._producers.clear()
+        self._close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConsumerClosedError(f"driver '{self.name}' is closed")
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @abc.abstractmethod
+    def _create_producer(self, queue: QueueSpec) -> Producer:
+        """Build a producer for ``queue`` (declaring broker topology if needed)."""
+
+    @abc.abstractmethod
+    def _create_consumer(self, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int) -> Consumer:
+        """Build a consumer for ``queue`` bound to ``routing_keys`` (empty: every message)."""
+
+    @abc.abstractmethod
+    def _create_queue_manager(self) -> QueueManager:
+        """Build the queue manager."""
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release driver-wide resources (connections, pools)."""
+
+
+class Producer(abc.ABC):
+    """Publishes messages to one logical queue. A single message is a batch of one."""
+
+    def __init__(self, driver: Driver, queue: QueueSpec) -> None:
+        self.driver = driver
+        self.queue = queue
+        self.closed = False
+
+    def publish(self, message: Message) -> None:
+        """Publish one message."""
+        self.publish_batch((message,))
+
+    def publish_batch(self, messages: Sequence[Message]) -> None:
+        """Publish ``messages``; confirms, transactions and batch calls are paid once per batch.
+
+        Raises:
+            UnsupportedOperationError: a message asks for a delay the driver cannot honour.
+        """
+        if self.closed:
+            raise ConsumerClosedError(f"the producer of queue '{self.queue.name}' is closed")
+        if not messages:
+            return
+        caps = self.driver.capabilities
+        for message in messages:
+            if message.delay:
+                if not caps.delayed_delivery:
+                    raise UnsupportedOperationError(
+                        f"driver '{self.driver.name}' cannot delay messages (message {message.message_id})"
+                    )
+                if caps.max_delay is not None and message.delay > caps.max_delay:
+                    raise UnsupportedOperationError(
+                        f"delay {message.delay:g}s of message {message.message_id} exceeds the maximum "
+                        f"of driver '{self.driver.name}' ({caps.max_delay:g}s)"
+                    )
+        self._publish_batch(messages)
+
+    def close(self) -> None:
+        """Release the producer's resources."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    @abc.abstractmethod
+    def _publish_batch(self, messages: Sequence[Message]) -> None:
+        """Send ``messages`` (validated, non-empty)."""
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class Consumer(abc.ABC):
+    """Receives deliveries from one logical queue, one bounded wait at a time."""
+
+    #: Seconds a delivery stays reserved for this consumer unless extended (``None``: until settled or
+    #: disconnected). The consume loop extends it while a long handler runs.
+    lease_duration: float | None = None
+
+    def __init__(
+        self, driver: Driver, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int
+    ) -> None:
+        self.driver = driver
+        self.queue = queue
+        self.routing_keys = routing_keys
+        self.prefetch = prefetch
+        self.closed = False
+
+    def receive(self, timeout: float) -> Delivery | None:
+        """Wait at most ``timeout`` seconds for the next delivery; ``None`` when none came."""
+        if self.closed:
+            raise ConsumerClosedError(f"the consumer of queue '{self.queue.name}' is closed")
+        if timeout < 0:
+            raise ValueError(f"timeout must not be negative, not {timeout}")
+        delivery = self._receive(timeout)
+        if delivery is not None:
+            delivery.owner = self
+        return delivery
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery``: the broker forgets the message."""
+        self._settle(delivery, "ack")
+        self._ack(delivery)
+
+    def reject(self, delivery: Delivery, *, requeue: bool = True, delay: float = 0.0) -> None:
+        """Reject ``delivery``.
+
+        Args:
+            delivery: The delivery to reject.
+            requeue: Put the message back on the queue (with its delivery count increased on the next
+                delivery); ``False`` drops it, or hands it to the broker's dead-letter queue where one is
+                configured natively.
+            delay: With ``requeue``, seconds before the message becomes visible again.
+        """
+        if delay < 0:
+            raise ValueError(f"delay must not be negative, not {delay}")
+        if delay and requeue:
+            caps = self.driver.capabilities
+            if not caps.delayed_delivery:
+                raise UnsupportedOperationError(f"driver '{self.driver.name}' cannot delay a requeue")
+            if caps.max_delay is not None and delay > caps.max_delay:
+                raise UnsupportedOperationError(
+                    f"delay {delay:g}s exceeds the maximum of driver '{self.driver.name}' "
+                    f"({caps.max_delay:g}s)"
+                )
+        self._settle(delivery, "reject")
+        self._reject(delivery, requeue, delay)
+
+    def extend(self, delivery: Delivery, seconds: float) -> None:
+        """Keep ``delivery`` invisible to other consumers for ``seconds`` more (a no-op where unneeded)."""
+        if delivery.owner is not self or delivery.settled:
+            raise DeliveryStateError(
+                f"cannot extend {delivery!r}: it is settled or not owned by this consumer"
+            )
+        self._extend(delivery, seconds)
+
+    def close(self) -> None:
+        """Stop consuming and release the deliveries received but not settled."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    def _settle(self, delivery: Delivery, what: str) -> None:
+        if delivery.owner is not self:
+            raise DeliveryStateError(f"cannot {what} {delivery!r}: it was received by another consumer")
+        if delivery.settled:
+            raise DeliveryStateError(f"cannot {what} {delivery!r}: it is already settled")
+        if self.closed:
+            raise ConsumerClosedError(f"cannot {what} {delivery!r}: the consumer is closed")
+        delivery.settled = True
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def _receive(self, timeout: float) -> Delivery | None:
+        """Return the next delivery within ``timeout`` seconds, or ``None``."""
+
+    @abc.abstractmethod
+    def _ack(self, delivery: Delivery) -> None:
+        """Acknowledge."""
+
+    @abc.abstractmethod
+    def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
+        """Reject, requeueing after ``delay`` seconds when ``requeue``."""
+
+    def _extend(self, delivery: Delivery, seconds: float) -> None:  # noqa: B027 - optional hook
+        """Extend the delivery's lease (no-op by default)."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release unsettled deliveries and connections."""
+
+
+class QueueManager(abc.ABC):
+    """Administrative actions on a driver's queues (``kq managequeue``).
+
+    ``info`` returns a dict with at least ``messages``: the number of messages waiting to be delivered.
+    Drivers add what their broker knows (``in_flight``, ``delayed``, ``consumers``, ...).
+    """
+
+    #: Actions this manager supports, in the order ``kq managequeue help`` lists them.
+    actions: ClassVar[tuple[str, ...]] = STANDARD_ACTIONS
+    #: Actions that need a queue argument.
+    queue_actions: ClassVar[frozenset[str]] = frozenset({"info", "purge", "delete"})
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+
+    def execute(
+        self, action: str, queue: str | None = None, arguments: Mapping[str, str] | None = None
+    ) -> Any:
+        """Run ``action`` by name (as the CLI does) and return its JSON-friendly result."""
+        if action not in self.actions:
+            raise UnsupportedOperationError(
+                f"driver '{self.driver.name}' has no queue action '{action}'; "
+                f"available: {', '.join(self.actions)}"
+            )
+        if action in self.queue_actions and not queue:
+            raise UnsupportedOperationError(f"action '{action}' needs a queue name")
+        method = getattr(self, action.replace("-", "_"))
+        if action in self.queue_actions:
+            if arguments:
+                return method(queue, **arguments)
+            return method(queue)
+        return method(**(arguments or {}))
+
+    def list_configured(self) -> list[dict[str, Any]]:
+        """The queues configured for this driver instance."""
+        return [
+            {
+                "queue": spec.name,
+                "driver": self.driver.name,
+                "consumer": spec.consumer,
+                "routing_keys": list(spec.routing_keys),
+                "dead_letter_queue": spec.failed_queue,
+            }
+            for spec in self.driver.configured_queues.values()
+            if spec.configured
+        ]
+
+    @abc.abstractmethod
+    def list_available(self) -> list[str]:
+        """Names of the queues that exist on the broker."""
+
+    @abc.abstractmethod
+    def info(self, queue: str) -> dict[str, Any]:
+        """State of ``queue``: at least ``messages`` (waiting to be delivered)."""
+
+    @abc.abstractmethod
+    def purge(self, queue: str) -> int | None:
+        """Delete every waiting message; return how many when the broker says."""
+
+    @abc.abstractmethod
+    def delete(self, queue: str) -> None:
+        """Delete the queue and its messages."""

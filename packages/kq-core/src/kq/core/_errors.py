@@ -1,0 +1,73 @@
+"""The exceptions kq raises.
+
+Every error a user can cause (bad configuration, unknown driver or queue, malformed message) is a
+:class:`KqError`, whose message says what was wrong and where; the CLI prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class KqError(Exception):
+    """Base class of every error kq raises on purpose."""
+
+
+class ConfigError(KqError):
+    """The configuration is invalid: the message names the key and the file."""
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
+        self.key = key
+        self.source = source
+        where = []
+        if key:
+            where.append(f"key '{key}'")
+        if source:
+            where.append(f"in {source}")
+        super().__init__(f"{message} ({' '.join(where)})" if where else message)
+
+
+class UnknownDriverError(KqError):
+    """No driver (type or configured instance) has the requested name."""
+
+    def __init__(self, name: str, known: Iterable[str], *, what: str = "driver") -> None:
+        self.name = name
+        self.known = sorted(known)
+        listing = ", ".join(self.known) if self.known else "none"
+        super().__init__(f"unknown {what} '{name}'; available: {listing}")
+
+
+class DriverNotInstalledError(KqError):
+    """A driver is registered but its module or client library cannot be imported."""
+
+
+class UnknownQueueError(KqError):
+    """A queue name is not configured and the driver does not create queues on demand."""
+
+
+class UnsupportedOperationError(KqError):
+    """The driver or queue manager does not support the requested action."""
+
+
+class MessageFormatError(KqError):
+    """A message body or header does not have the expected shape; it can never succeed as is."""
+
+
+class NotAllowedError(KqError):
+    """The message asks for something outside the allow-list; it was not executed."""
+
+
+class ExecutionFailedError(KqError):
+    """The work a message asked for ran and failed (for example a non-zero exit code)."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        self.result = result
+        super().__init__(message)
+
+
+class DeliveryStateError(KqError):
+    """A delivery was settled twice, or settled through a consumer that does not own it."""
+
+
+class ConsumerClosedError(KqError):
+    """The driver consumer was used after :meth:`close`."""

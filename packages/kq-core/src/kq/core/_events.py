@@ -1,0 +1,206 @@
+"""Events and their dispatcher.
+
+Six events, as in the PHP library: ``message_sent``, ``message_received`` (a listener may veto),
+``message_consumed``, ``message_consumption_failed``, ``process_started`` and ``process_stopped``.
+Listeners run by descending priority (registration order among equals), may be bound to one logical
+queue, and a listener that raises is logged and skipped without affecting the others or the consume loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from kq.core._message import Delivery, Message
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Event:
+    """Base class of kq events."""
+
+    name: ClassVar[str] = ""
+
+    @property
+    def queue(self) -> str | None:
+        """The logical queue the event is about, when there is one."""
+        return None
+
+
+@dataclass
+class MessageSent(Event):
+    """A producer published ``messages`` (one event per batch) to ``queue_name``."""
+
+    name: ClassVar[str] = "message_sent"
+    queue_name: str
+    messages: Sequence[Message]
+
+    @property
+    def queue(self) -> str | None:
+        return self.queue_name
+
+
+@dataclass
+class MessageReceived(Event):
+    """A message was received and decoded; call :meth:`veto` to skip it (it is acknowledged)."""
+
+    name: ClassVar[str] = "message_received"
+    delivery: Delivery
+    body: Any
+    consumer: object
+    vetoed_by: str | None = None
+
+    @property
+    def queue(self) -> str | None:
+        return self.delivery.queue
+
+    def veto(self, reason: str) -> None:
+        """Skip this message: it is acknowledged without being consumed, and ``reason`` is logged."""
+        self.vetoed_by = reason or "vetoed by a message_received listener"
+
+
+@dataclass
+class MessageConsumed(Event):
+    """A message consumer handled a message successfully; ``result`` is what it returned."""
+
+    name: ClassVar[str] = "message_consumed"
+    delivery: Delivery
+    body: Any
+    consumer: object
+    result: Any
+    duration: float = 0.0
+
+    @property
+    def queue(self) -> str | None:
+        return self.delivery.queue
+
+
+@dataclass
+class MessageConsumptionFailed(Event):
+    """Decoding or consuming a message failed; ``body`` is ``None`` when it could not be decoded.
+
+    Attributes:
+        outcome: What kq did with the message: ``"dead-lettered"`` or ``"requeued"``.
+    """
+
+    name: ClassVar[str] = "message_consumption_failed"
+    delivery: Delivery
+    body: Any
+    consumer: object
+    error: BaseException
+    outcome: str = ""
+    duration: float = 0.0
+
+    @property
+    def queue(self) -> str | None:
+        return self.delivery.queue
+
+
+@dataclass
+class ProcessStarted(Event):
+    """The watchdog started a worker process."""
+
+    name: ClassVar[str] = "process_started"
+    pid: int
+    command: Sequence[str]
+    worker: str = ""
+
+
+@dataclass
+class ProcessStopped(Event):
+    """The watchdog stopped a worker process."""
+
+    name: ClassVar[str] = "process_stopped"
+    pid: int
+    command: Sequence[str] = ()
+    worker: str = ""
+
+
+#: Event classes by name.
+EVENTS: dict[str, type[Event]] = {
+    cls.name: cls
+    for cls in (
+        MessageSent,
+        MessageReceived,
+        MessageConsumed,
+        MessageConsumptionFailed,
+        ProcessStarted,
+        ProcessStopped,
+    )
+}
+
+Listener = Callable[[Any], object]
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(order=True)
+class _Registration:
+    sort_key: tuple[int, int]
+    listener: Listener = field(compare=False)
+    queue: str | None = field(compare=False)
+
+
+class EventDispatcher:
+    """Calls listeners for events, by priority, optionally only for one queue."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[_Registration]] = {}
+        self._counter = 0
+
+    def add_listener(
+        self, event: str, listener: Listener, *, priority: int = 0, queue: str | None = None
+    ) -> None:
+        """Register ``listener`` for ``event``.
+
+        Args:
+            event: One of the event names (``message_received``, ...).
+            listener: Called with the event object.
+            priority: Higher runs first.
+            queue: Only call it for events about this logical queue.
+        """
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; known: {', '.join(EVENTS)}")
+        self._counter += 1
+        registrations = self._listeners.setdefault(event, [])
+        registrations.append(_Registration((-priority, self._counter), listener, queue))
+        registrations.sort()
+
+    def remove_listener(self, event: str, listener: Listener) -> None:
+        """Unregister ``listener`` from ``event`` (every registration of it)."""
+        registrations = self._listeners.get(event, [])
+        registrations[:] = [r for r in registrations if r.listener is not listener]
+
+    def has_listeners(self, event: str) -> bool:
+        """Whether anything listens to ``event`` (lets hot paths skip building the event)."""
+        return bool(self._listeners.get(event))
+
+    def dispatch(self, event: E) -> E:
+        """Call the listeners of ``event`` and return it. A vetoed ``message_received`` stops the chain."""
+        registrations = self._listeners.get(event.name)
+        if not registrations:
+            return event
+        queue = event.queue
+        for registration in tuple(registrations):
+            if registration.queue is not None and registration.queue != queue:
+                continue
+            try:
+                registration.listener(event)
+            except Exception:
+                logger.exception(
+                    "listener %s for %s failed on queue %s; the other listeners still run",
+                    _describe(registration.listener),
+                    event.name,
+                    queue,
+                )
+            if isinstance(event, MessageReceived) and event.vetoed_by is not None:
+                break
+        return event
+
+
+def _describe(listener: Listener) -> str:
+    module = getattr(listener, "__module__", None) or ""
+    name = getattr(listener, "__qualname__", None) or type(listener).__qualname__
+    return f"{module}:{name}" if module else name

@@ -1,0 +1,415 @@
+"""The consume loop: receive, decode, announce, handle, settle; repeat until a limit or a stop request.
+
+The loop owns everything drivers should not have to re-implement: limits (message count, total time),
+stop requests (signals), events, acknowledgement after the handler returns, the failure policy, lease
+extension for long handlers, and reconnection after the driver's declared connection errors.
+
+Failure policy (a retry policy with backoff comes later): a message that fails is published to the
+queue's dead-letter queue (``<queue>.failed`` unless configured) with ``kq-dead-letter-*`` headers saying
+why, then acknowledged. If even that publish fails, the message is requeued so that nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kq.core._consumers import MessageConsumer
+from kq.core._driver import Consumer, Driver
+from kq.core._errors import MessageFormatError, NotAllowedError
+from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
+from kq.core._message import Delivery
+
+logger = logging.getLogger(__name__)
+
+#: Headers added to a dead-lettered message.
+DEAD_LETTER_REASON = "kq-dead-letter-reason"
+DEAD_LETTER_ERROR = "kq-dead-letter-error"
+DEAD_LETTER_QUEUE = "kq-original-queue"
+DEAD_LETTER_TIME = "kq-dead-lettered-at"
+DEAD_LETTER_DELIVERIES = "kq-delivery-count"
+
+#: Longest error text kept in a dead-letter header.
+MAX_ERROR_HEADER = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a consume loop stops by itself; zero means no limit.
+
+    Attributes:
+        messages: Stop after this many messages were handled (consumed, failed or vetoed).
+        time: Stop after this many seconds; checked between messages, so a long handler overruns it.
+    """
+
+    messages: int = 0
+    time: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.messages < 0:
+            raise ValueError(f"message limit must not be negative, not {self.messages}")
+        if self.time < 0:
+            raise ValueError(f"time limit must not be negative, not {self.time}")
+
+
+@dataclass
+class LoopStats:
+    """Counters of one consume loop run."""
+
+    received: int = 0
+    consumed: int = 0
+    failed: int = 0
+    vetoed: int = 0
+    dead_lettered: int = 0
+    requeued: int = 0
+    reconnects: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class ConsumeLoop:
+    """Consumes one logical queue with one message consumer.
+
+    Args:
+        driver: The driver instance holding the queue.
+        queue: Logical queue name.
+        handler: The message consumer that does the work.
+        dispatcher: Event dispatcher (listeners); optional.
+        routing_key: Binding key overriding the queue's configured ones.
+        limits: Message-count and total-time limits.
+        poll_interval: Longest single wait in ``receive``; bounds how late a stop request is noticed.
+        prefetch: Deliveries the broker may hand out ahead of time.
+        max_backoff: Longest wait between reconnection attempts, in seconds.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        queue: str,
+        handler: MessageConsumer,
+        *,
+        dispatcher: EventDispatcher | None = None,
+        routing_key: str | None = None,
+        limits: Limits | None = None,
+        poll_interval: float = 1.0,
+        prefetch: int = 1,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.driver = driver
+        self.queue = queue
+        self.spec = driver.queue(queue)
+        self.handler = handler
+        self.dispatcher = dispatcher or EventDispatcher()
+        self.routing_key = routing_key
+        self.limits = limits or Limits()
+        self.poll_interval = poll_interval
+        self.prefetch = prefetch
+        self.max_backoff = max_backoff
+        self.stats = LoopStats()
+        self.stop_reason: str | None = None
+        self._stop = threading.Event()
+        self._consumer: Consumer | None = None
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current message (safe from signal handlers and threads)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    def run(self) -> str:
+        """Consume until a limit is reached or :meth:`stop` is called; return the stop reason."""
+        self.stats = LoopStats()
+        deadline = time.monotonic() + self.limits.time if self.limits.time else None
+        keeper = _LeaseKeeper() if self.driver.capabilities.lease_extension else None
+        backoff = _Backoff(self.max_backoff)
+        logger.info(
+            "consuming queue %s on driver %s with the %s consumer",
+            self.queue,
+            self.driver.name,
+            self.handler.kind or type(self.handler).__name__,
+        )
+        try:
+            while True:
+                reason = self._limit_reached(deadline)
+                if reason is not None:
+                    self.stop(reason)
+                    break
+                try:
+                    if self._consumer is None:
+                        self._consumer = self.driver.consumer(
+                            self.queue, routing_key=self.routing_key, prefetch=self.prefetch
+                        )
+                    timeout = self.poll_interval
+                    if deadline is not None:
+                        timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+                    delivery = self._consumer.receive(timeout)
+                    if delivery is not None:
+                        self.stats.received += 1
+                        self._handle(self._consumer, delivery, keeper)
+                    backoff.reset()
+                except self.driver.connection_errors as exc:
+                    self._reconnect(exc, backoff)
+        finally:
+            if keeper is not None:
+                keeper.shutdown()
+            self._close_consumer()
+            self.handler.close()
+        reason = self.stop_reason or "stop requested"
+        logger.info(
+            "stopped consuming queue %s because: %s (%d consumed, %d failed, %d vetoed)",
+            self.queue,
+            reason,
+            self.stats.consumed,
+            self.stats.failed,
+            self.stats.vetoed,
+        )
+        return reason
+
+    def _limit_reached(self, deadline: float | None) -> str | None:
+        if self._stop.is_set():
+            return self.stop_reason or "stop requested"
+        if self.limits.messages and self.stats.received >= self.limits.messages:
+            return f"message limit of {self.limits.messages} reached"
+        if deadline is not None and time.monotonic() >= deadline:
+            return f"time limit of {self.limits.time:g}s reached"
+        return None
+
+    def _reconnect(self, exc: BaseException, backoff: _Backoff) -> None:
+        self.stats.reconnects += 1
+        wait = backoff.next()
+        logger.warning(
+            "queue %s: connection to driver %s lost (%s: %s); reconnecting in %.1fs",
+            self.queue,
+            self.driver.name,
+            type(exc).__name__,
+            exc,
+            wait,
+        )
+        self._close_consumer()
+        self._stop.wait(wait)
+
+    def _close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            consumer.close()
+        except Exception as exc:  # a dead connection often fails to close; the broker releases anyway
+            logger.debug("queue %s: closing the consumer failed: %s", self.queue, exc)
+
+    def _handle(self, consumer: Consumer, delivery: Delivery, keeper: _LeaseKeeper | None) -> None:
+        started = time.monotonic()
+        if keeper is not None:
+            keeper.watch(consumer, delivery)
+        try:
+            outcome = self._process(delivery)
+        finally:
+            # Settle only once the keeper has let go of the delivery, so no extension races the ack.
+            if keeper is not None:
+                keeper.release()
+        if isinstance(outcome, _Failure):
+            self._fail(consumer, delivery, outcome, started)
+        elif isinstance(outcome, _Vetoed):
+            consumer.ack(delivery)
+            self.stats.vetoed += 1
+            logger.info(
+                "queue %s message %s: skipped and acknowledged, vetoed: %s",
+                delivery.queue,
+                delivery.message_id,
+                outcome.reason,
+            )
+        else:
+            consumer.ack(delivery)
+            duration = time.monotonic() - started
+            self.stats.consumed += 1
+            logger.info(
+                "queue %s message %s: %s consumed in %.3fs",
+                delivery.queue,
+                delivery.message_id,
+                self.handler.describe(outcome.body),
+                duration,
+            )
+            if self.dispatcher.has_listeners(MessageConsumed.name):
+                self.dispatcher.dispatch(
+                    MessageConsumed(
+                        delivery=delivery,
+                        body=outcome.body,
+                        consumer=self.handler,
+                        result=outcome.result,
+                        duration=duration,
+                    )
+                )
+
+    def _process(self, delivery: Delivery) -> _Success | _Vetoed | _Failure:
+        try:
+            body = self.handler.decode(delivery)
+        except MessageFormatError as exc:
+            return _Failure(None, exc, "undecodable")
+        if self.dispatcher.has_listeners(MessageReceived.name):
+            event = self.dispatcher.dispatch(
+                MessageReceived(delivery=delivery, body=body, consumer=self.handler)
+            )
+            if event.vetoed_by is not None:
+                return _Vetoed(event.vetoed_by)
+        try:
+            return _Success(body, self.handler.consume(body, delivery))
+        except MessageFormatError as exc:
+            return _Failure(body, exc, "invalid")
+        except NotAllowedError as exc:
+            return _Failure(body, exc, "not-allowed")
+        except Exception as exc:
+            return _Failure(body, exc, "failed")
+
+    def _fail(self, consumer: Consumer, delivery: Delivery, failure: _Failure, started: float) -> None:
+        body, error, reason = failure.body, failure.error, failure.reason
+        self.stats.failed += 1
+        target = self.spec.failed_queue
+        what = self.handler.describe(body) if body is not None else "message"
+        try:
+            self._dead_letter(delivery, reason, error, target)
+        except self.driver.connection_errors:
+            raise
+        except Exception as publish_error:
+            consumer.reject(delivery, requeue=True)
+            self.stats.requeued += 1
+            outcome = "requeued"
+            logger.error(
+                "queue %s message %s: %s failed (%s: %s) and could not be dead-lettered to %s (%s); requeued",
+                delivery.queue,
+                delivery.message_id,
+                what,
+                type(error).__name__,
+                error,
+                target,
+                publish_error,
+            )
+        else:
+            consumer.ack(delivery)
+            self.stats.dead_lettered += 1
+            outcome = "dead-lettered"
+            logger.error(
+                "queue %s message %s: %s %s (%s: %s); moved to dead-letter queue %s",
+                delivery.queue,
+                delivery.message_id,
+                what,
+                "rejected" if reason != "failed" else "failed",
+                type(error).__name__,
+                error,
+                target,
+            )
+        if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
+            self.dispatcher.dispatch(
+                MessageConsumptionFailed(
+                    delivery=delivery,
+                    body=body,
+                    consumer=self.handler,
+                    error=error,
+                    outcome=outcome,
+                    duration=time.monotonic() - started,
+                )
+            )
+
+    def _dead_letter(self, delivery: Delivery, reason: str, error: Exception, target: str) -> None:
+        headers = dict(delivery.headers)
+        headers[DEAD_LETTER_REASON] = reason
+        headers[DEAD_LETTER_ERROR] = f"{type(error).__name__}: {error}"[:MAX_ERROR_HEADER]
+        headers[DEAD_LETTER_QUEUE] = delivery.queue
+        headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
+        self.driver.producer(target).publish(delivery.to_message(headers=headers))
+
+
+@dataclass(frozen=True)
+class _Success:
+    body: Any
+    result: Any
+
+
+@dataclass(frozen=True)
+class _Vetoed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Failure:
+    body: Any
+    error: Exception
+    reason: str
+
+
+class _Backoff:
+    """Exponential backoff for reconnections: 0.5 s, 1 s, 2 s, ... capped at ``maximum``."""
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next(self) -> float:
+        wait: float = min(self.maximum, 0.5 * 2.0**self.attempt)
+        self.attempt += 1
+        return wait
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _LeaseKeeper:
+    """Extends the lease of the delivery being handled, from one background thread per loop.
+
+    Drivers with visibility timeouts (sqlite, SQS) would hand a message to another consumer while a
+    long handler still runs; extending every third of the lease prevents that.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._current: tuple[Consumer, Delivery] | None = None
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="kq-lease-keeper", daemon=True)
+        self._thread.start()
+
+    def watch(self, consumer: Consumer, delivery: Delivery) -> None:
+        with self._condition:
+            self._current = (consumer, delivery)
+            self._condition.notify()
+
+    def release(self) -> None:
+        with self._condition:
+            self._current = None
+            self._condition.notify()
+
+    def shutdown(self) -> None:
+        with self._condition:
+            self._running = False
+            self._condition.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with self._condition:
+            while self._running:
+                if self._current is None:
+                    self._condition.wait()
+                    continue
+                consumer, delivery = self._current
+                lease = consumer.lease_duration or 30.0
+                self._condition.wait(timeout=lease / 3)
+                if not self._running or self._current is None or self._current[1] is not delivery:
+                    continue
+                try:
+                    consumer.extend(delivery, lease)
+                    logger.debug(
+                        "queue %s message %s: lease extended by %.0fs",
+                        delivery.queue,
+                        delivery.message_id,
+                        lease,
+                    )
+                except Exception as exc:
+                    logger.warning(
+                        "queue %s message %s: could not extend the lease (%s); another consumer "
+                        "may receive it",
+                        delivery.queue,
+                        delivery.message_id,
+                        exc,
+                    )

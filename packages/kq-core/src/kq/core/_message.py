@@ -1,0 +1,132 @@
+"""The message model shared by every driver.
+
+A :class:`Message` is what a producer sends; a :class:`Delivery` is what a consumer receives: the same
+message plus where it came from (the logical queue), how many times the broker has handed it out, and an
+opaque handle the driver needs to settle it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kq.core._errors import MessageFormatError
+
+#: Content type of every body kq encodes itself.
+JSON = "application/json"
+
+#: Prefix of the headers kq uses for its own metadata (attempts, signatures, dead-letter reasons, ...).
+KQ_HEADER_PREFIX = "kq-"
+
+# Header names must survive every broker: SQS message attribute names allow letters, digits, "-", "_" and
+# "."; STOMP and AMQP accept more. Values are strings for the same reason (STOMP headers are text).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+
+
+def new_message_id() -> str:
+    """Return a new random message id (32 hexadecimal characters)."""
+    return uuid.uuid4().hex
+
+
+def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Validate portable headers and return them as a plain dict.
+
+    Raises:
+        MessageFormatError: a name is not portable or a value is not a string.
+    """
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise MessageFormatError(
+                f"header name {name!r} is not portable: use letters, digits, '_', '-' and '.' (at most 128)"
+            )
+        if not isinstance(value, str):
+            raise MessageFormatError(f"header {name!r} must be a string, not {type(value).__name__}")
+        checked[name] = value
+    return checked
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message to publish.
+
+    Attributes:
+        body: The payload, as bytes (producers encode JSON themselves).
+        content_type: MIME type of ``body``; consumers decode by it.
+        headers: Portable string headers. Names starting with ``kq-`` are reserved for kq.
+        routing_key: Topic-style key (``words.separated.by.dots``); empty for none.
+        message_id: Unique id, generated when not given; it is kept across redeliveries and
+            dead-lettering and appears in every log line about the message.
+        ttl: Seconds after which an undelivered message expires (``None``: never).
+        delay: Seconds to wait before the message becomes visible to consumers.
+    """
+
+    body: bytes
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+    routing_key: str = ""
+    message_id: str = field(default_factory=new_message_id)
+    ttl: float | None = None
+    delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.body, bytes):
+            raise MessageFormatError(f"message body must be bytes, not {type(self.body).__name__}")
+        if self.ttl is not None and self.ttl <= 0:
+            raise MessageFormatError(f"ttl must be a positive number of seconds, not {self.ttl!r}")
+        if self.delay < 0:
+            raise MessageFormatError(f"delay must not be negative, not {self.delay!r}")
+        if not self.content_type:
+            raise MessageFormatError("content type must not be empty")
+        object.__setattr__(self, "headers", check_headers(self.headers))
+
+
+@dataclass(eq=False)
+class Delivery:
+    """A message as received by a driver consumer, until it is settled (acked or rejected).
+
+    Attributes:
+        queue: The logical queue name it was received from (as configured in kq, not the broker's).
+        delivery_count: How many times the broker has handed this message out, this time included
+            (1 on the first delivery). Drivers map AMQP ``redelivered``/``x-delivery-count``, SQS
+            ``ApproximateReceiveCount`` and STOMP redelivery headers onto it.
+        handle: Driver-private data needed to settle the delivery (delivery tag, receipt handle, ...).
+        settled: Set by the consumer once the delivery is acked or rejected.
+    """
+
+    body: bytes
+    content_type: str
+    headers: dict[str, str]
+    routing_key: str
+    message_id: str
+    queue: str
+    delivery_count: int = 1
+    handle: Any = None
+    owner: object = None
+    settled: bool = False
+
+    @property
+    def redelivered(self) -> bool:
+        """Whether the broker has delivered this message before."""
+        return self.delivery_count > 1
+
+    def to_message(self, **changes: Any) -> Message:
+        """Return a :class:`Message` with this delivery's content, for republishing."""
+        values: dict[str, Any] = {
+            "body": self.body,
+            "content_type": self.content_type,
+            "headers": dict(self.headers),
+            "routing_key": self.routing_key,
+            "message_id": self.message_id,
+        }
+        values.update(changes)
+        return Message(**values)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Delivery id={self.message_id} queue={self.queue!r} key={self.routing_key!r} "
+            f"count={self.delivery_count} {len(self.body)} bytes {self.content_type}>"
+        )

@@ -1,0 +1,83 @@
+"""Declared, validated options for drivers and queues.
+
+A driver class lists the options it accepts (``driver_options`` for ``[drivers.<name>]``,
+``queue_options`` for the broker-specific keys of ``[queues.<name>]``); the core checks names and types
+once, when the driver is built, so a typo in ``kq.toml`` is an error that names the key and the file
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kq.core._errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One accepted option: its default, its type and a one-line help shown by ``kq managedriver``."""
+
+    default: Any
+    type: type | tuple[type, ...]
+    help: str
+    required: bool = False
+
+    def check(self, key: str, value: Any, source: str | None) -> Any:
+        """Return ``value`` converted to the option's type, or raise :class:`ConfigError`."""
+        accepted = self.type if isinstance(self.type, tuple) else (self.type,)
+        if value is None and self.default is None and not self.required:
+            return None
+        # TOML integers are fine where a float is expected; booleans are never numbers here.
+        if float in accepted and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, bool) and bool not in accepted:
+            raise ConfigError(f"expected {_names(accepted)}, got a boolean", key=key, source=source)
+        if not isinstance(value, accepted):
+            raise ConfigError(
+                f"expected {_names(accepted)}, got {type(value).__name__} {value!r}", key=key, source=source
+            )
+        return value
+
+
+def _names(types: tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in types)
+
+
+def resolve_options(
+    schema: Mapping[str, Option],
+    values: Mapping[str, Any],
+    *,
+    prefix: str,
+    source: str | None,
+) -> dict[str, Any]:
+    """Check ``values`` against ``schema`` and fill in defaults.
+
+    Args:
+        schema: The accepted options.
+        values: What the configuration gave.
+        prefix: Dotted path of the table, for error messages (``drivers.local``).
+        source: The configuration file, for error messages.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type or a missing required option.
+    """
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        accepted = ", ".join(sorted(schema)) or "none"
+        raise ConfigError(
+            f"unknown option '{unknown[0]}' (accepted: {accepted})",
+            key=f"{prefix}.{unknown[0]}",
+            source=source,
+        )
+    resolved: dict[str, Any] = {}
+    for name, option in schema.items():
+        key = f"{prefix}.{name}"
+        if name in values:
+            resolved[name] = option.check(key, values[name], source)
+        elif option.required:
+            raise ConfigError("this option is required", key=key, source=source)
+        else:
+            resolved[name] = option.default
+    return resolved

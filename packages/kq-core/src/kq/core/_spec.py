@@ -1,0 +1,53 @@
+"""Resolved settings of a driver instance and of a logical queue, as drivers receive them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Suffix of the default dead-letter queue of a queue (``demo`` -> ``demo.failed``).
+DEAD_LETTER_SUFFIX = ".failed"
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """A ``[drivers.<name>]`` table: an instance of a driver type with its options."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    #: Directory that relative paths in the options are relative to (``None``: the working directory).
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A logical queue: what kq users name on the command line and in code.
+
+    Attributes:
+        name: The logical name (``kq consume <name>``).
+        driver: Name of the driver instance that holds it.
+        consumer: The message consumer that handles its messages (``console_command``, ``noop``,
+            or ``module:attr``).
+        routing_keys: Binding keys of consumers (AMQP topic patterns); empty means every message.
+        options: Broker-specific settings, checked against the driver's ``queue_options``.
+        dead_letter_queue: Where messages that cannot be processed go; ``None`` for ``<name>.failed``.
+        configured: ``False`` for a queue that was not in the configuration and was created on demand.
+        source: The configuration file that defined it.
+    """
+
+    name: str
+    driver: str
+    consumer: str = "console_command"
+    routing_keys: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    dead_letter_queue: str | None = None
+    configured: bool = True
+    source: str | None = None
+
+    @property
+    def failed_queue(self) -> str:
+        """The dead-letter queue's name."""
+        return self.dead_letter_queue or f"{self.name}{DEAD_LETTER_SUFFIX}"

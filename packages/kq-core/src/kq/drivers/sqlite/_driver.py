@@ -1,0 +1,108 @@
+"""The sqlite driver class: options, capabilities, and where the database file is."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from kq.core import (
+    Capabilities,
+    ConfigError,
+    Consumer,
+    Driver,
+    DriverSpec,
+    Option,
+    Producer,
+    QueueManager,
+    QueueSpec,
+)
+from kq.core._driver import STANDARD_ACTIONS
+from kq.drivers.sqlite._store import connect
+
+
+class SqliteDriver(Driver):
+    """Durable queues in one sqlite file, shared safely by processes on one machine."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        routing_keys="emulated",
+        delayed_delivery=True,
+        batch_send=True,
+        message_ttl=True,
+        lease_extension=True,
+        cross_process=True,
+        queue_actions=STANDARD_ACTIONS,
+    )
+    # "database is locked" past the busy timeout, or a vanished file: rebuild the consumer and retry.
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError,)
+    driver_options: ClassVar[dict[str, Option]] = {
+        "path": Option(
+            ".kq/kq.sqlite3", str, "Database file; relative to the configuration file's directory."
+        ),
+        "visibility_timeout": Option(30.0, float, "Seconds a received message stays reserved unless acked."),
+        "poll_interval": Option(0.2, float, "Longest pause between two looks at an empty queue, in seconds."),
+        "busy_timeout": Option(30.0, float, "Seconds to wait for another process's write lock."),
+        "synchronous": Option(
+            "NORMAL", str, "sqlite 'synchronous' pragma: NORMAL, or FULL to survive power loss."
+        ),
+    }
+    queue_options: ClassVar[dict[str, Option]] = {
+        "visibility_timeout": Option(
+            None, float, "Overrides the driver's visibility timeout for this queue."
+        ),
+    }
+    dynamic_queues = True
+    description = "Embedded durable queues in a sqlite file (the zero-configuration default)."
+
+    def __init__(self, spec: DriverSpec, queues: Iterable[QueueSpec] = ()) -> None:
+        super().__init__(spec, queues)
+        synchronous = self.options["synchronous"].upper()
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(
+                "must be OFF, NORMAL, FULL or EXTRA",
+                key=f"drivers.{self.name}.synchronous",
+                source=self.source,
+            )
+        self.options["synchronous"] = synchronous
+        for name in ("visibility_timeout", "poll_interval", "busy_timeout"):
+            if self.options[name] <= 0:
+                raise ConfigError(
+                    "must be a positive number of seconds",
+                    key=f"drivers.{self.name}.{name}",
+                    source=self.source,
+                )
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        path = Path(self.options["path"]).expanduser()
+        if not path.is_absolute() and self.root is not None:
+            path = Path(self.root) / path
+        return path
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection to the database."""
+        return connect(
+            self.path, busy_timeout=self.options["busy_timeout"], synchronous=self.options["synchronous"]
+        )
+
+    def visibility_timeout(self, queue: QueueSpec) -> float:
+        """The lease length of ``queue``'s deliveries."""
+        override = queue.options.get("visibility_timeout")
+        return float(override if override is not None else self.options["visibility_timeout"])
+
+    def _create_producer(self, queue: QueueSpec) -> Producer:
+        from kq.drivers.sqlite._producer import SqliteProducer
+
+        return SqliteProducer(self, queue)
+
+    def _create_consumer(self, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int) -> Consumer:
+        from kq.drivers.sqlite._consumer import SqliteConsumer
+
+        return SqliteConsumer(self, queue, routing_keys, prefetch)
+
+    def _create_queue_manager(self) -> QueueManager:
+        from kq.drivers.sqlite._queue_manager import SqliteQueueManager
+
+        return SqliteQueueManager(self)

@@ -1,0 +1,58 @@
+"""The sqlite producer: one transaction per batch."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from kq.core import Message, Producer, QueueSpec
+from kq.drivers.sqlite._driver import SqliteDriver
+
+
+class SqliteProducer(Producer):
+    """Inserts messages into the database, a batch per transaction."""
+
+    driver: SqliteDriver
+
+    def __init__(self, driver: SqliteDriver, queue: QueueSpec) -> None:
+        super().__init__(driver, queue)
+        self._connection = driver.connect()
+        self._registered = False
+
+    def _publish_batch(self, messages: Sequence[Message]) -> None:
+        now = time.time()
+        rows = [
+            (
+                self.queue.name,
+                m.message_id,
+                m.body,
+                m.content_type,
+                json.dumps(dict(m.headers), separators=(",", ":")),
+                m.routing_key,
+                now + m.delay,
+                None if m.ttl is None else now + m.ttl,
+                now,
+            )
+            for m in messages
+        ]
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._registered:
+                connection.execute(
+                    "INSERT OR IGNORE INTO kq_queues (name, created_at) VALUES (?, ?)", (self.queue.name, now)
+                )
+            connection.executemany(
+                "INSERT INTO kq_messages (queue, message_id, body, content_type, headers, routing_key,"
+                " available_at, expires_at, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        self._registered = True
+
+    def _close(self) -> None:
+        self._connection.close()

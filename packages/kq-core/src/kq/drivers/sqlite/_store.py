@@ -1,0 +1,91 @@
+"""The sqlite database: connection settings, schema, and the routing-key SQL function.
+
+One table holds every queue's messages. A row is *ready* when ``available_at`` has passed; receiving a
+row stamps it with a random ``lease`` token and moves ``available_at`` one visibility timeout ahead, so
+that other consumers skip it until the lease is acknowledged (row deleted), released, or expires. Times
+are wall-clock seconds because several processes share the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from kq.core import topic_matches
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kq_queues (
+    name TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kq_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    content_type TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    available_at REAL NOT NULL,
+    expires_at REAL,
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    lease TEXT,
+    enqueued_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kq_messages_queue ON kq_messages (queue, id);
+"""
+
+_initialised: set[str] = set()
+_initialised_lock = threading.Lock()
+
+
+def _match(pattern: str, key: str) -> int:
+    return 1 if topic_matches(pattern, key) else 0
+
+
+def connect(path: Path, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    """Open ``path`` (creating it and its directory), in WAL mode, with kq's schema and functions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    connection = sqlite3.connect(
+        str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    connection.create_function("kq_match", 2, _match, deterministic=True)
+    connection.execute(f"PRAGMA synchronous = {synchronous}")
+    key = os.path.realpath(path)
+    with _initialised_lock:
+        if key not in _initialised:
+            _initialise(connection)
+            _initialised.add(key)
+    return connection
+
+
+def _initialise(connection: sqlite3.Connection) -> None:
+    # WAL lets readers (idle consumers polling) run beside one writer; the setting is stored in the file.
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"database schema version {version} is newer than this kq-core understands ({SCHEMA_VERSION})"
+            )
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def routing_filter(routing_keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """SQL condition (and parameters) selecting rows whose routing key matches one of the patterns."""
+    if not routing_keys or "#" in routing_keys:
+        return "", ()
+    condition = " OR ".join("kq_match(?, routing_key)" for _ in routing_keys)
+    return f" AND ({condition})", routing_keys
