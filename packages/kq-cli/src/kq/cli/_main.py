@@ -48,10 +48,8 @@ class _KqGroup(click.Group):
     "--config",
     "config_path",
     metavar="PATH",
-    envvar="KQ_CONFIG",
-    show_envvar=True,
-    help="Configuration file (default: ./kq.toml, then [tool.kq] in ./pyproject.toml, then "
-    "built-in defaults: the sqlite driver in ./.kq/).",
+    help="Configuration file (default: $KQ_CONFIG, else ./kq.toml, then [tool.kq] in ./pyproject.toml, "
+    "then built-in defaults: the sqlite driver in ./.kq/).",
 )
 @click.option(
     "--log-level",

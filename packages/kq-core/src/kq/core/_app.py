@@ -61,7 +61,10 @@ class App:
         spec = self.config.drivers.get(name)
         if spec is None:
             raise UnknownDriverError(name, self.config.drivers, what="driver")
-        driver_class = load_driver_class(spec.type)
+        try:
+            driver_class = load_driver_class(spec.type)
+        except UnknownDriverError as exc:
+            raise ConfigError(str(exc), key=f"drivers.{name}.type", source=spec.source) from None
         driver = driver_class(spec, self.config.queues_of(name))
         self._drivers[name] = driver
         return driver

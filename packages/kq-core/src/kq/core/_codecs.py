@@ -29,9 +29,13 @@ def media_type(content_type: str) -> tuple[str, dict[str, str]]:
     return main.strip().lower(), params
 
 
+def _reject_constant(name: str) -> Any:
+    raise MessageFormatError(f"body is not valid JSON: {name} is not a JSON number")
+
+
 def _decode_json(body: bytes, params: dict[str, str]) -> Any:
     try:
-        return json.loads(body.decode(params.get("charset", "utf-8")))
+        return json.loads(body.decode(params.get("charset", "utf-8")), parse_constant=_reject_constant)
     except (UnicodeDecodeError, LookupError) as exc:
         raise MessageFormatError(f"JSON body is not valid text: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -69,7 +69,12 @@ def parse_command(body: Any) -> CommandCall:
     command = body.get("command")
     if not isinstance(command, str) or not command:
         raise MessageFormatError("'command' must be a non-empty string")
-    return make_command(command, body.get("arguments") or [], body.get("options") or {})
+    arguments = body.get("arguments")
+    options = body.get("options")
+    # The PHP library's json_encode turns an empty options array into [], so [] means "no options".
+    return make_command(
+        command, [] if arguments is None else arguments, {} if options in (None, []) else options
+    )
 
 
 def make_command(
@@ -80,7 +85,7 @@ def make_command(
         raise MessageFormatError(
             f"command name {_short(command)!r} is not valid: use letters, digits, '_', '.', ':' and '-'"
         )
-    if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
+    if isinstance(arguments, (str, bytes, Mapping)) or not isinstance(arguments, Iterable):
         raise MessageFormatError(f"'arguments' must be a list, not {_kind(arguments)}")
     checked_args = tuple(_scalar(a, f"argument {i + 1}") for i, a in enumerate(arguments))
     if options is None:
@@ -127,8 +132,14 @@ def _render_option(name: str, value: OptionValue) -> list[str]:
     if value is None or value is True:
         return [flag]
     values = value if isinstance(value, list) else [value]
-    short = not flag.startswith("--")
-    return [f"{flag}{v}" if short else f"{flag}={v}" for v in values]
+    if flag.startswith("--"):
+        return [f"{flag}={v}" for v in values]
+    # A short option's value is attached (-fvalue) so that it cannot be read as another option; an empty
+    # value cannot be attached, so it is passed as the next item, which the parser takes as the value.
+    rendered: list[str] = []
+    for v in values:
+        rendered.extend([flag, v] if v == "" else [f"{flag}{v}"])
+    return rendered
 
 
 def _kind(value: Any) -> str:

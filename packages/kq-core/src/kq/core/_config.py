@@ -150,9 +150,10 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None, cwd: Path |
 
 def load_config(explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Config:
     """Find and load the configuration (see the module docstring for the lookup order)."""
-    path = find_config_file(explicit, cwd)
-    if path is None:
+    found = find_config_file(explicit, cwd)
+    if found is None:
         return Config()
+    path = found.absolute()
     data = _read_toml(path)
     if path.name == "pyproject.toml":
         data = data.get("tool", {}).get("kq", {})

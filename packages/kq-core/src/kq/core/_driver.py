@@ -43,6 +43,7 @@ rejects a double ack, a settle through the wrong consumer and use after close in
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -446,10 +447,17 @@ class QueueManager(abc.ABC):
         if action in self.queue_actions and not queue:
             raise UnsupportedOperationError(f"action '{action}' needs a queue name")
         method = getattr(self, action.replace("-", "_"))
+        accepted = [
+            p.name
+            for p in inspect.signature(method).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "queue"
+        ]
+        for name in arguments or {}:
+            if name not in accepted:
+                takes = f"takes {', '.join(accepted)}" if accepted else "takes no arguments"
+                raise UnsupportedOperationError(f"action '{action}' has no argument '{name}' (it {takes})")
         if action in self.queue_actions:
-            if arguments:
-                return method(queue, **arguments)
-            return method(queue)
+            return method(queue, **(arguments or {}))
         return method(**(arguments or {}))
 
     def list_configured(self) -> list[dict[str, Any]]:

@@ -171,7 +171,7 @@ class EventDispatcher:
     def remove_listener(self, event: str, listener: Listener) -> None:
         """Unregister ``listener`` from ``event`` (every registration of it)."""
         registrations = self._listeners.get(event, [])
-        registrations[:] = [r for r in registrations if r.listener is not listener]
+        registrations[:] = [r for r in registrations if r.listener != listener]
 
     def has_listeners(self, event: str) -> bool:
         """Whether anything listens to ``event`` (lets hot paths skip building the event)."""

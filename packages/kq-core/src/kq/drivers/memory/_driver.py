@@ -56,11 +56,21 @@ class _Store:
         return found
 
     def reclaim(self, queue: _Queue, now: float) -> None:
-        """Return expired leases to the ready list and drop expired messages (caller holds the lock)."""
+        """Return expired leases to the ready list (caller holds the lock).
+
+        Messages past their TTL are dropped where they are met: by receivers scanning the ready list,
+        and by :meth:`drop_expired`.
+        """
+        if not queue.in_flight:
+            return
         expired = [token for token, (_, deadline) in queue.in_flight.items() if deadline <= now]
         for token in expired:
             entry, _ = queue.in_flight.pop(token)
             self.insert(queue, entry)
+
+    @staticmethod
+    def drop_expired(queue: _Queue, now: float) -> None:
+        """Remove messages past their TTL from the ready list (caller holds the lock)."""
         queue.ready[:] = [e for e in queue.ready if e.expires_at is None or e.expires_at > now]
 
     @staticmethod
@@ -179,6 +189,8 @@ class MemoryConsumer(Consumer):
         self.lease_duration = float(driver.options["visibility_timeout"])
         self._store = driver.store
         self._tokens: set[str] = set()
+        self._token_prefix = f"{uuid.uuid4().hex[:8]}-"
+        self._tokens_issued = itertools.count()
 
     def _receive(self, timeout: float) -> Delivery | None:
         store = self._store
@@ -190,6 +202,9 @@ class MemoryConsumer(Consumer):
                 store.reclaim(queue, now)
                 wake = deadline
                 for index, entry in enumerate(queue.ready):
+                    if entry.expires_at is not None and entry.expires_at <= now:
+                        store.drop_expired(queue, now)
+                        break  # the list changed under the scan: look again
                     if entry.available_at > now:
                         wake = min(wake, entry.available_at)
                         continue
@@ -197,15 +212,16 @@ class MemoryConsumer(Consumer):
                         continue
                     del queue.ready[index]
                     return self._lease(queue, entry, now)
-                for _, lease_end in queue.in_flight.values():
-                    wake = min(wake, lease_end)
-                if now >= deadline:
-                    return None
-                store.condition.wait(timeout=max(0.0, wake - now))
+                else:
+                    for _, lease_end in queue.in_flight.values():
+                        wake = min(wake, lease_end)
+                    if now >= deadline:
+                        return None
+                    store.condition.wait(timeout=max(0.0, wake - now))
 
     def _lease(self, queue: _Queue, entry: _Entry, now: float) -> Delivery:
         entry.delivery_count += 1
-        token = uuid.uuid4().hex
+        token = f"{self._token_prefix}{next(self._tokens_issued)}"
         queue.in_flight[token] = (entry, now + (self.lease_duration or 0.0))
         self._tokens.add(token)
         message = entry.message
@@ -284,6 +300,7 @@ class MemoryQueueManager(QueueManager):
                 return {"queue": queue, "exists": False, "messages": 0, "delayed": 0, "in_flight": 0}
             now = time.monotonic()
             store.reclaim(found, now)
+            store.drop_expired(found, now)
             delayed = sum(1 for e in found.ready if e.available_at > now)
             return {
                 "queue": queue,

@@ -1,0 +1,64 @@
+"""Development sessions: ``nox -s lint typecheck tests`` is what CI runs; ``nox -s demo`` is the quick start.
+
+Each session installs the distributions under packages/ in editable mode into its own environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.3.2"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+ROOT = Path(__file__).parent
+#: Installed in dependency order (kq-core first) so local packages win over anything on PyPI.
+PACKAGES = ["kq-core", "kq-cli"]
+TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6", "hatchling>=1.18"]
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def _install_packages(session: nox.Session, *extra: str) -> None:
+    editable = []
+    for name in PACKAGES:
+        editable += ["-e", str(ROOT / "packages" / name)]
+    session.install(*editable, *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every package's offline tests (pass pytest arguments after --)."""
+    _install_packages(session, *TEST_REQUIREMENTS)
+    paths = [str(ROOT / "packages" / name / "tests") for name in PACKAGES]
+    session.run("pytest", *(session.posargs or paths))
+
+
+@nox.session(python=PYTHONS, default=False)
+def tests_all(session: nox.Session) -> None:
+    """The offline tests on every supported Python that is installed (3.10 to 3.13)."""
+    tests(session)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on every package's sources, the tests and this noxfile."""
+    _install_packages(session, "mypy>=1.10", "types-psutil", *TEST_REQUIREMENTS, "nox")
+    sources = [str(ROOT / "packages" / name / "src") for name in PACKAGES]
+    session.run("mypy", *sources, "noxfile.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The quick start: the PHP library's tutorial on the embedded sqlite driver, in a temporary folder."""
+    _install_packages(session)
+    session.run("bash", str(ROOT / "scripts" / "demo.sh"), external=True)
