@@ -51,10 +51,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on every package's sources, the tests and this noxfile."""
+    """mypy --strict on every package's sources and tests, the benchmarks and this noxfile."""
     _install_packages(session, "mypy>=1.10", "types-psutil", *TEST_REQUIREMENTS, "nox")
     sources = [str(ROOT / "packages" / name / "src") for name in PACKAGES]
-    session.run("mypy", *sources, "noxfile.py")
+    session.run("mypy", *sources, "noxfile.py", "benchmarks")
+    # Test folders have no __init__.py, so each is checked on its own: two packages may both have a
+    # test_conformance.py without mypy seeing duplicate modules.
+    for name in PACKAGES:
+        session.run("mypy", str(ROOT / "packages" / name / "tests"))
 
 
 @nox.session

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kq.core import ConsumeLoop, DriverSpec, Limits, Message, NoopConsumer, load_driver_class
+from kq.core import ConsumeLoop, Driver, DriverSpec, Limits, Message, NoopConsumer, load_driver_class
 
 
 def _median_seconds(argv: list[str], runs: int) -> float:
@@ -41,19 +41,19 @@ def cli_latency(runs: int) -> None:
     print(f"kq managedriver list    {listing * 1000:7.1f} ms  ({listing / python:.1f}x bare python)")
 
 
-def _driver(kind: str, folder: Path):  # type: ignore[no-untyped-def]
+def _driver(kind: str, folder: Path) -> Driver:
     options = {"path": str(folder / f"{kind}.sqlite3")} if kind == "sqlite" else {"namespace": "bench"}
     return load_driver_class(kind)(DriverSpec(name="bench", type=kind, options=options))
 
 
-def _fill(driver, queue: str, count: int) -> None:  # type: ignore[no-untyped-def]
+def _fill(driver: Driver, queue: str, count: int) -> None:
     producer = driver.producer(queue)
     batch = [Message(b'{"n": 1}') for _ in range(100)]
     for _ in range(count // 100):
         producer.publish_batch(batch)
 
 
-def raw_rate(driver, queue: str, count: int) -> float:  # type: ignore[no-untyped-def]
+def raw_rate(driver: Driver, queue: str, count: int) -> float:
     _fill(driver, queue, count)
     consumer = driver.consumer(queue)
     started = time.perf_counter()
@@ -66,7 +66,7 @@ def raw_rate(driver, queue: str, count: int) -> float:  # type: ignore[no-untype
     return count / elapsed
 
 
-def loop_rate(driver, queue: str, count: int) -> float:  # type: ignore[no-untyped-def]
+def loop_rate(driver: Driver, queue: str, count: int) -> float:
     _fill(driver, queue, count)
     loop = ConsumeLoop(driver, queue, NoopConsumer(), limits=Limits(messages=count))
     started = time.perf_counter()
@@ -76,7 +76,7 @@ def loop_rate(driver, queue: str, count: int) -> float:  # type: ignore[no-untyp
     return count / elapsed
 
 
-def publish_rates(driver, queue: str, count: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def publish_rates(driver: Driver, queue: str, count: int) -> tuple[float, float]:
     producer = driver.producer(queue)
     started = time.perf_counter()
     for _ in range(count):
@@ -91,7 +91,9 @@ def publish_rates(driver, queue: str, count: int) -> tuple[float, float]:  # typ
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
@@ -104,10 +106,14 @@ def main() -> None:
             raw = raw_rate(driver, "raw", args.messages)
             looped = loop_rate(driver, "loop", args.messages)
             single, batched = publish_rates(driver, "pub", args.messages)
-            print(f"{kind:<7} consume: raw receive/ack {raw:8.0f} msg/s, ConsumeLoop {looped:8.0f} msg/s "
-                  f"(loop/raw = {looped / raw:.2f})")
-            print(f"{kind:<7} publish: one per call {single:8.0f} msg/s, batches of 100 {batched:8.0f} msg/s "
-                  f"(batch/single = {batched / single:.1f}x)")
+            print(
+                f"{kind:<7} consume: raw receive/ack {raw:8.0f} msg/s, ConsumeLoop {looped:8.0f} msg/s "
+                f"(loop/raw = {looped / raw:.2f})"
+            )
+            print(
+                f"{kind:<7} publish: one per call {single:8.0f} msg/s, batches of 100 {batched:8.0f} msg/s "
+                f"(batch/single = {batched / single:.1f}x)"
+            )
             driver.close()
 
 

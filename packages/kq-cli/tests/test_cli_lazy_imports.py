@@ -1,0 +1,38 @@
+"""`kq --help` must stay fast: the CLI imports kq-core, and drivers import their modules, only when used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROBE = """
+import json, sys
+from kq.cli import cli
+try:
+    cli(sys.argv[1:], prog_name="kq")
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("kq."))), file=sys.stderr)
+"""
+
+
+def _modules(tmp_path: Path, *args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
+    return loaded
+
+
+def test_help_does_not_import_kq_core(tmp_path: Path) -> None:
+    loaded = _modules(tmp_path, "--help")
+    assert not [m for m in loaded if m.startswith("kq.core")], loaded
+
+
+def test_listing_drivers_does_not_build_consumers(tmp_path: Path) -> None:
+    loaded = _modules(tmp_path, "managedriver", "list")
+    assert "kq.drivers.sqlite" in loaded
+    assert "kq.drivers.sqlite._consumer" not in loaded
+    assert "kq.core.testing" not in loaded
