@@ -62,9 +62,9 @@ def test_values(values: dict[str, Any], key: str, expected: Any) -> None:
         ({"retries": False}, "drivers.local.retries", "expected int, got a boolean"),
         ({"port": True}, "drivers.local.port", "expected int or str, got a boolean"),
         ({"retries": 2.5}, "drivers.local.retries", "expected int, got float 2.5"),
-        ({"timeout": "30"}, "drivers.local.timeout", "expected float, got str '30'"),
+        ({"timeout": "thirty"}, "drivers.local.timeout", "expected float, got the text 'thirty'"),
         ({"path": 1}, "drivers.local.path", "expected str, got int 1"),
-        ({"durable": "yes"}, "drivers.local.durable", "expected bool, got str 'yes'"),
+        ({"durable": "maybe"}, "drivers.local.durable", "expected bool, got the text 'maybe'"),
         ({"durable": 1}, "drivers.local.durable", "expected bool, got int 1"),
         ({"path": None}, "drivers.local.path", "expected str, got NoneType None"),
         ({"port": [1]}, "drivers.local.port", r"expected int or str, got list \[1\]"),
@@ -122,4 +122,28 @@ def test_option_check_directly() -> None:
     assert option.check("k", 2, None) == 2.0
     assert isinstance(option.check("k", 2, None), float)
     with pytest.raises(ConfigError, match=r"key 'k' in f\.toml"):
-        option.check("k", "2", "f.toml")
+        option.check("k", "two", "f.toml")
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "expected"),
+    [
+        (Option(1.0, float, "x"), "2.5", 2.5),
+        (Option(1.0, float, "x"), " 30 ", 30.0),
+        (Option(1, int, "x"), "7", 7),
+        (Option(True, bool, "x"), "false", False),
+        (Option(True, bool, "x"), "YES", True),
+        (Option(True, bool, "x"), "0", False),
+    ],
+)
+def test_text_from_environment_variables_is_converted(option: Option, text: str, expected: object) -> None:
+    # ${VAR} expansion always yields text: numeric and boolean settings must still be settable from it.
+    value = option.check("k", text, "f.toml")
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("value", [0, -5, 0.0, "-1"])
+def test_positive_options_reject_zero_and_negatives(value: object) -> None:
+    with pytest.raises(ConfigError, match="must be greater than zero"):
+        Option(30.0, float, "x", positive=True).check("drivers.d.visibility_timeout", value, "f.toml")

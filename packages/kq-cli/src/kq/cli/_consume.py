@@ -48,8 +48,8 @@ class _ForcedStop(BaseException):
 )
 @click.option(
     "--label",
-    help="A name for this worker, unique per process (the watchdog finds workers by it); "
-    "commands see it as $KQ_LABEL.",
+    help="A name for this worker, unique per process, so that it can be found among processes (it is on "
+    "its command line); commands see it as $KQ_LABEL.",
 )
 @click.option(
     "-w",

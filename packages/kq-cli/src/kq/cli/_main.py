@@ -25,6 +25,9 @@ class _KqGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (kq ... | head): click's main() quiets stdout and exits 1.
+            raise
         except Exception as exc:
             code = exit_code_for(exc)
             if code is None:
@@ -65,8 +68,8 @@ class _KqGroup(click.Group):
 def cli(ctx: click.Context, config_path: str | None, log_level: str, verbose: int, quiet: int) -> None:
     """kq: queue console commands and messages, and run the workers that execute them.
 
-    Works the same on the embedded sqlite driver (the default, no broker needed), RabbitMQ, Amazon SQS
-    and STOMP brokers. Start with:
+    Runs on the embedded sqlite driver by default (no broker needed); drivers for RabbitMQ, Amazon SQS
+    and STOMP brokers plug in through the kq.drivers entry points. Start with:
 
     \b
       kq consume demo &

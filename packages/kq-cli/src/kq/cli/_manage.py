@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kq.cli._common import State, emit, format_option, parse_pairs, pass_state
+
+if TYPE_CHECKING:
+    from kq.core import Option
 
 
 @click.group()
@@ -40,10 +43,8 @@ def list_drivers(state: State, output_format: str) -> None:
         else:
             item["description"] = driver_class.description
             item["capabilities"] = driver_class.capabilities.as_dict()
-            item["options"] = {
-                name: {"default": o.default, "help": o.help}
-                for name, o in driver_class.driver_options.items()
-            }
+            item["options"] = _options(driver_class.driver_options)
+            item["queue_options"] = _options(driver_class.queue_options)
         types.append(item)
     config = state.app.config
     instances = [
@@ -52,6 +53,10 @@ def list_drivers(state: State, output_format: str) -> None:
     ]
     result = {"types": types, "instances": instances, "configuration": config.source}
     emit(result, output_format, _driver_lines)
+
+
+def _options(schema: Mapping[str, Option]) -> dict[str, Any]:
+    return {name: {"default": o.default, "help": o.help} for name, o in schema.items()}
 
 
 def _driver_lines(result: dict[str, Any]) -> Iterable[str]:

@@ -49,7 +49,7 @@ from kq.core._consumers import (
     NoopConsumer,
     build_consumer,
 )
-from kq.core._driver import Capabilities, Consumer, Driver, Producer, QueueManager
+from kq.core._driver import STANDARD_ACTIONS, Capabilities, Consumer, Driver, Producer, QueueManager
 from kq.core._errors import (
     ConfigError,
     ConsumerClosedError,
@@ -103,6 +103,7 @@ __all__ = [
     "Producer",
     "QueueManager",
     "QueueSpec",
+    "STANDARD_ACTIONS",
     "driver_entries",
     "driver_names",
     "load_driver_class",

@@ -10,6 +10,7 @@ This is what the ``kq`` command uses, and what applications use to publish::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -37,11 +38,20 @@ class App:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
-        self.dispatcher = EventDispatcher()
+        self._dispatcher: EventDispatcher | None = None
         self._drivers: dict[str, Driver] = {}
-        for spec in self.config.listeners:
-            listener = _import_callable(spec.handler)
-            self.dispatcher.add_listener(spec.event, listener, priority=spec.priority, queue=spec.queue)
+
+    @property
+    def dispatcher(self) -> EventDispatcher:
+        """The event dispatcher, with the configured listeners (imported on first use, so that a broken
+        listener does not break commands that publish or consume nothing)."""
+        if self._dispatcher is None:
+            dispatcher = EventDispatcher()
+            for index, spec in enumerate(self.config.listeners):
+                listener = _import_listener(spec.handler, f"listeners[{index}].handler", self.config.source)
+                dispatcher.add_listener(spec.event, listener, priority=spec.priority, queue=spec.queue)
+            self._dispatcher = dispatcher
+        return self._dispatcher
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> App:
@@ -97,7 +107,11 @@ class App:
                 f"queue '{queue}' is not configured in {self.config.source} (configured: {known}); "
                 f"name a driver with -i to use an unconfigured queue"
             )
-        return instance, instance.queue(queue)
+        spec = instance.queue(queue)
+        if dead_letter_of:
+            # Consuming a dead-letter queue re-runs its messages: with the original queue's consumer.
+            spec = dataclasses.replace(spec, consumer=dead_letter_of[0].consumer)
+        return instance, spec
 
     def producer(self, queue: str, driver: str | None = None) -> GenericMessageProducer:
         """A producer of raw bodies for ``queue``."""
@@ -157,16 +171,16 @@ class App:
         self.close()
 
 
-def _import_callable(name: str) -> Any:
+def _import_listener(name: str, key: str, source: str | None) -> Any:
     module_name, _, attribute = name.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load listener {name!r}: {exc}", key="listeners") from None
+        raise ConfigError(f"cannot load listener {name!r}: {exc}", key=key, source=source) from None
     if isinstance(target, type):
         target = target()
     if not callable(target):
-        raise ConfigError(f"listener {name!r} is not callable", key="listeners")
+        raise ConfigError(f"listener {name!r} is not callable", key=key, source=source)
     return target

@@ -57,7 +57,7 @@ class ConsoleSettings:
             (``python -m kq.cli``); ``["python", "manage.py"]`` runs Django commands.
         timeout: Seconds a command may run before it is killed and the message fails.
         env: Extra environment variables for commands.
-        cwd: Working directory of commands (default: the consumer's).
+        cwd: Working directory of commands (default: the consumer's); relative to the configuration file.
     """
 
     prefix: tuple[str, ...] | None = None
@@ -216,7 +216,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: st
         default_driver=default_driver,
         drivers=drivers,
         queues=queues,
-        console=_parse_console(_table(data, "console", source), source),
+        console=_parse_console(_table(data, "console", source), source, root),
         allow=_parse_allow(_table(data, "allow", source), source),
         listeners=_parse_listeners(data.get("listeners", []), source),
     )
@@ -266,7 +266,7 @@ def _parse_queue(
     )
 
 
-def _parse_console(table: Mapping[str, Any], source: str | None) -> ConsoleSettings:
+def _parse_console(table: Mapping[str, Any], source: str | None, root: str | None) -> ConsoleSettings:
     _only(table, ("prefix", "timeout", "env", "cwd"), "console", source)
     prefix = table.get("prefix")
     if prefix is not None:
@@ -290,6 +290,8 @@ def _parse_console(table: Mapping[str, Any], source: str | None) -> ConsoleSetti
     cwd = table.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise ConfigError("cwd must be a string", key="console.cwd", source=source)
+    if cwd is not None and root is not None:
+        cwd = str(Path(root) / Path(cwd).expanduser())  # absolute paths stay as they are
     return ConsoleSettings(prefix=prefix, timeout=float(timeout), env=dict(env), cwd=cwd)
 
 

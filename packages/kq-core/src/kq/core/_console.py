@@ -71,8 +71,8 @@ class ConsoleCommandConsumer(MessageConsumer):
         self.allowed = allowed
         self.prefix = settings.argv_prefix()
         self._env = {**os.environ, **settings.env}
-        if label:
-            self._env["KQ_LABEL"] = label
+        # The worker's own environment may carry a KQ_LABEL of its parent: commands see this worker's.
+        self._env["KQ_LABEL"] = label or ""
 
     def describe(self, body: Any) -> str:
         """``command 'name'``."""
@@ -97,6 +97,16 @@ class ConsoleCommandConsumer(MessageConsumer):
             result = run_command(argv, timeout=self.settings.timeout, env=env, cwd=self.settings.cwd)
         except ExecutionFailedError as exc:
             raise ExecutionFailedError(f"command {call.command!r}: {exc}", exc.result) from None
+        logger.debug(
+            "queue %s message %s: %s exited with status %d in %.3fs; stdout: %r; stderr: %r",
+            delivery.queue,
+            delivery.message_id,
+            call.command,
+            result.exit_code,
+            result.duration,
+            result.stdout[-2000:],
+            result.stderr[-2000:],
+        )
         if not result.ok:
             tail = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:]
             detail = f": {tail[0][:300]}" if tail else ""

@@ -289,6 +289,11 @@ class Producer(abc.ABC):
             return
         caps = self.driver.capabilities
         for message in messages:
+            if message.ttl is not None and not caps.message_ttl:
+                raise UnsupportedOperationError(
+                    f"driver '{self.driver.name}' cannot expire messages "
+                    f"(message {message.message_id} has a TTL)"
+                )
             if message.delay:
                 if not caps.delayed_delivery:
                     raise UnsupportedOperationError(
@@ -427,13 +432,16 @@ class QueueManager(abc.ABC):
     Drivers add what their broker knows (``in_flight``, ``delayed``, ``consumers``, ...).
     """
 
-    #: Actions this manager supports, in the order ``kq managequeue help`` lists them.
-    actions: ClassVar[tuple[str, ...]] = STANDARD_ACTIONS
     #: Actions that need a queue argument.
     queue_actions: ClassVar[frozenset[str]] = frozenset({"info", "purge", "delete"})
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions this manager supports: the driver's declared ``Capabilities.queue_actions``."""
+        return self.driver.capabilities.queue_actions
 
     def execute(
         self, action: str, queue: str | None = None, arguments: Mapping[str, str] | None = None

@@ -33,6 +33,8 @@ DEAD_LETTER_QUEUE = "kq-original-queue"
 DEAD_LETTER_TIME = "kq-dead-lettered-at"
 DEAD_LETTER_DELIVERIES = "kq-delivery-count"
 
+#: Seconds before a message that could not be dead-lettered is tried again.
+RETRY_DEAD_LETTER_AFTER = 5.0
 #: Longest error text kept in a dead-letter header.
 MAX_ERROR_HEADER = 1000
 
@@ -273,11 +275,16 @@ class ConsumeLoop:
         except self.driver.connection_errors:
             raise
         except Exception as publish_error:
-            consumer.reject(delivery, requeue=True)
+            # Keep the message, but do not let a broken dead-letter queue turn into a hot retry loop.
+            delay = RETRY_DEAD_LETTER_AFTER if self.driver.capabilities.delayed_delivery else 0.0
+            consumer.reject(delivery, requeue=True, delay=delay)
             self.stats.requeued += 1
             outcome = "requeued"
+            if not delay:
+                self._stop.wait(RETRY_DEAD_LETTER_AFTER)
             logger.error(
-                "queue %s message %s: %s failed (%s: %s) and could not be dead-lettered to %s (%s); requeued",
+                "queue %s message %s: %s failed (%s: %s) and could not be dead-lettered to %s (%s); "
+                "requeued, to be retried in %gs",
                 delivery.queue,
                 delivery.message_id,
                 what,
@@ -285,6 +292,7 @@ class ConsumeLoop:
                 error,
                 target,
                 publish_error,
+                RETRY_DEAD_LETTER_AFTER,
             )
         else:
             consumer.ack(delivery)

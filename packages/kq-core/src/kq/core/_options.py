@@ -17,28 +17,55 @@ from kq.core._errors import ConfigError
 
 @dataclass(frozen=True)
 class Option:
-    """One accepted option: its default, its type and a one-line help shown by ``kq managedriver``."""
+    """One accepted option: its default, its type and a one-line help shown by ``kq managedriver``.
+
+    Attributes:
+        positive: A number that must be greater than zero.
+    """
 
     default: Any
     type: type | tuple[type, ...]
     help: str
     required: bool = False
+    positive: bool = False
 
     def check(self, key: str, value: Any, source: str | None) -> Any:
         """Return ``value`` converted to the option's type, or raise :class:`ConfigError`."""
         accepted = self.type if isinstance(self.type, tuple) else (self.type,)
         if value is None and self.default is None and not self.required:
             return None
+        if isinstance(value, str) and str not in accepted:
+            value = _from_text(value, accepted, key, source)
         # TOML integers are fine where a float is expected; booleans are never numbers here.
         if float in accepted and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            value = float(value)
         if isinstance(value, bool) and bool not in accepted:
             raise ConfigError(f"expected {_names(accepted)}, got a boolean", key=key, source=source)
         if not isinstance(value, accepted):
             raise ConfigError(
                 f"expected {_names(accepted)}, got {type(value).__name__} {value!r}", key=key, source=source
             )
+        if self.positive and isinstance(value, (int, float)) and value <= 0:
+            raise ConfigError(f"must be greater than zero, not {value!r}", key=key, source=source)
         return value
+
+
+def _from_text(text: str, accepted: tuple[type, ...], key: str, source: str | None) -> Any:
+    """Convert a string (typically from ``${VAR}``) to the number or boolean the option accepts."""
+    word = text.strip().lower()
+    if bool in accepted and word in ("true", "false", "yes", "no", "1", "0"):
+        return word in ("true", "yes", "1")
+    if int in accepted or float in accepted:
+        try:
+            return int(word)
+        except ValueError:
+            pass
+    if float in accepted:
+        try:
+            return float(word)
+        except ValueError:
+            pass
+    raise ConfigError(f"expected {_names(accepted)}, got the text {text!r}", key=key, source=source)
 
 
 def _names(types: tuple[type, ...]) -> str:

@@ -22,7 +22,6 @@ from kq.core import (
     QueueSpec,
     matches_any,
 )
-from kq.core._driver import STANDARD_ACTIONS
 
 
 @dataclass
@@ -96,11 +95,12 @@ class MemoryDriver(Driver):
         message_ttl=True,
         lease_extension=True,
         cross_process=False,
-        queue_actions=STANDARD_ACTIONS,
     )
     driver_options: ClassVar[dict[str, Option]] = {
         "namespace": Option("default", str, "Driver instances with the same namespace share queues."),
-        "visibility_timeout": Option(30.0, float, "Seconds a received message stays reserved unless acked."),
+        "visibility_timeout": Option(
+            30.0, float, "Seconds a received message stays reserved unless acked.", positive=True
+        ),
     }
     dynamic_queues = True
     description = "In-process queues for tests (not durable, one process)."

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 
-from kq.core import Consumer, Delivery, QueueSpec
+from kq.core import Consumer, Delivery, DeliveryStateError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
 from kq.drivers.sqlite._store import routing_filter
 
@@ -146,9 +146,13 @@ class SqliteConsumer(Consumer):
     def _extend(self, delivery: Delivery, seconds: float) -> None:
         row_id, lease = delivery.handle
         with self._lock:
-            self._connection.execute(
+            updated = self._connection.execute(
                 "UPDATE kq_messages SET available_at = ? WHERE id = ? AND lease = ?",
                 (time.time() + seconds, row_id, lease),
+            ).rowcount
+        if not updated:
+            raise DeliveryStateError(
+                f"the lease of message {delivery.message_id} on queue {self.queue.name} had already expired"
             )
 
     def _close(self) -> None:

@@ -18,7 +18,6 @@ from kq.core import (
     QueueManager,
     QueueSpec,
 )
-from kq.core._driver import STANDARD_ACTIONS
 from kq.drivers.sqlite._store import connect
 
 
@@ -32,7 +31,6 @@ class SqliteDriver(Driver):
         message_ttl=True,
         lease_extension=True,
         cross_process=True,
-        queue_actions=STANDARD_ACTIONS,
     )
     # "database is locked" past the busy timeout, or a vanished file: rebuild the consumer and retry.
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError,)
@@ -40,16 +38,22 @@ class SqliteDriver(Driver):
         "path": Option(
             ".kq/kq.sqlite3", str, "Database file; relative to the configuration file's directory."
         ),
-        "visibility_timeout": Option(30.0, float, "Seconds a received message stays reserved unless acked."),
-        "poll_interval": Option(0.2, float, "Longest pause between two looks at an empty queue, in seconds."),
-        "busy_timeout": Option(30.0, float, "Seconds to wait for another process's write lock."),
+        "visibility_timeout": Option(
+            30.0, float, "Seconds a received message stays reserved unless acked.", positive=True
+        ),
+        "poll_interval": Option(
+            0.2, float, "Longest pause between two looks at an empty queue, in seconds.", positive=True
+        ),
+        "busy_timeout": Option(
+            30.0, float, "Seconds to wait for another process's write lock.", positive=True
+        ),
         "synchronous": Option(
             "NORMAL", str, "sqlite 'synchronous' pragma: NORMAL, or FULL to survive power loss."
         ),
     }
     queue_options: ClassVar[dict[str, Option]] = {
         "visibility_timeout": Option(
-            None, float, "Overrides the driver's visibility timeout for this queue."
+            None, float, "Overrides the driver's visibility timeout for this queue.", positive=True
         ),
     }
     dynamic_queues = True
@@ -65,13 +69,6 @@ class SqliteDriver(Driver):
                 source=self.source,
             )
         self.options["synchronous"] = synchronous
-        for name in ("visibility_timeout", "poll_interval", "busy_timeout"):
-            if self.options[name] <= 0:
-                raise ConfigError(
-                    "must be a positive number of seconds",
-                    key=f"drivers.{self.name}.{name}",
-                    source=self.source,
-                )
 
     @property
     def path(self) -> Path:

@@ -1,0 +1,142 @@
+"""Regression tests for defects found in review; each failed before its fix."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from kq.core import (
+    App,
+    Capabilities,
+    ConfigError,
+    ConsoleCommandConsumer,
+    ConsoleSettings,
+    ConsumeLoop,
+    Delivery,
+    DeliveryStateError,
+    DriverSpec,
+    Limits,
+    Message,
+    MessageConsumer,
+    NoopConsumer,
+    Producer,
+    QueueSpec,
+    UnsupportedOperationError,
+    parse_config,
+)
+from kq.core._allow import AllowList
+from kq.drivers.memory import MemoryDriver
+from kq.drivers.sqlite import SqliteDriver
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory() -> Iterator[None]:
+    MemoryDriver.reset()
+    yield
+    MemoryDriver.reset()
+
+
+class _Failing(MessageConsumer):
+    accepted_content_types = None
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        raise RuntimeError("handler failed")
+
+
+class _NoDeadLetters(MemoryDriver):
+    """A memory driver whose dead-letter queues cannot be published to."""
+
+    def producer(self, queue: str) -> Producer:
+        if queue.endswith(".failed"):
+            raise RuntimeError("dead-letter queue unavailable")
+        return super().producer(queue)
+
+
+def test_undeliverable_dead_letter_is_requeued_with_a_delay_not_in_a_hot_loop() -> None:
+    driver = _NoDeadLetters(DriverSpec(name="m", type="memory"))
+    driver.producer("jobs").publish(Message(b"x", content_type="text/plain"))
+    loop = ConsumeLoop(driver, "jobs", _Failing(), limits=Limits(messages=1), poll_interval=0.1)
+    loop.run()
+    assert (loop.stats.failed, loop.stats.requeued, loop.stats.dead_lettered) == (1, 1, 0)
+    info = driver.queue_manager().info("jobs")
+    assert (info["messages"], info["delayed"]) == (0, 1)
+
+
+class _NoTTL(MemoryDriver):
+    capabilities: ClassVar[Capabilities] = Capabilities(delayed_delivery=True, message_ttl=False)
+
+
+def test_ttl_on_a_driver_without_expiry_is_refused_not_ignored() -> None:
+    driver = _NoTTL(DriverSpec(name="m", type="memory"))
+    with pytest.raises(UnsupportedOperationError, match="cannot expire messages"):
+        driver.producer("jobs").publish(Message(b"x", ttl=5))
+
+
+def test_queue_level_visibility_timeout_must_be_positive(tmp_path: Path) -> None:
+    queue = QueueSpec(name="jobs", driver="d", options={"visibility_timeout": -5}, source="kq.toml")
+    with pytest.raises(ConfigError, match=r"greater than zero.*key 'queues\.jobs\.visibility_timeout'"):
+        SqliteDriver(DriverSpec(name="d", type="sqlite", options={"path": str(tmp_path / "q.db")}), [queue])
+
+
+@pytest.mark.parametrize("kind", [MemoryDriver, SqliteDriver])
+def test_driver_visibility_timeout_must_be_positive(kind: type[MemoryDriver] | type[SqliteDriver]) -> None:
+    with pytest.raises(ConfigError, match="greater than zero"):
+        kind(DriverSpec(name="d", type="x", options={"visibility_timeout": 0}))
+
+
+def test_extending_a_lost_sqlite_lease_is_reported(tmp_path: Path) -> None:
+    spec = DriverSpec(
+        name="d", type="sqlite", options={"path": str(tmp_path / "q.db"), "visibility_timeout": 0.2}
+    )
+    with SqliteDriver(spec) as driver:
+        driver.producer("jobs").publish(Message(b"x", content_type="text/plain"))
+        with driver.consumer("jobs") as first, driver.consumer("jobs") as second:
+            delivery = first.receive(1)
+            assert delivery is not None
+            time.sleep(0.3)
+            taken = second.receive(1)  # the lease expired: another consumer takes the message
+            assert taken is not None
+            with pytest.raises(DeliveryStateError, match="already expired"):
+                first.extend(delivery, 30)
+            second.ack(taken)
+
+
+def test_console_cwd_is_relative_to_the_configuration_file(tmp_path: Path) -> None:
+    config = parse_config({"console": {"cwd": "work"}}, source="kq.toml", root=str(tmp_path))
+    assert config.console.cwd == str(tmp_path / "work")
+    absolute = parse_config({"console": {"cwd": "/srv/app"}}, source="kq.toml", root=str(tmp_path))
+    assert absolute.console.cwd == "/srv/app"
+
+
+def test_dead_letter_queue_is_consumed_with_the_original_queues_consumer() -> None:
+    config = parse_config({"queues": {"events": {"consumer": "noop"}}}, source="kq.toml")
+    with App(config) as app:
+        assert isinstance(app.message_consumer("events.failed"), NoopConsumer)
+
+
+def test_broken_listener_only_breaks_commands_that_need_listeners() -> None:
+    config = parse_config(
+        {"listeners": [{"event": "message_sent", "handler": "kq_no_such_module:listener"}]}, source="kq.toml"
+    )
+    app = App(config)
+    assert app.driver().name == "default"  # nothing that needs listeners fails
+    with pytest.raises(ConfigError, match=r"key 'listeners\[0\]\.handler' in kq\.toml"):
+        app.producer("jobs")
+
+
+def test_command_does_not_inherit_the_workers_kq_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KQ_LABEL", "the-parent")
+    settings = ConsoleSettings(
+        prefix=(sys.executable, "-c", "import os; print(repr(os.environ['KQ_LABEL']))")
+    )
+    consumer = ConsoleCommandConsumer(settings, AllowList(["x"]), label=None)
+    delivery = Delivery(
+        body=b"", content_type="application/json", headers={}, routing_key="", message_id="m", queue="q"
+    )
+    result = consumer.consume({"command": "x"}, delivery)
+    assert result.stdout.strip() == "''"
