@@ -1,6 +1,8 @@
 """Development sessions: ``nox -s lint typecheck tests`` is what CI runs; ``nox -s demo`` is the quick start.
 
 Each session installs the distributions under packages/ in editable mode into its own environment.
+``nox -s integration`` runs the tests against real brokers (started on 127.0.0.1 unless
+``KQ_TEST_RABBITMQ_URL`` etc. name running ones); ``nox -s integration -- rabbitmq`` selects one broker.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 
 ROOT = Path(__file__).parent
 #: Installed in dependency order (kq-core first) so local packages win over anything on PyPI.
-PACKAGES = ["kq-core", "kq-cli"]
+PACKAGES = ["kq-core", "kq-cli", "kq-driver-rabbitmq"]
 TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6", "hatchling>=1.18"]
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
@@ -41,6 +43,20 @@ def tests_all(session: nox.Session) -> None:
     tests(session)
 
 
+#: Broker names accepted as positional arguments of the integration session (they are pytest markers).
+BROKERS = ("rabbitmq", "sqs", "stomp")
+
+
+@nox.session(default=False)
+def integration(session: nox.Session) -> None:
+    """Conformance and end-to-end tests against real brokers: ``-- rabbitmq`` selects one."""
+    _install_packages(session, *TEST_REQUIREMENTS)
+    brokers = [arg for arg in session.posargs if arg in BROKERS]
+    others = [arg for arg in session.posargs if arg not in BROKERS]
+    selection = ["-m", " or ".join(brokers)] if brokers else []
+    session.run("pytest", str(ROOT / "integration"), *selection, *others)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
@@ -52,9 +68,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on every package's sources and tests, the benchmarks and this noxfile."""
-    _install_packages(session, "mypy>=1.10", "types-psutil", *TEST_REQUIREMENTS, "nox")
+    _install_packages(session, "mypy>=1.10", "types-psutil", "types-requests", *TEST_REQUIREMENTS, "nox")
     sources = [str(ROOT / "packages" / name / "src") for name in PACKAGES]
-    session.run("mypy", *sources, "noxfile.py", "benchmarks")
+    session.run("mypy", *sources, "noxfile.py", "benchmarks", "integration")
     # Test folders have no __init__.py, so each is checked on its own: two packages may both have a
     # test_conformance.py without mypy seeing duplicate modules.
     for name in PACKAGES:

@@ -464,7 +464,7 @@ class QueueManager(abc.ABC):
             if name not in accepted:
                 takes = f"takes {', '.join(accepted)}" if accepted else "takes no arguments"
                 raise UnsupportedOperationError(f"action '{action}' has no argument '{name}' (it {takes})")
-        if action in self.queue_actions:
+        if action in self.queue_actions or "queue" in inspect.signature(method).parameters:
             return method(queue, **(arguments or {}))
         return method(**(arguments or {}))
 

@@ -17,6 +17,9 @@ capabilities:
 
 A subclass must override :meth:`DriverTestBase.driver_spec` and :meth:`DriverTestBase.crash_consumer`;
 the timing knobs (``receive_timeout``, ``idle_timeout``, ...) are class attributes.
+
+:class:`Workspace` (and the :func:`workspace` fixture) runs real ``kq`` processes in a folder with its
+own ``kq.toml``, for end-to-end tests.
 """
 
 from kq.core.testing._conformance import (
@@ -33,6 +36,7 @@ from kq.core.testing._conformance import (
     TTLConformance,
 )
 from kq.core.testing._helpers import drain, receive_within, unique_queue_name, wait_for
+from kq.core.testing._workspace import RECORDER_COMMAND, RECORDER_CONSUMER, Workspace, workspace
 
 __all__ = [
     # conformance classes
@@ -48,8 +52,12 @@ __all__ = [
     "ROUTING_CASES",
     "ROUTING_KEYS",
     # helpers
+    "RECORDER_COMMAND",
+    "RECORDER_CONSUMER",
+    "Workspace",
     "drain",
     "receive_within",
     "unique_queue_name",
     "wait_for",
+    "workspace",
 ]

@@ -1,0 +1,234 @@
+"""kq against a real RabbitMQ with real processes: the tutorial, managequeue, interoperability with plain
+pika (and so with the PHP library), crashes, long commands, and a broker restart under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pika
+import psutil
+import pytest
+
+from kq.core import App, ConsumeLoop, Delivery, Limits, MessageConsumer, parse_config
+from kq.core.testing import Workspace, unique_queue_name
+
+if TYPE_CHECKING:
+    from integration.conftest import RabbitMQEndpoint
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def _config(rabbitmq: RabbitMQEndpoint, queue: str, extra: str = "", driver: str = "") -> str:
+    management = f'management_url = "{rabbitmq.management_url}"\n' if rabbitmq.management_url else ""
+    return f"""
+default_driver = "rabbit"
+
+[drivers.rabbit]
+type = "rabbitmq"
+url = "{rabbitmq.amqp_url}"
+{management}{driver}
+[queues.{queue}]
+{extra}
+[allow]
+commands = ["echoback", "record"]
+"""
+
+
+@pytest.fixture
+def queue() -> str:
+    return unique_queue_name("e2e")
+
+
+@pytest.fixture
+def space(workspace: Workspace, rabbitmq: RabbitMQEndpoint, queue: str) -> Iterator[Workspace]:
+    workspace.write_config(_config(rabbitmq, queue), recorder=False)
+    yield workspace
+    for name in (queue, f"{queue}.failed"):
+        workspace.kq("managequeue", "delete", name, check=False)
+
+
+def _plain_pika(rabbitmq: RabbitMQEndpoint) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(rabbitmq.amqp_url))
+
+
+def test_tutorial_flow(space: Workspace, queue: str) -> None:
+    """kq consume in the background, kq queuecommand echoback, the output file appears."""
+    worker = space.start_consumer(queue, "testconsumer")
+    space.kq("queuecommand", queue, "echoback", "hello world again", "-o", "f=testoutput2.txt")
+    output = space.root / "testoutput2.txt"
+    space.wait_for(output.exists, 30, "testoutput2.txt")
+    assert output.read_text().rstrip().endswith("says: hello world again")
+    assert space.stop(worker) == 0
+    assert "Stopped because: received SIGTERM" in space.output("testconsumer")
+    assert space.kq_json("managequeue", "info", queue)["messages"] == 0
+
+
+def test_managequeue_actions(space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint) -> None:
+    setup = space.kq_json("managequeue", "setup", queue)
+    assert setup == [{"queue": queue, "amqp_queue": queue, "exchange": queue, "bindings": ["#"]}]
+    space.kq("queuemessage", queue, '{"n": 1}', "-m", "3", "-b")
+    info = space.kq_json("managequeue", "info", queue)
+    assert (info["exists"], info["messages"], info["consumers"]) == (True, 3, 0)
+    configured = space.kq_json("managequeue", "list-configured")
+    assert [item["queue"] for item in configured] == [queue]
+    if rabbitmq.management_url:
+        assert queue in space.kq_json("managequeue", "list-available")
+    assert space.kq_json("managequeue", "purge", queue) == {"queue": queue, "purged": 3}
+    assert space.kq_json("managequeue", "info", queue)["messages"] == 0
+    assert space.kq_json("managequeue", "delete", queue) == {"queue": queue, "deleted": True}
+    assert space.kq_json("managequeue", "info", queue)["exists"] is False
+    if rabbitmq.management_url:
+        assert queue not in space.kq_json("managequeue", "list-available")
+
+
+def test_php_shaped_message_from_plain_pika_is_executed(
+    space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint
+) -> None:
+    """What the PHP library's producer sends (no message id, no kq headers) runs on a kq worker."""
+    space.kq("managequeue", "setup", queue)
+    body = {"command": "echoback", "arguments": ["from php"], "options": {"f": "php.txt"}}
+    connection = _plain_pika(rabbitmq)
+    try:
+        connection.channel().basic_publish(
+            exchange=queue,
+            routing_key="kaliop_queueing.echoback",
+            body=json.dumps(body),
+            properties=pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        )
+    finally:
+        connection.close()
+    worker = space.start_consumer(queue, "php", "-m", "1")
+    assert worker.wait(timeout=60) == 0, space.output("php")
+    assert (space.root / "php.txt").read_text().rstrip().endswith("says: from php")
+
+
+def test_kq_message_read_back_with_plain_pika(
+    space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint
+) -> None:
+    """Body, content type, headers, routing key, expiration and persistence, as any AMQP client sees them."""
+    sent = space.kq_json("queuecommand", queue, "echoback", "hi", "-o", "f=x.txt", "-t", "30")
+    space.kq("queuemessage", queue, "plain text", "-c", "text/plain", "-H", "trace=abc", "-r", "hello.world")
+    connection = _plain_pika(rabbitmq)
+    try:
+        channel = connection.channel()
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        assert json.loads(body) == {"command": "echoback", "arguments": ["hi"], "options": {"f": "x.txt"}}
+        assert method.routing_key == "echoback"
+        assert properties.content_type == "application/json"
+        assert properties.message_id == sent["message_id"]
+        assert properties.expiration == "30000"
+        assert properties.delivery_mode == 2
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        assert (body, method.routing_key, properties.content_type) == (
+            b"plain text",
+            "hello.world",
+            "text/plain",
+        )
+        assert properties.headers == {"trace": "abc"}
+        assert properties.expiration is None
+    finally:
+        connection.close()
+
+
+def test_sigkill_mid_message_loses_nothing(space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint) -> None:
+    """A worker killed while its command runs: the broker redelivers the message to the next worker."""
+    space.write_config(_config(rabbitmq, queue))  # workers run the recorder command
+    space.kq("queuecommand", queue, "record", "precious", "-o", "sleep-first=60")
+    victim = space.start_consumer(queue, "victim")
+    space.wait_for(lambda: ["start", "precious", "victim", "1"] in space.lines(), 30, "the victim's start")
+    orphans = psutil.Process(victim.pid).children(recursive=True)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    for child in orphans:
+        child.kill()
+    rescuer = space.start_consumer(queue, "rescuer", "-m", "1")
+    assert rescuer.wait(timeout=60) == 0, space.output("rescuer")
+    assert ["done", "precious", "rescuer", "2"] in space.lines()
+    assert space.kq_json("managequeue", "info", queue)["messages"] == 0
+
+
+class _Slow(MessageConsumer):
+    accepted_content_types = None
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        time.sleep(6)
+        return body
+
+
+def test_handler_longer_than_heartbeats_keeps_the_connection(rabbitmq: RabbitMQEndpoint, queue: str) -> None:
+    """A 6 s handler on a 1 s heartbeat: no reconnection, acknowledged once, never redelivered."""
+    config = parse_config(
+        {
+            "default_driver": "rabbit",
+            "drivers": {"rabbit": {"type": "rabbitmq", "url": rabbitmq.amqp_url, "heartbeat": 1}},
+            "queues": {queue: {}},
+        }
+    )
+    with App(config) as app:
+        app.producer(queue).publish(b'"slow"')
+        loop = app.consume_loop(queue, handler=_Slow(), limits=Limits(messages=1, time=60), poll_interval=0.5)
+        assert isinstance(loop, ConsumeLoop)
+        loop.run()
+        assert (loop.stats.consumed, loop.stats.reconnects) == (1, 0)
+        driver, _ = app.queue(queue)
+        with driver.consumer(queue) as consumer:
+            assert consumer.receive(3) is None, "the message came back: its ack was lost"
+        driver.queue_manager().delete(queue)
+
+
+PRODUCER = """
+import json, sys, time
+from kq.core import App
+config, queue, count, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with App.from_config(config) as app, open(log, "a") as confirmed:
+    producer = app.producer(queue)
+    for n in range(count):
+        producer.publish(json.dumps({"n": n}))  # returns once the broker confirmed it
+        confirmed.write(f"{n}\\n")
+        confirmed.flush()
+        time.sleep(0.02)
+"""
+
+
+def test_broker_restart_loses_no_confirmed_message(
+    workspace: Workspace, rabbitmq: RabbitMQEndpoint, queue: str
+) -> None:
+    """Restart RabbitMQ while a producer publishes and a worker consumes: both recover by themselves, and
+    every message the producer saw confirmed is consumed."""
+    workspace.write_config(_config(rabbitmq, queue, extra='consumer = "kq_recorder:record"\n'))
+    (workspace.root / "producer.py").write_text(PRODUCER)
+    confirmed_log = workspace.root / "confirmed.log"
+    worker = workspace.start_consumer(queue, "worker")
+    producer = workspace.start(
+        "producer",
+        sys.executable,
+        str(workspace.root / "producer.py"),
+        str(workspace.config),
+        queue,
+        "600",
+        str(confirmed_log),
+    )
+
+    def confirmed() -> set[int]:
+        return {int(n) for n in confirmed_log.read_text().split()} if confirmed_log.exists() else set()
+
+    def consumed() -> set[int]:
+        return {int(words[0]) for words in workspace.lines()}
+
+    workspace.wait_for(lambda: len(consumed()) >= 100, 60, "100 messages consumed before the restart")
+    rabbitmq.restart()
+    assert producer.wait(timeout=180) == 0, workspace.output("producer")
+    assert len(confirmed()) == 600
+    workspace.wait_for(lambda: consumed() >= confirmed(), 120, "every confirmed message consumed")
+    assert workspace.stop(worker) == 0
+    assert worker.returncode == 0
+    output = workspace.output("worker")
+    assert "reconnecting" in output, "the worker should have lost and regained its connection"
+    assert workspace.output("producer").count("reconnecting") >= 1
+    workspace.kq("managequeue", "delete", queue, check=False)

@@ -1,0 +1,157 @@
+"""The RabbitMQ driver class: options, capabilities, connections."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from kq.core import (
+    STANDARD_ACTIONS,
+    Capabilities,
+    ConfigError,
+    Consumer,
+    Driver,
+    DriverSpec,
+    Option,
+    Producer,
+    QueueManager,
+    QueueSpec,
+)
+from kq.drivers.rabbitmq._connection import connection_parameters, describe
+
+EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
+QUEUE_TYPES = ("classic", "quorum", "stream")
+
+
+class RabbitMQDriver(Driver):
+    """AMQP 0-9-1 on RabbitMQ through pika."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        routing_keys="native",
+        delayed_delivery=False,
+        message_ttl=True,
+        batch_send=True,
+        lease_extension=False,
+        queue_actions=(*STANDARD_ACTIONS, "setup"),
+    )
+    # Channel errors count too: RabbitMQ closes the channel of a consumer whose ack came too late
+    # (consumer_timeout), and a new channel is the cure. Permanent ones (a queue that does not exist,
+    # inequivalent arguments) are turned into configuration errors before they get here.
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        pika.exceptions.AMQPConnectionError,
+        pika.exceptions.AMQPChannelError,
+        ConnectionError,
+    )
+    driver_options: ClassVar[dict[str, Option]] = {
+        "url": Option(
+            "amqp://guest:guest@127.0.0.1:5672/%2F",
+            str,
+            "amqp:// or amqps:// URL: credentials, host, port and virtual host.",
+        ),
+        "heartbeat": Option(60, int, "Heartbeat interval in seconds (0 disables heartbeats)."),
+        "socket_timeout": Option(
+            10.0, float, "Seconds to wait for the broker when connecting.", positive=True
+        ),
+        "blocked_connection_timeout": Option(
+            300.0,
+            float,
+            "Seconds a connection may stay blocked by a broker alarm before it is dropped.",
+            positive=True,
+        ),
+        "confirm_delivery": Option(True, bool, "Wait for publisher confirms (once per batch)."),
+        "confirm_timeout": Option(30.0, float, "Seconds to wait for the confirms of a batch.", positive=True),
+        "publish_timeout": Option(
+            60.0, float, "Seconds to keep retrying a publish while the broker is unreachable.", positive=True
+        ),
+        "management_url": Option(None, str, "Management API URL (default: http://<host>:15672)."),
+        "tls_ca_file": Option(None, str, "CA bundle to verify the broker's certificate (amqps)."),
+        "tls_cert_file": Option(None, str, "Client certificate (amqps with client authentication)."),
+        "tls_key_file": Option(None, str, "Key of the client certificate."),
+        "tls_verify": Option(True, bool, "Verify the broker's certificate and host name."),
+    }
+    queue_options: ClassVar[dict[str, Option]] = {
+        "exchange": Option(None, str, "Exchange to publish to and bind from (default: the queue's name)."),
+        "exchange_type": Option("topic", str, "topic, direct, fanout or headers."),
+        "exchange_durable": Option(True, bool, "The exchange survives a broker restart."),
+        "queue_name": Option(None, str, "AMQP queue name (default: the logical queue's name)."),
+        "durable": Option(True, bool, "The queue survives a broker restart."),
+        "queue_type": Option(None, str, "x-queue-type: classic, quorum or stream."),
+        "queue_arguments": Option({}, dict, "Other queue arguments: x-message-ttl, x-max-length, ..."),
+        "passive": Option(False, bool, "Only check that the exchange and queue exist; declare nothing."),
+        "persistent": Option(True, bool, "Publish persistent messages (delivery mode 2)."),
+        "mandatory": Option(False, bool, "Fail a publish that matches no binding instead of dropping it."),
+    }
+    dynamic_queues = True
+    description = "RabbitMQ (AMQP 0-9-1) through pika: topic exchanges, publisher confirms, manual acks."
+
+    def __init__(self, spec: DriverSpec, queues: Iterable[QueueSpec] = ()) -> None:
+        super().__init__(spec, queues)
+        if self.options["heartbeat"] < 0:
+            raise ConfigError(
+                "must not be negative", key=f"drivers.{self.name}.heartbeat", source=self.source
+            )
+        self.parameters = connection_parameters(
+            self.options, name=self.name, key=f"drivers.{self.name}", source=self.source
+        )
+        for queue in self.configured_queues.values():
+            self._check_queue_options(queue)
+
+    def _check_queue_options(self, queue: QueueSpec) -> None:
+        key = f"queues.{queue.name}"
+        if queue.options["exchange"] == "":
+            raise ConfigError(
+                "the default exchange cannot route by topic; name an exchange",
+                key=f"{key}.exchange",
+                source=queue.source,
+            )
+        if queue.options["exchange_type"] not in EXCHANGE_TYPES:
+            raise ConfigError(
+                f"must be one of {', '.join(EXCHANGE_TYPES)}", key=f"{key}.exchange_type", source=queue.source
+            )
+        if queue.options["queue_type"] not in (None, *QUEUE_TYPES):
+            raise ConfigError(
+                f"must be one of {', '.join(QUEUE_TYPES)}", key=f"{key}.queue_type", source=queue.source
+            )
+
+    def connect(self) -> BlockingConnection:
+        """A new blocking connection to the broker."""
+        return BlockingConnection(self.parameters)
+
+    def describe(self) -> str:
+        """``host:port/vhost`` for log lines (no credentials)."""
+        return describe(self.parameters)
+
+    @contextlib.contextmanager
+    def channel(self) -> Iterator[BlockingChannel]:
+        """A short-lived connection and channel, for administrative actions."""
+        connection = self.connect()
+        try:
+            yield connection.channel()
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def _create_producer(self, queue: QueueSpec) -> Producer:
+        from kq.drivers.rabbitmq._producer import RabbitMQProducer
+
+        return RabbitMQProducer(self, queue)
+
+    def _create_consumer(self, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int) -> Consumer:
+        from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
+
+        return RabbitMQConsumer(self, queue, routing_keys, prefetch)
+
+    def _create_queue_manager(self) -> QueueManager:
+        from kq.drivers.rabbitmq._queue_manager import RabbitMQQueueManager
+
+        return RabbitMQQueueManager(self)
+
+
+def options_summary(queue: QueueSpec) -> dict[str, Any]:
+    """The broker-facing settings of a queue, for ``info``."""
+    return {k: queue.options[k] for k in ("exchange", "exchange_type", "queue_name", "queue_type", "durable")}
