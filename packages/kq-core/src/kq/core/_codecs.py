@@ -7,6 +7,7 @@ evaluated: the PHP library's ``x-httpd-php-source`` and ``vnd.php.serialized`` h
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection
 from typing import Any
@@ -18,8 +19,12 @@ TEXT = "text/plain"
 BINARY = "application/octet-stream"
 
 
+@functools.lru_cache(maxsize=64)
 def media_type(content_type: str) -> tuple[str, dict[str, str]]:
-    """Split ``type/subtype; param=value`` into the lower-cased media type and its parameters."""
+    """Split ``type/subtype; param=value`` into the lower-cased media type and its parameters.
+
+    The result is cached (a queue carries few distinct content types): do not modify the dict.
+    """
     main, _, rest = content_type.partition(";")
     params: dict[str, str] = {}
     for part in rest.split(";"):
@@ -33,9 +38,13 @@ def _reject_constant(name: str) -> Any:
     raise MessageFormatError(f"body is not valid JSON: {name} is not a JSON number")
 
 
+# One decoder for every message: json.loads with keyword arguments would build a new one each time.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _decode_json(body: bytes, params: dict[str, str]) -> Any:
     try:
-        return json.loads(body.decode(params.get("charset", "utf-8")), parse_constant=_reject_constant)
+        return _JSON_DECODER.decode(body.decode(params.get("charset", "utf-8")))
     except (UnicodeDecodeError, LookupError) as exc:
         raise MessageFormatError(f"JSON body is not valid text: {exc}") from None
     except json.JSONDecodeError as exc:

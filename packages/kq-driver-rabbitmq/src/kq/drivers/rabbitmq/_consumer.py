@@ -1,24 +1,24 @@
-"""The consumer: ``basic_consume`` on a connection owned by an I/O thread.
+"""The consumer: ``basic_consume`` with manual acks, pumped by the caller, kept alive during handlers.
 
-pika's connections are not thread-safe and only exchange heartbeats while someone pumps their event loop.
-A command that runs longer than the heartbeat timeout would otherwise cost the connection, and with it
-the acknowledgement (pika issues #418, #1104). So each consumer owns a connection served by one thread
-that does nothing but pump it: deliveries are handed to ``receive`` through a thread-safe queue, and
-acks and rejects travel back with ``add_callback_threadsafe``, the one thread-safe call pika has. The
-handler can run for hours; heartbeats keep flowing.
+pika's connections are not thread-safe and exchange heartbeats only while somebody pumps their event
+loop. ``receive`` pumps the connection in the caller's thread, exactly as plain pika would, and ``ack``
+sends at once: the per-message path pays no thread hand-off. Between the two, while the handler runs
+(a command may take hours), nobody would pump, heartbeats would stop and the broker would drop the
+connection with the unacknowledged message (pika issues #418, #1104). So a keeper thread pumps the
+connection while a delivery is out, every quarter of the heartbeat interval. One lock decides who
+touches the connection; the keeper only ever takes it when it is free and the caller is busy elsewhere.
 
-Closing cancels the consumer after the pending acknowledgements are sent, then closes the channel: the
-broker requeues whatever was delivered and not acknowledged (prefetched messages included).
+Closing cancels the consumer and closes the channel: the broker requeues whatever was delivered and
+not acknowledged (prefetched messages included).
 """
 
 from __future__ import annotations
 
-import functools
+import collections
 import hashlib
 import logging
-import queue as queue_module
 import threading
-from collections.abc import Callable
+import time
 from typing import TYPE_CHECKING, Any
 
 import pika
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Put on the delivery queue to wake a receiver when the I/O thread stops.
-_STOPPED = object()
+#: Longest single pump of the connection inside ``receive``, so that a stop request is seen promptly.
+_PUMP_SLICE = 0.5
 
 
 class RabbitMQConsumer(Consumer):
@@ -48,50 +48,29 @@ class RabbitMQConsumer(Consumer):
     ) -> None:
         super().__init__(driver, queue, routing_keys, prefetch)
         self.topology = Topology.of(queue, routing_keys)
-        self._deliveries: queue_module.Queue[Any] = queue_module.Queue()
+        self._buffer: collections.deque[Delivery] = collections.deque()
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
-        self._ready = threading.Event()
-        self._stopping = False
-        self._connection: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-        self._consumer_tag = ""
-        self._thread = threading.Thread(target=self._run, name=f"kq-amqp-{queue.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout=driver.options["socket_timeout"] * 3 + 5):
-            self._stopping = True
-            raise pika.exceptions.AMQPConnectionError(f"timed out connecting to {driver.describe()}")
-        self._raise_if_broken()
-
-    # -- the I/O thread -------------------------------------------------------------------------
-
-    def _run(self) -> None:
+        # Deliveries handed out and not settled yet: while there are any, the keeper pumps.
+        self._outstanding = 0
+        self._connection: BlockingConnection = driver.connect()
         try:
-            connection = self.driver.connect()
-        except BaseException as exc:
-            self._fail(exc)
-            return
-        self._connection = connection
-        try:
-            channel = connection.channel()
-            self.topology.declare(channel, self.queue, self.driver.describe())
-            channel.basic_qos(prefetch_count=self.prefetch)
+            channel = self._connection.channel()
+            self.topology.declare(channel, queue, driver.describe())
+            channel.basic_qos(prefetch_count=prefetch)
             self._consumer_tag = channel.basic_consume(self.topology.queue, self._on_message, auto_ack=False)
-            self._channel = channel
-            self._ready.set()
-            logger.debug(
-                "consuming AMQP queue %s on %s (prefetch %d)",
-                self.topology.queue,
-                self.driver.describe(),
-                self.prefetch,
-            )
-            while not self._stopping:
-                connection.process_data_events(time_limit=1.0)
-            self._shutdown(connection, channel)
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            _close_quietly(connection)
-            self._deliveries.put(_STOPPED)
+        except BaseException:
+            _close_quietly(self._connection)
+            raise
+        self._channel: BlockingChannel = channel
+        heartbeat = driver.options["heartbeat"]  # pika always uses the client's value when one is set
+        self._keeper_interval = min(5.0, heartbeat / 4) if heartbeat else 5.0
+        self._stopped = threading.Event()
+        self._keeper = threading.Thread(target=self._keep_alive, name=f"kq-amqp-{queue.name}", daemon=True)
+        self._keeper.start()
+        logger.debug(
+            "consuming AMQP queue %s on %s (prefetch %d)", self.topology.queue, driver.describe(), prefetch
+        )
 
     def _on_message(
         self,
@@ -100,7 +79,7 @@ class RabbitMQConsumer(Consumer):
         properties: pika.BasicProperties,
         body: bytes,
     ) -> None:
-        self._deliveries.put(self._delivery(method, properties, body))
+        self._buffer.append(self._delivery(method, properties, body))
 
     def _delivery(
         self, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes
@@ -124,74 +103,77 @@ class RabbitMQConsumer(Consumer):
             handle=method.delivery_tag,
         )
 
-    def _shutdown(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
-        # Runs on the I/O thread after every queued ack: cancel, then close (unacked ones are requeued).
-        try:
-            if self._consumer_tag:
-                channel.basic_cancel(self._consumer_tag)
-            channel.close()
-        except Exception as exc:
-            logger.debug("queue %s: closing the AMQP channel failed: %s", self.queue.name, exc)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None and not self._stopping:
-            self._error = exc
-        self._ready.set()
-
-    # -- the consume loop's side ----------------------------------------------------------------
-
     def _receive(self, timeout: float) -> Delivery | None:
-        self._raise_if_broken()
-        try:
-            item = self._deliveries.get(timeout=timeout)
-        except queue_module.Empty:
-            return None
-        if item is _STOPPED:
-            self._deliveries.put(_STOPPED)  # keep waking later calls too
+        deadline = time.monotonic() + timeout
+        with self._lock:
             self._raise_if_broken()
-            return None
-        delivery: Delivery = item
-        return delivery
+            while not self._buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._pump(min(remaining, _PUMP_SLICE))
+            self._outstanding += 1
+            return self._buffer.popleft()
 
     def _ack(self, delivery: Delivery) -> None:
-        self._call(functools.partial(self._send_settlement, "ack", delivery.handle, False))
+        with self._lock:
+            self._outstanding -= 1
+            self._raise_if_broken()
+            self._guard(self._channel.basic_ack, delivery_tag=delivery.handle)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
-        self._call(functools.partial(self._send_settlement, "reject", delivery.handle, requeue))
+        with self._lock:
+            self._outstanding -= 1
+            self._raise_if_broken()
+            self._guard(self._channel.basic_reject, delivery_tag=delivery.handle, requeue=requeue)
 
-    def _send_settlement(self, what: str, tag: int, requeue: bool) -> None:
-        channel = self._channel
-        if channel is None or not channel.is_open:
-            return  # the broker requeues it with the channel; nothing else can be done from here
-        if what == "ack":
-            channel.basic_ack(delivery_tag=tag)
-        else:
-            channel.basic_reject(delivery_tag=tag, requeue=requeue)
+    def _pump(self, seconds: float) -> None:
+        self._guard(self._connection.process_data_events, time_limit=seconds)
 
-    def _call(self, callback: Callable[[], None]) -> None:
-        self._raise_if_broken()
-        connection = self._connection
-        if connection is None:
-            raise pika.exceptions.ConnectionWrongStateError("the consumer has no connection")
-        connection.add_callback_threadsafe(callback)
+    def _guard(self, call: Any, **kwargs: Any) -> None:
+        # Remember a connection failure so that every later call reports it, from whichever thread.
+        try:
+            call(**kwargs)
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+            raise
 
     def _raise_if_broken(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def _close(self) -> None:
-        connection = self._connection
-        if connection is not None and self._thread.is_alive():
+    def _keep_alive(self) -> None:
+        # Pump only while the caller is away handling a delivery, and never wait for the lock: when the
+        # caller holds it, the caller is pumping or settling, which keeps the connection alive anyway.
+        while not self._stopped.wait(self._keeper_interval):
+            if not self._outstanding or self._error is not None:
+                continue
+            if not self._lock.acquire(blocking=False):
+                continue
             try:
-                connection.add_callback_threadsafe(self._stop)
-            except Exception:  # the connection is already gone: the thread is ending by itself
-                self._stopping = True
-        else:
-            self._stopping = True
-        self._thread.join(timeout=30)
+                self._pump(0)
+            except BaseException as exc:
+                logger.warning(
+                    "queue %s: the AMQP connection failed while a message was being handled (%s)",
+                    self.queue.name,
+                    exc,
+                )
+            finally:
+                self._lock.release()
 
-    def _stop(self) -> None:
-        self._stopping = True
+    def _close(self) -> None:
+        self._stopped.set()
+        self._keeper.join(timeout=10)
+        with self._lock:
+            if self._error is None:
+                try:
+                    self._channel.basic_cancel(self._consumer_tag)
+                    self._channel.close()  # the broker requeues unacknowledged deliveries
+                except Exception as exc:
+                    logger.debug("queue %s: closing the AMQP channel failed: %s", self.queue.name, exc)
+            _close_quietly(self._connection)
+            self._buffer.clear()
 
 
 def _text(value: Any) -> str:
