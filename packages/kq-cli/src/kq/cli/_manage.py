@@ -126,6 +126,8 @@ def managequeue(
 ) -> None:
     """Run ACTION on a driver's queues: list-configured, list-available, info, purge, delete, help.
 
+    Drivers may add actions of their own (RabbitMQ: setup); 'help' lists them.
+
     \b
       kq managequeue list-configured           queues in the configuration, with their driver and consumer
       kq managequeue list-available [-i D]     queues that exist on the broker
