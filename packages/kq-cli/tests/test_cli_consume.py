@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner, Result
 
 from kq.cli import EXIT_OK, cli
@@ -19,13 +18,6 @@ from kq.core import App, Delivery
 ECHO_LINE = re.compile(
     r"It is \d{4}/\d\d/\d\d - \d\d:\d\d:\d\d\.\d{3} and process with pid (\d+) on host .+ says: (.*)"
 )
-
-
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KQ_CONFIG", raising=False)
-    return tmp_path
 
 
 def kq(*args: str) -> Result:

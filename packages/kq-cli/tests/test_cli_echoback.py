@@ -19,13 +19,6 @@ LINE = re.compile(
 )
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KQ_CONFIG", raising=False)
-    return tmp_path
-
-
 @pytest.mark.parametrize("text", ["hello", "hello world", "héllo wörld ✓", "--"])
 def test_echoback_prints_the_line(text: str) -> None:
     before = datetime.now()

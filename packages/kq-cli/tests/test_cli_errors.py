@@ -10,14 +10,6 @@ from click.testing import CliRunner, Result
 from kq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KQ_CONFIG", raising=False)
-    monkeypatch.delenv("KQ_TEST_UNSET_VARIABLE", raising=False)
-    return tmp_path
-
-
 def kq(*args: str, env: dict[str, str] | None = None) -> Result:
     result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
     assert "Traceback" not in result.output

@@ -13,13 +13,6 @@ from click.testing import CliRunner
 from kq.cli import EXIT_OK, __version__, cli
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KQ_CONFIG", raising=False)
-    return tmp_path
-
-
 def _walk(
     command: click.Command, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], click.Command]]:

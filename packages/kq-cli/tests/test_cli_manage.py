@@ -13,13 +13,6 @@ from click.testing import CliRunner, Result
 from kq.cli import EXIT_FAILURE, EXIT_OK, cli
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KQ_CONFIG", raising=False)
-    return tmp_path
-
-
 def kq(*args: str) -> Result:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert "Traceback" not in result.output

@@ -15,13 +15,6 @@ from kq.cli import EXIT_OK, EXIT_USAGE, cli
 from kq.core import App, Delivery
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("KQ_CONFIG", raising=False)
-    return tmp_path
-
-
 def kq(*args: str, stdin: str | None = None) -> Result:
     result = CliRunner().invoke(cli, list(args), input=stdin, catch_exceptions=False)
     assert "Traceback" not in result.output

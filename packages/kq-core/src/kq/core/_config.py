@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kq.core._errors import ConfigError
+from kq.core._events import EVENTS
 from kq.core._spec import DriverSpec, QueueSpec
 
 if sys.version_info >= (3, 11):
@@ -33,14 +34,7 @@ DEFAULT_ALLOWED_COMMANDS = ("echoback",)
 #: Names of the built-in message consumers (``module:attr`` names a custom one).
 BUILTIN_CONSUMERS = ("console_command", "noop")
 #: Event names listeners can subscribe to.
-EVENT_NAMES = (
-    "message_sent",
-    "message_received",
-    "message_consumed",
-    "message_consumption_failed",
-    "process_started",
-    "process_stopped",
-)
+EVENT_NAMES = tuple(EVENTS)
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _CALLABLE_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import urllib.parse
@@ -9,8 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import pika
+from pika.adapters.blocking_connection import BlockingConnection
 
 from kq.core import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def connection_parameters(
@@ -60,3 +64,12 @@ def _tls_context(options: Mapping[str, Any], key: str, source: str | None) -> ss
 def describe(parameters: pika.URLParameters) -> str:
     """``host:port/vhost`` without credentials, for log lines."""
     return f"{parameters.host}:{parameters.port}/{parameters.virtual_host}"
+
+
+def close_quietly(connection: BlockingConnection) -> None:
+    """Close ``connection`` if it is open; a dead one often fails to close, and that is no news."""
+    try:
+        if connection.is_open:
+            connection.close()
+    except Exception as exc:
+        logger.debug("closing an AMQP connection failed: %s", exc)

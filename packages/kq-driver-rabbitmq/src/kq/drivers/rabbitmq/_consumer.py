@@ -27,6 +27,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from kq.core import Consumer, Delivery, QueueSpec
+from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class RabbitMQConsumer(Consumer):
             channel.basic_qos(prefetch_count=prefetch)
             self._consumer_tag = channel.basic_consume(self.topology.queue, self._on_message, auto_ack=False)
         except BaseException:
-            _close_quietly(self._connection)
+            close_quietly(self._connection)
             raise
         self._channel: BlockingChannel = channel
         heartbeat = driver.options["heartbeat"]  # pika always uses the client's value when one is set
@@ -172,7 +173,7 @@ class RabbitMQConsumer(Consumer):
                     self._channel.close()  # the broker requeues unacknowledged deliveries
                 except Exception as exc:
                     logger.debug("queue %s: closing the AMQP channel failed: %s", self.queue.name, exc)
-            _close_quietly(self._connection)
+            close_quietly(self._connection)
             self._buffer.clear()
 
 
@@ -187,11 +188,3 @@ def _text(value: Any) -> str:
 def _content_id(body: bytes) -> str:
     """An id for a message published without one (plain pika, PHP): stable across redeliveries."""
     return "sha256-" + hashlib.sha256(body).hexdigest()[:32]
-
-
-def _close_quietly(connection: BlockingConnection) -> None:
-    try:
-        if connection.is_open:
-            connection.close()
-    except Exception as exc:
-        logger.debug("closing an AMQP connection failed: %s", exc)

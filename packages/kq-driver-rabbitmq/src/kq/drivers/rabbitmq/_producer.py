@@ -23,6 +23,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from kq.core import KqError, Message, Producer, QueueSpec
+from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class RabbitMQProducer(Producer):
                 while not ready:
                     connection.process_data_events(time_limit=1)
         except BaseException:
-            _close_quietly(connection)
+            close_quietly(connection)
             raise
         self._connection, self._channel, self._next_tag = connection, channel, 0
         return connection, channel
@@ -188,7 +189,7 @@ class RabbitMQProducer(Producer):
     def _drop_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:
-            _close_quietly(connection)
+            close_quietly(connection)
 
     def _close(self) -> None:
         self._drop_connection()
@@ -196,11 +197,3 @@ class RabbitMQProducer(Producer):
 
 def _nothing() -> None:
     """A callback that only wakes the connection's event loop."""
-
-
-def _close_quietly(connection: BlockingConnection) -> None:
-    try:
-        if connection.is_open:
-            connection.close()
-    except Exception as exc:  # a dead connection often fails to close; nothing more to release
-        logger.debug("closing an AMQP connection failed: %s", exc)
