@@ -148,7 +148,7 @@ def test_full_config() -> None:
         {"A": "1"},
         "/tmp",
     )
-    assert config.listeners == (ListenerSpec("message_received", "m:f", "a", 3),)
+    assert config.listeners == (ListenerSpec(("message_received",), "m:f", "a", 3),)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,10 @@ LISTENER = {"event": "message_sent", "handler": "m:f"}
 ERRORS: list[tuple[dict[str, Any], str, str]] = [
     ({"bogus": 1}, "bogus", "unknown key"),
     ({"console": {"shell": True}}, "console.shell", "unknown key"),
-    ({"allow": {"services": []}}, "allow.services", "unknown key"),
+    ({"allow": {"scripts": []}}, "allow.scripts", "unknown key"),
+    ({"allow": {"services": []}}, "allow.services", "expected a table"),
+    ({"allow": {"services": {"m": "f"}}}, "allow.services.m", "must be a list of method names"),
+    ({"allow": {"urls": "example.com"}}, "allow.urls", "must be a list of host names"),
     ({"drivers": {"x": {"path": "a"}}}, "drivers.x.type", "needs a 'type'"),
     ({"drivers": {"x": "sqlite"}}, "drivers.x", "expected a table"),
     ({"default_driver": "nope"}, "default_driver", "'nope' is not a configured driver"),
@@ -216,7 +219,12 @@ ERRORS: list[tuple[dict[str, Any], str, str]] = [
     ({"listeners": LISTENER}, "listeners", "array of tables"),
     ({"listeners": ["x"]}, "listeners[0]", "expected a table"),
     ({"listeners": [{**LISTENER, "event": "nope"}]}, "listeners[0].event", "event must be one of"),
-    ({"listeners": [{"handler": "m:f"}]}, "listeners[0].event", "event must be one of"),
+    (
+        {"listeners": [{"handler": "m:f", "event": ["message_sent", "later"]}]},
+        "listeners[0].event",
+        "event must be one of",
+    ),
+    ({"listeners": [{**LISTENER, "options": 3}]}, "listeners[0].options", "expected a table"),
     ({"listeners": [{**LISTENER, "handler": "m.f"}]}, "listeners[0].handler", "module:callable"),
     ({"listeners": [{**LISTENER, "queue": 1}]}, "listeners[0].queue", "string"),
     ({"listeners": [{**LISTENER, "priority": True}]}, "listeners[0].priority", "integer"),

@@ -31,7 +31,8 @@ def plugins(
     (tmp_path / "kqtest_not_a_driver.py").write_text("class Thing:\n    pass\n")
     (tmp_path / "kqtest_crashes.py").write_text("raise RuntimeError('boom at import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    found = dict(registry._entry_points())
+    real = registry._entry_points
+    found = dict(real(registry.DRIVER_GROUP))
     for name, value in {
         "needs-client": "kqtest_needs_client:Driver",
         "not-a-driver": "kqtest_not_a_driver:Thing",
@@ -40,7 +41,9 @@ def plugins(
     }.items():
         found[name] = importlib.metadata.EntryPoint(name=name, value=value, group=registry.DRIVER_GROUP)
     registry.clear_cache()
-    monkeypatch.setattr(registry, "_entry_points", lambda: found)
+    monkeypatch.setattr(
+        registry, "_entry_points", lambda group: found if group == registry.DRIVER_GROUP else real(group)
+    )
     yield found
     for module in ("kqtest_needs_client", "kqtest_not_a_driver", "kqtest_crashes"):
         sys.modules.pop(module, None)

@@ -28,7 +28,7 @@ The pieces, from the bottom up:
 Driver authors test their driver with the conformance classes in :mod:`kq.core.testing`.
 """
 
-from kq.core._allow import AllowList
+from kq.core._allow import AllowList, AllowMap
 from kq.core._app import App
 from kq.core._codecs import decode_body, encode_json, media_type
 from kq.core._command import CommandCall, make_command, parse_command
@@ -73,12 +73,40 @@ from kq.core._events import (
     ProcessStarted,
     ProcessStopped,
 )
-from kq.core._loop import ConsumeLoop, Limits, LoopStats
+from kq.core._http import (
+    HttpConsumer,
+    HttpProducer,
+    HttpRequest,
+    HttpResult,
+    make_http_request,
+    parse_http_request,
+)
+from kq.core._inprocess import InProcessConsoleCommandConsumer
+from kq.core._loop import ATTEMPT, ConsumeLoop, Limits, LoopStats, attempt_of
 from kq.core._message import JSON, KQ_HEADER_PREFIX, Delivery, Message, new_message_id
 from kq.core._options import Option
 from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
-from kq.core._registry import DriverEntry, driver_entries, driver_names, load_driver_class
+from kq.core._registry import (
+    CONSUMER_GROUP,
+    DRIVER_GROUP,
+    LISTENER_GROUP,
+    DriverEntry,
+    PluginEntry,
+    consumer_names,
+    driver_entries,
+    driver_names,
+    load_driver_class,
+    load_plugin,
+    plugin_entries,
+)
 from kq.core._routing import command_routing_key, matches_any, topic_matches, url_routing_key
+from kq.core._service import (
+    ServiceCall,
+    ServiceConsumer,
+    ServiceProducer,
+    make_service_call,
+    parse_service_call,
+)
 from kq.core._spec import DriverSpec, QueueSpec
 from kq.core.version import __version__
 
@@ -107,8 +135,17 @@ __all__ = [
     "driver_entries",
     "driver_names",
     "load_driver_class",
+    # plugins (drivers, consumers, listeners)
+    "CONSUMER_GROUP",
+    "DRIVER_GROUP",
+    "LISTENER_GROUP",
+    "PluginEntry",
+    "consumer_names",
+    "load_plugin",
+    "plugin_entries",
     # configuration and application
     "AllowList",
+    "AllowMap",
     "AllowSettings",
     "App",
     "Config",
@@ -121,10 +158,13 @@ __all__ = [
     "CommandCall",
     "ConsoleCommandProducer",
     "GenericMessageProducer",
+    "HttpProducer",
     "MessageProducer",
+    "ServiceProducer",
     "encode_json",
     "make_command",
     # consuming
+    "ATTEMPT",
     "CallableConsumer",
     "CommandResult",
     "ConsoleCommandConsumer",
@@ -134,11 +174,23 @@ __all__ = [
     "LoopStats",
     "MessageConsumer",
     "NoopConsumer",
+    "attempt_of",
     "build_consumer",
     "decode_body",
     "media_type",
     "parse_command",
     "run_command",
+    # execution types
+    "HttpConsumer",
+    "HttpRequest",
+    "HttpResult",
+    "InProcessConsoleCommandConsumer",
+    "ServiceCall",
+    "ServiceConsumer",
+    "make_http_request",
+    "make_service_call",
+    "parse_http_request",
+    "parse_service_call",
     # events
     "Event",
     "EventDispatcher",

@@ -14,19 +14,23 @@ import dataclasses
 import importlib
 import logging
 import os
-from typing import Any
+from typing import Any, TypeVar
 
-from kq.core._config import Config, load_config
+from kq.core._config import Config, ListenerSpec, load_config
 from kq.core._consumers import ConsumerContext, MessageConsumer, build_consumer
 from kq.core._driver import Driver
 from kq.core._errors import ConfigError, UnknownDriverError, UnknownQueueError
 from kq.core._events import EventDispatcher
+from kq.core._http import HttpProducer
 from kq.core._loop import ConsumeLoop, Limits
-from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer
-from kq.core._registry import load_driver_class
+from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
+from kq.core._registry import LISTENER_GROUP, load_driver_class, plugin_entries
+from kq.core._service import ServiceProducer
 from kq.core._spec import QueueSpec
 
 logger = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=MessageProducer)
 
 
 class App:
@@ -43,13 +47,25 @@ class App:
 
     @property
     def dispatcher(self) -> EventDispatcher:
-        """The event dispatcher, with the configured listeners (imported on first use, so that a broken
-        listener does not break commands that publish or consume nothing)."""
+        """The event dispatcher, with the configured listeners and the ``kq.listeners`` plugins.
+
+        They are imported on first use, so that a broken listener does not break commands that
+        neither publish nor consume.
+        """
         if self._dispatcher is None:
             dispatcher = EventDispatcher()
             for index, spec in enumerate(self.config.listeners):
-                listener = _import_listener(spec.handler, f"listeners[{index}].handler", self.config.source)
-                dispatcher.add_listener(spec.event, listener, priority=spec.priority, queue=spec.queue)
+                _add_listener(dispatcher, spec, f"listeners[{index}]", self.config.source)
+            for entry in plugin_entries(LISTENER_GROUP):
+                try:
+                    entry.load()(dispatcher)
+                except Exception:
+                    logger.exception(
+                        "listener plugin %s (%s, from %s) failed to register; continuing without it",
+                        entry.name,
+                        entry.value,
+                        entry.distribution,
+                    )
             self._dispatcher = dispatcher
         return self._dispatcher
 
@@ -115,13 +131,24 @@ class App:
 
     def producer(self, queue: str, driver: str | None = None) -> GenericMessageProducer:
         """A producer of raw bodies for ``queue``."""
-        instance, spec = self.queue(queue, driver)
-        return GenericMessageProducer(instance, spec.name, dispatcher=self.dispatcher)
+        return self.producer_of(GenericMessageProducer, queue, driver)
 
     def command_producer(self, queue: str, driver: str | None = None) -> ConsoleCommandProducer:
         """A console-command producer for ``queue``."""
+        return self.producer_of(ConsoleCommandProducer, queue, driver)
+
+    def service_producer(self, queue: str, driver: str | None = None) -> ServiceProducer:
+        """A producer of Python service calls for ``queue``."""
+        return self.producer_of(ServiceProducer, queue, driver)
+
+    def http_producer(self, queue: str, driver: str | None = None) -> HttpProducer:
+        """A producer of HTTP requests for ``queue``."""
+        return self.producer_of(HttpProducer, queue, driver)
+
+    def producer_of(self, kind: type[P], queue: str, driver: str | None = None) -> P:
+        """A producer of class ``kind`` (any :class:`MessageProducer`, contrib ones too) for ``queue``."""
         instance, spec = self.queue(queue, driver)
-        return ConsoleCommandProducer(instance, spec.name, dispatcher=self.dispatcher)
+        return kind(instance, spec.name, dispatcher=self.dispatcher)
 
     def message_consumer(
         self, queue: str, driver: str | None = None, *, label: str | None = None
@@ -171,16 +198,31 @@ class App:
         self.close()
 
 
-def _import_listener(name: str, key: str, source: str | None) -> Any:
-    module_name, _, attribute = name.partition(":")
+def _add_listener(dispatcher: EventDispatcher, spec: ListenerSpec, key: str, source: str | None) -> None:
+    module_name, _, attribute = spec.handler.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load listener {name!r}: {exc}", key=key, source=source) from None
+        raise ConfigError(
+            f"cannot load listener {spec.handler!r}: {exc}", key=f"{key}.handler", source=source
+        ) from None
+    events = spec.events or tuple(getattr(target, "events", ()))
+    if not events:
+        raise ConfigError(f"say which events {spec.handler!r} listens to", key=f"{key}.event", source=source)
     if isinstance(target, type):
-        target = target()
+        try:
+            target = target(**spec.options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot create listener {spec.handler!r}: {exc}", key=f"{key}.options", source=source
+            ) from None
+    elif spec.options:
+        raise ConfigError(
+            f"{spec.handler!r} is not a class: it takes no options", key=f"{key}.options", source=source
+        )
     if not callable(target):
-        raise ConfigError(f"listener {name!r} is not callable", key=key, source=source)
-    return target
+        raise ConfigError(f"listener {spec.handler!r} is not callable", key=f"{key}.handler", source=source)
+    for event in events:
+        dispatcher.add_listener(event, target, priority=spec.priority, queue=spec.queue)

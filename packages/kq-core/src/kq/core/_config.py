@@ -18,6 +18,7 @@ from typing import Any
 
 from kq.core._errors import ConfigError
 from kq.core._events import EVENTS
+from kq.core._registry import consumer_names
 from kq.core._spec import DriverSpec, QueueSpec
 
 if sys.version_info >= (3, 11):
@@ -31,8 +32,6 @@ DEFAULT_DRIVER_NAME = "default"
 DEFAULT_SQLITE_PATH = ".kq/kq.sqlite3"
 #: What the console-command consumer may run when there is no configuration file at all.
 DEFAULT_ALLOWED_COMMANDS = ("echoback",)
-#: Names of the built-in message consumers (``module:attr`` names a custom one).
-BUILTIN_CONSUMERS = ("console_command", "noop")
 #: Event names listeners can subscribe to.
 EVENT_NAMES = tuple(EVENTS)
 
@@ -52,12 +51,15 @@ class ConsoleSettings:
         timeout: Seconds a command may run before it is killed and the message fails.
         env: Extra environment variables for commands.
         cwd: Working directory of commands (default: the consumer's); relative to the configuration file.
+        callable: The entry point the in-process consumer calls (``module:attr``; a click command or a
+            ``main(argv)`` function).
     """
 
     prefix: tuple[str, ...] | None = None
     timeout: float = 3600.0
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    callable: str = "kq.cli:cli"
 
     def argv_prefix(self) -> tuple[str, ...]:
         """The prefix to run, with the default resolved to this interpreter's kq."""
@@ -68,19 +70,35 @@ class ConsoleSettings:
 
 @dataclass(frozen=True)
 class AllowSettings:
-    """``[allow]``: what message consumers may execute. Empty means nothing."""
+    """``[allow]``: what message consumers may execute. Empty means nothing.
+
+    Attributes:
+        commands: Console commands (names or ``re:`` patterns).
+        services: Python callables: ``module`` or ``module:attr`` (or ``re:``) -> allowed methods.
+        urls: HTTP targets: a host name (exact) or ``re:`` on the whole URL.
+        xmlrpc: XML-RPC server URLs (or ``re:``) -> allowed methods.
+    """
 
     commands: tuple[str, ...] = ()
+    services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    urls: tuple[str, ...] = ()
+    xmlrpc: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """One ``[[listeners]]`` entry."""
+    """One ``[[listeners]]`` entry.
 
-    event: str
+    Attributes:
+        events: Event names; empty means the handler's own ``events`` attribute.
+        handler: ``module:callable``; a class is instantiated with ``options`` as keyword arguments.
+    """
+
+    events: tuple[str, ...]
     handler: str
     queue: str | None = None
     priority: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -232,9 +250,11 @@ def _parse_queue(
             source=source,
         )
     consumer = table.get("consumer", "console_command")
-    if not isinstance(consumer, str) or not (consumer in BUILTIN_CONSUMERS or _CALLABLE_NAME.match(consumer)):
+    known = consumer_names()
+    if not isinstance(consumer, str) or not (consumer in known or _CALLABLE_NAME.match(consumer)):
         raise ConfigError(
-            f"consumer must be one of {', '.join(BUILTIN_CONSUMERS)} or 'module:attribute', not {consumer!r}",
+            f"consumer must be one of {', '.join(known)} (kq.consumers entry points) or 'module:attribute', "
+            f"not {consumer!r}",
             key=f"{key}.consumer",
             source=source,
         )
@@ -261,7 +281,7 @@ def _parse_queue(
 
 
 def _parse_console(table: Mapping[str, Any], source: str | None, root: str | None) -> ConsoleSettings:
-    _only(table, ("prefix", "timeout", "env", "cwd"), "console", source)
+    _only(table, ("prefix", "timeout", "env", "cwd", "callable"), "console", source)
     prefix = table.get("prefix")
     if prefix is not None:
         if isinstance(prefix, str):
@@ -286,25 +306,38 @@ def _parse_console(table: Mapping[str, Any], source: str | None, root: str | Non
         raise ConfigError("cwd must be a string", key="console.cwd", source=source)
     if cwd is not None and root is not None:
         cwd = str(Path(root) / Path(cwd).expanduser())  # absolute paths stay as they are
-    return ConsoleSettings(prefix=prefix, timeout=float(timeout), env=dict(env), cwd=cwd)
+    entry = table.get("callable", "kq.cli:cli")
+    if not isinstance(entry, str) or not _CALLABLE_NAME.match(entry):
+        raise ConfigError("callable must be 'module:attribute'", key="console.callable", source=source)
+    return ConsoleSettings(prefix=prefix, timeout=float(timeout), env=dict(env), cwd=cwd, callable=entry)
 
 
 def _parse_allow(table: Mapping[str, Any], source: str | None) -> AllowSettings:
-    _only(table, ("commands",), "allow", source)
-    commands = table.get("commands", [])
-    if not isinstance(commands, list) or not all(isinstance(c, str) and c for c in commands):
-        raise ConfigError(
-            "commands must be a list of command names or 're:' patterns", key="allow.commands", source=source
-        )
-    for entry in commands:
+    _only(table, ("commands", "services", "urls", "xmlrpc"), "allow", source)
+    services = _as_table(table.get("services", {}), "allow.services", source)
+    xmlrpc = _as_table(table.get("xmlrpc", {}), "allow.xmlrpc", source)
+    return AllowSettings(
+        commands=_patterns(table.get("commands", []), "allow.commands", "command names", source),
+        services={
+            k: _patterns(v, f"allow.services.{k}", "method names", source) for k, v in services.items()
+        },
+        urls=_patterns(table.get("urls", []), "allow.urls", "host names", source),
+        xmlrpc={k: _patterns(v, f"allow.xmlrpc.{k}", "method names", source) for k, v in xmlrpc.items()},
+    )
+
+
+def _patterns(entries: Any, key: str, what: str, source: str | None) -> tuple[str, ...]:
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+        raise ConfigError(f"must be a list of {what} or 're:' patterns", key=key, source=source)
+    for entry in entries:
         if entry.startswith("re:"):
             try:
                 re.compile(entry[3:])
             except re.error as exc:
                 raise ConfigError(
-                    f"invalid regular expression {entry!r}: {exc}", key="allow.commands", source=source
+                    f"invalid regular expression {entry!r}: {exc}", key=key, source=source
                 ) from None
-    return AllowSettings(commands=tuple(commands))
+    return tuple(entries)
 
 
 def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ...]:
@@ -316,11 +349,12 @@ def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ..
     for index, raw in enumerate(entries):
         key = f"listeners[{index}]"
         entry = _as_table(raw, key, source)
-        _only(entry, ("event", "handler", "queue", "priority"), key, source)
-        event = entry.get("event")
-        if event not in EVENT_NAMES:
+        _only(entry, ("event", "handler", "queue", "priority", "options"), key, source)
+        event = entry.get("event", [])
+        events = [event] if isinstance(event, str) else event
+        if not isinstance(events, list) or not all(e in EVENT_NAMES for e in events):
             raise ConfigError(
-                f"event must be one of {', '.join(EVENT_NAMES)}, not {event!r}",
+                f"event must be one of {', '.join(EVENT_NAMES)} (or a list of them), not {event!r}",
                 key=f"{key}.event",
                 source=source,
             )
@@ -333,7 +367,12 @@ def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ..
         priority = entry.get("priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise ConfigError("priority must be an integer", key=f"{key}.priority", source=source)
-        listeners.append(ListenerSpec(event=event, handler=handler, queue=queue, priority=priority))
+        options = _as_table(entry.get("options", {}), f"{key}.options", source)
+        listeners.append(
+            ListenerSpec(
+                events=tuple(events), handler=handler, queue=queue, priority=priority, options=dict(options)
+            )
+        )
     return tuple(listeners)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from kq.core._allow import AllowList
 from kq.core._command import parse_command
 from kq.core._config import ConsoleSettings
-from kq.core._consumers import MessageConsumer
+from kq.core._consumers import ConsumerContext, MessageConsumer
 from kq.core._errors import ExecutionFailedError, NotAllowedError
 from kq.core._message import Delivery
 
@@ -73,6 +73,11 @@ class ConsoleCommandConsumer(MessageConsumer):
         self._env = {**os.environ, **settings.env}
         # The worker's own environment may carry a KQ_LABEL of its parent: commands see this worker's.
         self._env["KQ_LABEL"] = label or ""
+
+    @classmethod
+    def from_context(cls, context: ConsumerContext) -> ConsoleCommandConsumer:
+        """Use ``[console]`` and ``[allow] commands``."""
+        return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
 
     def describe(self, body: Any) -> str:
         """``command 'name'``."""

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kq.core._allow import AllowList
 from kq.core._codecs import decode_body
 from kq.core._config import Config
-from kq.core._errors import ConfigError
+from kq.core._errors import ConfigError, UnknownDriverError
 from kq.core._message import JSON, Delivery
+from kq.core._registry import CONSUMER_GROUP, load_plugin
 from kq.core._spec import QueueSpec
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ class MessageConsumer(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources when the consume loop ends."""
+
+    @classmethod
+    def from_context(cls, context: ConsumerContext) -> MessageConsumer:
+        """Build the consumer for a queue; the default takes no arguments. Override to read the
+        configuration (``context.config.allow``, ``context.config.console``, ...)."""
+        return cls()
 
 
 class NoopConsumer(MessageConsumer):
@@ -86,29 +92,26 @@ class ConsumerContext:
 def build_consumer(context: ConsumerContext) -> MessageConsumer:
     """Build the message consumer configured for ``context.queue``.
 
-    Built-in names are ``console_command`` and ``noop``; ``module:attr`` names a :class:`MessageConsumer`
-    subclass (instantiated without arguments, or with the context if it has a ``from_context``
-    classmethod) or a function ``f(body, delivery)``.
+    A plain name (``console_command``, ``service``, ``http``, ``noop``, ...) is looked up in the
+    ``kq.consumers`` entry points; ``module:attr`` names a :class:`MessageConsumer` subclass or a function
+    ``f(body, delivery)``. A class is built with its ``from_context(context)`` classmethod when it has
+    one, else without arguments.
     """
     name = context.queue.consumer
-    if name == "noop":
-        return NoopConsumer()
-    if name == "console_command":
-        from kq.core._console import ConsoleCommandConsumer
-
-        return ConsoleCommandConsumer(
-            context.config.console, AllowList(context.config.allow.commands), label=context.label
-        )
-    target = _import(name, context)
+    key = f"queues.{context.queue.name}.consumer"
+    if ":" in name:
+        target = _import(name, context)
+    else:
+        try:
+            target = load_plugin(CONSUMER_GROUP, name)
+        except UnknownDriverError as exc:
+            raise ConfigError(str(exc), key=key, source=context.queue.source) from None
     if isinstance(target, type) and issubclass(target, MessageConsumer):
-        factory = getattr(target, "from_context", None)
-        return factory(context) if callable(factory) else target()
+        return target.from_context(context)
     if callable(target):
         return CallableConsumer(target, name)
     raise ConfigError(
-        f"{name} is neither a MessageConsumer subclass nor a function",
-        key=f"queues.{context.queue.name}.consumer",
-        source=context.queue.source,
+        f"{name} is neither a MessageConsumer subclass nor a function", key=key, source=context.queue.source
     )
 
 

@@ -362,19 +362,25 @@ class Consumer(abc.ABC):
                 configured natively.
             delay: With ``requeue``, seconds before the message becomes visible again.
         """
-        if delay < 0:
+        if requeue:
+            self._check_delay(delay)
+        elif delay < 0:
             raise ValueError(f"delay must not be negative, not {delay}")
-        if delay and requeue:
-            caps = self.driver.capabilities
-            if not caps.delayed_delivery:
-                raise UnsupportedOperationError(f"driver '{self.driver.name}' cannot delay a requeue")
-            if caps.max_delay is not None and delay > caps.max_delay:
-                raise UnsupportedOperationError(
-                    f"delay {delay:g}s exceeds the maximum of driver '{self.driver.name}' "
-                    f"({caps.max_delay:g}s)"
-                )
         self._settle(delivery, "reject")
         self._reject(delivery, requeue, delay)
+
+    def retry(self, delivery: Delivery, headers: Mapping[str, str], *, delay: float = 0.0) -> None:
+        """Put a copy of ``delivery`` with ``headers`` back on this consumer's queue, visible after
+        ``delay`` seconds, then settle the original.
+
+        The copy keeps the message id, body, content type and routing key, and goes to this queue only
+        (not to other queues sharing an exchange). If queueing the copy fails, the delivery stays
+        unsettled so that the caller can still dead-letter or reject it.
+        """
+        self._check_delay(delay)
+        self._check_owned(delivery, "retry")
+        self._retry(delivery, dict(headers), delay)
+        delivery.settled = True
 
     def extend(self, delivery: Delivery, seconds: float) -> None:
         """Keep ``delivery`` invisible to other consumers for ``seconds`` more (a no-op where unneeded)."""
@@ -390,14 +396,30 @@ class Consumer(abc.ABC):
             self.closed = True
             self._close()
 
+    def _check_delay(self, delay: float) -> None:
+        if delay < 0:
+            raise ValueError(f"delay must not be negative, not {delay}")
+        if delay:
+            caps = self.driver.capabilities
+            if not caps.delayed_delivery:
+                raise UnsupportedOperationError(f"driver '{self.driver.name}' cannot delay a requeue")
+            if caps.max_delay is not None and delay > caps.max_delay:
+                raise UnsupportedOperationError(
+                    f"delay {delay:g}s exceeds the maximum of driver '{self.driver.name}' "
+                    f"({caps.max_delay:g}s)"
+                )
+
     def _settle(self, delivery: Delivery, what: str) -> None:
+        self._check_owned(delivery, what)
+        delivery.settled = True
+
+    def _check_owned(self, delivery: Delivery, what: str) -> None:
         if delivery.owner is not self:
             raise DeliveryStateError(f"cannot {what} {delivery!r}: it was received by another consumer")
         if delivery.settled:
             raise DeliveryStateError(f"cannot {what} {delivery!r}: it is already settled")
         if self.closed:
             raise ConsumerClosedError(f"cannot {what} {delivery!r}: the consumer is closed")
-        delivery.settled = True
 
     def __enter__(self) -> Consumer:
         return self
@@ -416,6 +438,13 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         """Reject, requeueing after ``delay`` seconds when ``requeue``."""
+
+    def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
+        """Queue the copy, then acknowledge the original. The default publishes through the driver's
+        producer for this logical queue, which suits brokers that address queues directly (sqlite,
+        SQS); brokers that route through exchanges override it to reach this queue only."""
+        self.driver.producer(self.queue.name).publish(delivery.to_message(headers=headers, delay=delay))
+        self._ack(delivery)
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:  # noqa: B027 - optional hook
         """Extend the delivery's lease (no-op by default)."""

@@ -82,8 +82,16 @@ class MessageConsumed(Event):
 class MessageConsumptionFailed(Event):
     """Decoding or consuming a message failed; ``body`` is ``None`` when it could not be decoded.
 
+    Listeners run before kq acts. By default the message goes to the dead-letter queue; a listener may
+    call :meth:`retry` instead for an execution failure (``reason == "failed"``): a copy goes back on the
+    queue with ``kq-attempt`` increased. Messages that can never succeed are dead-lettered regardless.
+
     Attributes:
-        outcome: What kq did with the message: ``"dead-lettered"`` or ``"requeued"``.
+        reason: ``"failed"`` (the work ran and failed), ``"undecodable"``, ``"invalid"`` (malformed for
+            its consumer) or ``"not-allowed"``.
+        attempt: Which execution attempt this was (``kq-attempt`` header, 1 for the first).
+        outcome: What kq did, set after the listeners ran: ``"dead-lettered"``, ``"retried"`` or
+            ``"requeued"`` (the dead-letter publish failed).
     """
 
     name: ClassVar[str] = "message_consumption_failed"
@@ -91,12 +99,21 @@ class MessageConsumptionFailed(Event):
     body: Any
     consumer: object
     error: BaseException
+    reason: str = "failed"
+    attempt: int = 1
     outcome: str = ""
     duration: float = 0.0
+    retry_delay: float | None = None
 
     @property
     def queue(self) -> str | None:
         return self.delivery.queue
+
+    def retry(self, delay: float = 0.0) -> None:
+        """Ask kq to queue the message again (after ``delay`` seconds) instead of dead-lettering it."""
+        if delay < 0:
+            raise ValueError(f"delay must not be negative, not {delay}")
+        self.retry_delay = delay
 
 
 @dataclass

@@ -26,6 +26,8 @@ from kq.core._message import Delivery
 
 logger = logging.getLogger(__name__)
 
+#: Header counting execution attempts (absent: the first).
+ATTEMPT = "kq-attempt"
 #: Headers added to a dead-lettered message.
 DEAD_LETTER_REASON = "kq-dead-letter-reason"
 DEAD_LETTER_ERROR = "kq-dead-letter-error"
@@ -68,6 +70,7 @@ class LoopStats:
     vetoed: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    retried: int = 0
     reconnects: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -266,10 +269,71 @@ class ConsumeLoop:
             return _Failure(body, exc, "failed")
 
     def _fail(self, consumer: Consumer, delivery: Delivery, failure: _Failure, started: float) -> None:
-        body, error, reason = failure.body, failure.error, failure.reason
         self.stats.failed += 1
+        event = MessageConsumptionFailed(
+            delivery=delivery,
+            body=failure.body,
+            consumer=self.handler,
+            error=failure.error,
+            reason=failure.reason,
+            attempt=attempt_of(delivery),
+            duration=time.monotonic() - started,
+        )
+        if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
+            self.dispatcher.dispatch(event)
+        what = self.handler.describe(failure.body) if failure.body is not None else "message"
+        if event.retry_delay is not None:
+            if failure.reason == "failed" and self._retry(consumer, delivery, event, what):
+                return
+            if failure.reason != "failed":
+                logger.warning(
+                    "queue %s message %s: a listener asked to retry a message that can never succeed "
+                    "(%s); dead-lettering it instead",
+                    delivery.queue,
+                    delivery.message_id,
+                    failure.reason,
+                )
+        event.outcome = self._dead_letter_or_requeue(consumer, delivery, failure, what)
+
+    def _retry(
+        self, consumer: Consumer, delivery: Delivery, event: MessageConsumptionFailed, what: str
+    ) -> bool:
+        delay = event.retry_delay or 0.0
+        headers = dict(delivery.headers)
+        headers[ATTEMPT] = str(event.attempt + 1)
+        try:
+            consumer.retry(delivery, headers, delay=delay)
+        except self.driver.connection_errors:
+            raise
+        except Exception as exc:
+            logger.error(
+                "queue %s message %s: %s failed and could not be queued again (%s: %s)",
+                delivery.queue,
+                delivery.message_id,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        self.stats.retried += 1
+        event.outcome = "retried"
+        logger.warning(
+            "queue %s message %s: %s failed (%s: %s); attempt %d queued again%s",
+            delivery.queue,
+            delivery.message_id,
+            what,
+            type(event.error).__name__,
+            event.error,
+            event.attempt + 1,
+            f", visible in {delay:g}s" if delay else "",
+        )
+        return True
+
+    def _dead_letter_or_requeue(
+        self, consumer: Consumer, delivery: Delivery, failure: _Failure, what: str
+    ) -> str:
+        error, reason = failure.error, failure.reason
         target = self.spec.failed_queue
-        what = self.handler.describe(body) if body is not None else "message"
         try:
             self._dead_letter(delivery, reason, error, target)
         except self.driver.connection_errors:
@@ -279,7 +343,6 @@ class ConsumeLoop:
             delay = RETRY_DEAD_LETTER_AFTER if self.driver.capabilities.delayed_delivery else 0.0
             consumer.reject(delivery, requeue=True, delay=delay)
             self.stats.requeued += 1
-            outcome = "requeued"
             if not delay:
                 self._stop.wait(RETRY_DEAD_LETTER_AFTER)
             logger.error(
@@ -294,31 +357,20 @@ class ConsumeLoop:
                 publish_error,
                 RETRY_DEAD_LETTER_AFTER,
             )
-        else:
-            consumer.ack(delivery)
-            self.stats.dead_lettered += 1
-            outcome = "dead-lettered"
-            logger.error(
-                "queue %s message %s: %s %s (%s: %s); moved to dead-letter queue %s",
-                delivery.queue,
-                delivery.message_id,
-                what,
-                "rejected" if reason != "failed" else "failed",
-                type(error).__name__,
-                error,
-                target,
-            )
-        if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
-            self.dispatcher.dispatch(
-                MessageConsumptionFailed(
-                    delivery=delivery,
-                    body=body,
-                    consumer=self.handler,
-                    error=error,
-                    outcome=outcome,
-                    duration=time.monotonic() - started,
-                )
-            )
+            return "requeued"
+        consumer.ack(delivery)
+        self.stats.dead_lettered += 1
+        logger.error(
+            "queue %s message %s: %s %s (%s: %s); moved to dead-letter queue %s",
+            delivery.queue,
+            delivery.message_id,
+            what,
+            "rejected" if reason != "failed" else "failed",
+            type(error).__name__,
+            error,
+            target,
+        )
+        return "dead-lettered"
 
     def _dead_letter(self, delivery: Delivery, reason: str, error: Exception, target: str) -> None:
         headers = dict(delivery.headers)
@@ -346,6 +398,14 @@ class _Failure:
     body: Any
     error: Exception
     reason: str
+
+
+def attempt_of(delivery: Delivery) -> int:
+    """The execution attempt a delivery is (``kq-attempt`` header; 1 when absent or malformed)."""
+    try:
+        return max(1, int(delivery.headers.get(ATTEMPT, "1")))
+    except ValueError:
+        return 1
 
 
 class _Backoff:

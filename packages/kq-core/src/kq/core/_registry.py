@@ -1,8 +1,16 @@
-"""Driver discovery through the ``kq.drivers`` entry-point group.
+"""Plugin discovery through entry points: drivers, message consumers and listeners.
 
-Entry points are scanned once; listing names imports nothing. A driver module is imported only when a
-driver of that type is asked for, so ``kq --help`` does not pay for pika or boto3. kq-core registers its
-own ``memory`` and ``sqlite`` drivers the same way third parties do.
+Three groups, read with ``importlib.metadata``:
+
+- ``kq.drivers``: driver types (``sqlite = "kq.drivers.sqlite:SqliteDriver"``);
+- ``kq.consumers``: message consumer types, named in ``[queues.<name>] consumer``
+  (``console_command = "kq.core._console:ConsoleCommandConsumer"``);
+- ``kq.listeners``: functions ``register(dispatcher)`` that add event listeners in every kq process.
+
+Each group is scanned once; listing names imports nothing. A plugin module is imported only when it is
+asked for, so ``kq --help`` does not pay for pika or boto3. kq-core registers its own drivers and
+consumers the same way third parties do; a plugin that fails to import raises an error naming it and
+its distribution, and never breaks the others.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import functools
 import importlib.metadata
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from kq.core._driver import Driver
 from kq.core._errors import DriverNotInstalledError, UnknownDriverError
@@ -19,55 +28,74 @@ logger = logging.getLogger(__name__)
 
 #: The entry-point group drivers register in.
 DRIVER_GROUP = "kq.drivers"
+#: The entry-point group of message consumer types.
+CONSUMER_GROUP = "kq.consumers"
+#: The entry-point group of listener plugins (``register(dispatcher)`` functions).
+LISTENER_GROUP = "kq.listeners"
 
 
 @dataclass(frozen=True)
-class DriverEntry:
-    """A registered driver type, not yet imported."""
+class PluginEntry:
+    """A registered plugin, not yet imported."""
 
     name: str
     value: str
     distribution: str | None
+    group: str = DRIVER_GROUP
 
-    def load(self) -> type[Driver]:
-        """Import the driver class.
+    def load(self) -> Any:
+        """Import the plugin.
 
         Raises:
-            DriverNotInstalledError: the module or its client library cannot be imported, or the entry
-                point does not name a :class:`Driver` subclass.
+            DriverNotInstalledError: the module or a library it needs cannot be imported, or importing it
+                failed; the message names the plugin and its distribution.
         """
         module_name = self.value.partition(":")[0]
         dist = self.distribution or "the distribution that registered it"
+        what = _KIND[self.group]
         try:
-            loaded = _entry_point(self.name).load()
+            return _entry_points(self.group)[self.name].load()
         except ImportError as exc:
             missing = getattr(exc, "name", None)
             if missing and not missing.startswith(module_name):
                 raise DriverNotInstalledError(
-                    f"driver '{self.name}' needs the Python package '{missing}', which is not installed; "
+                    f"{what} '{self.name}' needs the Python package '{missing}', which is not installed; "
                     f"reinstall {dist} (pip install {dist})"
                 ) from exc
             raise DriverNotInstalledError(
-                f"driver '{self.name}' cannot be imported from {self.value} ({exc}); reinstall {dist}"
+                f"{what} '{self.name}' cannot be imported from {self.value} ({exc}); reinstall {dist}"
             ) from exc
         except Exception as exc:
             raise DriverNotInstalledError(
-                f"driver '{self.name}' from {dist} failed to load ({type(exc).__name__}: {exc})"
+                f"{what} '{self.name}' from {dist} failed to load ({type(exc).__name__}: {exc})"
             ) from exc
+
+
+class DriverEntry(PluginEntry):
+    """A registered driver type, not yet imported."""
+
+    def load(self) -> type[Driver]:
+        """Import the driver class (raises DriverNotInstalledError, see :meth:`PluginEntry.load`)."""
+        loaded = super().load()
         if not (isinstance(loaded, type) and issubclass(loaded, Driver)):
+            dist = self.distribution or "the distribution that registered it"
             raise DriverNotInstalledError(
                 f"entry point '{self.name}' = '{self.value}' of {dist} is not a kq.core.Driver subclass"
             )
         return loaded
 
 
-@functools.lru_cache(maxsize=1)
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+_KIND = {DRIVER_GROUP: "driver", CONSUMER_GROUP: "consumer", LISTENER_GROUP: "listener plugin"}
+
+
+@functools.cache
+def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
     found: dict[str, importlib.metadata.EntryPoint] = {}
-    for entry_point in importlib.metadata.entry_points(group=DRIVER_GROUP):
+    for entry_point in importlib.metadata.entry_points(group=group):
         if entry_point.name in found and found[entry_point.name].value != entry_point.value:
             logger.warning(
-                "two distributions register driver '%s' (%s and %s); using the first",
+                "two distributions register %s '%s' (%s and %s); using the first",
+                _KIND[group],
                 entry_point.name,
                 found[entry_point.name].value,
                 entry_point.value,
@@ -77,22 +105,29 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return found
 
 
-def _entry_point(name: str) -> importlib.metadata.EntryPoint:
-    return _entry_points()[name]
+def plugin_entries(group: str) -> list[PluginEntry]:
+    """The plugins registered in ``group``, sorted by name, without importing any of them."""
+    cls = DriverEntry if group == DRIVER_GROUP else PluginEntry
+    entries = []
+    for name, entry_point in sorted(_entry_points(group).items()):
+        dist = entry_point.dist.name if entry_point.dist is not None else None
+        entries.append(cls(name=name, value=entry_point.value, distribution=dist, group=group))
+    return entries
 
 
 def driver_entries() -> list[DriverEntry]:
     """The registered driver types, sorted by name, without importing any of them."""
-    entries = []
-    for name, entry_point in sorted(_entry_points().items()):
-        dist = entry_point.dist.name if entry_point.dist is not None else None
-        entries.append(DriverEntry(name=name, value=entry_point.value, distribution=dist))
-    return entries
+    return [e for e in plugin_entries(DRIVER_GROUP) if isinstance(e, DriverEntry)]
 
 
 def driver_names() -> list[str]:
     """Names of the registered driver types."""
-    return sorted(_entry_points())
+    return sorted(_entry_points(DRIVER_GROUP))
+
+
+def consumer_names() -> list[str]:
+    """Names of the registered message consumer types."""
+    return sorted(_entry_points(CONSUMER_GROUP))
 
 
 def load_driver_class(name: str) -> type[Driver]:
@@ -106,6 +141,19 @@ def load_driver_class(name: str) -> type[Driver]:
         if entry.name == name:
             return entry.load()
     raise UnknownDriverError(name, driver_names(), what="driver type")
+
+
+def load_plugin(group: str, name: str) -> Any:
+    """Import and return the plugin registered as ``name`` in ``group``.
+
+    Raises:
+        UnknownDriverError: nothing has that name (the message lists the registered ones).
+        DriverNotInstalledError: it is registered but cannot be imported.
+    """
+    for entry in plugin_entries(group):
+        if entry.name == name:
+            return entry.load()
+    raise UnknownDriverError(name, _entry_points(group), what=_KIND[group])
 
 
 def clear_cache() -> None:

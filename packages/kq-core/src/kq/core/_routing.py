@@ -75,5 +75,10 @@ def command_routing_key(command: str) -> str:
 
 
 def url_routing_key(url: str) -> str:
-    """Default key of an HTTP or XML-RPC message: ``:`` and ``/`` become ``.``."""
-    return url.replace(":", ".").replace("/", ".")
+    """Default key of an HTTP or XML-RPC message: ``:`` and ``/`` become ``.``.
+
+    Wildcard characters (a URL fragment's ``#``, a ``*`` in a path) become ``_`` and the key is cut to
+    AMQP's 255 bytes, so that every URL has a valid key.
+    """
+    key = url.replace(":", ".").replace("/", ".").replace("#", "_").replace("*", "_")
+    return key.encode()[:255].decode(errors="ignore")

@@ -188,6 +188,26 @@ class BasicConformance(DriverTestBase):
             consumer.reject(receive_within(consumer, self.receive_timeout), requeue=False)
             assert consumer.receive(self.idle_timeout) is None
 
+    def test_retry_puts_a_copy_back_on_this_queue(self, driver: Driver, queue: str) -> None:
+        """``retry`` queues a copy with new headers (same id, body, routing key) and settles the original."""
+        sent = Message(b"again", content_type="text/plain", routing_key="hello.world", headers={"x-a": "1"})
+        self.publish(driver, queue, sent)
+        with driver.consumer(queue) as consumer:
+            first = receive_within(consumer, self.receive_timeout)
+            consumer.retry(first, {**first.headers, "kq-attempt": "2"})
+            with pytest.raises(DeliveryStateError):
+                consumer.ack(first)
+            second = receive_within(consumer, self.receive_timeout)
+            assert (second.message_id, second.body, second.routing_key) == (
+                sent.message_id,
+                b"again",
+                "hello.world",
+            )
+            assert second.headers["kq-attempt"] == "2"
+            assert second.headers["x-a"] == "1"
+            consumer.ack(second)
+            assert consumer.receive(self.idle_timeout) is None
+
     def test_close_releases_unacknowledged(self, driver: Driver, queue: str) -> None:
         """Closing a consumer gives its unsettled deliveries back at once, to the next consumer."""
         self.publish(driver, queue, Message(b"released", content_type="text/plain"))

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pika
 import pika.exceptions
@@ -28,6 +28,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from kq.core import Consumer, Delivery, QueueSpec
 from kq.drivers.rabbitmq._connection import close_quietly
+from kq.drivers.rabbitmq._producer import ROUTING_KEY_HEADER, RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -87,6 +88,10 @@ class RabbitMQConsumer(Consumer):
     ) -> Delivery:
         raw_headers = properties.headers or {}
         headers = {str(name): _text(value) for name, value in raw_headers.items()}
+        # A retried copy came through the default exchange: its routing key is in a header.
+        routing_key = headers.pop(ROUTING_KEY_HEADER, None)
+        if routing_key is None:
+            routing_key = method.routing_key or ""
         # Quorum queues count earlier deliveries in x-delivery-count; classic queues only flag redeliveries.
         previous = raw_headers.get("x-delivery-count")
         if isinstance(previous, int) and not isinstance(previous, bool):
@@ -97,7 +102,7 @@ class RabbitMQConsumer(Consumer):
             body=body,
             content_type=properties.content_type or "",
             headers=headers,
-            routing_key=method.routing_key or "",
+            routing_key=routing_key,
             message_id=properties.message_id or _content_id(body),
             queue=self.queue.name,
             delivery_count=count,
@@ -127,6 +132,13 @@ class RabbitMQConsumer(Consumer):
             self._outstanding -= 1
             self._raise_if_broken()
             self._guard(self._channel.basic_reject, delivery_tag=delivery.handle, requeue=requeue)
+
+    def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
+        # Straight into this consumer's AMQP queue, then ack: other queues bound to the exchange must not
+        # receive the retried copy. (delay is always 0 here: the driver declares no delayed delivery.)
+        producer = cast(RabbitMQProducer, self.driver.producer(self.queue.name))
+        producer.publish_to_queue([delivery.to_message(headers=headers)], self.topology.queue)
+        self._ack(delivery)
 
     def _pump(self, seconds: float) -> None:
         self._guard(self._connection.process_data_events, time_limit=seconds)

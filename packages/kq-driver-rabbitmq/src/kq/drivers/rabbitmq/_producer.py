@@ -13,6 +13,7 @@ silently lost. Only when this method returns were the messages confirmed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import pika
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.core import KqError, Message, Producer, QueueSpec
+from kq.core import ConsumerClosedError, KqError, Message, Producer, QueueSpec
 from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._topology import Topology
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from kq.drivers.rabbitmq._driver import RabbitMQDriver
 
 logger = logging.getLogger(__name__)
+
+#: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
+ROUTING_KEY_HEADER = "kq-routing-key"
 
 
 class PublishError(KqError):
@@ -56,11 +60,25 @@ class RabbitMQProducer(Producer):
         self._returned: list[str] = []
 
     def _publish_batch(self, messages: Sequence[Message]) -> None:
+        self._publish(messages, self.topology.exchange, None)
+
+    def publish_to_queue(self, messages: Sequence[Message], amqp_queue: str) -> None:
+        """Publish straight into ``amqp_queue`` through the default exchange, bypassing this queue's
+        bindings (a retried message must not reach the other queues of a shared exchange). The routing
+        key each message had travels in the ``kq-routing-key`` header and is restored by the consumer."""
+        if self.closed:
+            raise ConsumerClosedError(f"the producer of queue '{self.queue.name}' is closed")
+        copies = [
+            dataclasses.replace(m, headers={**m.headers, ROUTING_KEY_HEADER: m.routing_key}) for m in messages
+        ]
+        self._publish(copies, "", amqp_queue)
+
+    def _publish(self, messages: Sequence[Message], exchange: str, routing_key: str | None) -> None:
         deadline = time.monotonic() + self.driver.options["publish_timeout"]
         attempt = 0
         while True:
             try:
-                self._publish_once(messages)
+                self._publish_once(messages, exchange, routing_key)
                 return
             except self.driver.connection_errors as exc:
                 self._drop_connection()
@@ -83,7 +101,7 @@ class RabbitMQProducer(Producer):
                 )
                 time.sleep(wait)
 
-    def _publish_once(self, messages: Sequence[Message]) -> None:
+    def _publish_once(self, messages: Sequence[Message], exchange: str, routing_key: str | None) -> None:
         connection, channel = self._ensure_channel()
         impl = channel._impl  # see the module docstring: batch confirms need the implementation
         self._pending.clear()
@@ -93,8 +111,8 @@ class RabbitMQProducer(Producer):
         tags: dict[int, str] = {}
         for message in messages:
             impl.basic_publish(
-                exchange=self.topology.exchange,
-                routing_key=message.routing_key,
+                exchange=exchange,
+                routing_key=message.routing_key if routing_key is None else routing_key,
                 body=message.body,
                 properties=self._properties(message, now),
                 mandatory=self._mandatory,

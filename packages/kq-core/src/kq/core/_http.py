@@ -1,0 +1,255 @@
+"""HTTP requests as messages: the "FastCGI" mode, where a worker turns messages into calls to a web app.
+
+Body::
+
+    {"url": "http://127.0.0.1:8000/jobs/report", "options": {"method": "POST", "json": {"week": 47}}}
+
+Options (kq's own vocabulary; the PHP library used numeric curl constants): ``method`` (GET), ``headers``
+(object of strings), ``params`` (query parameters), ``json`` (any JSON value, sent as the body) or
+``data`` (a string, or an object sent as a form), ``timeout`` (seconds, 30), ``allow_redirects`` (true),
+``verify`` (true: check TLS certificates). Anything else is refused.
+
+Only ``http`` and ``https`` URLs whose host (exact) or whole URL (``re:``) is in ``[allow] urls`` are
+requested; redirects are followed by kq itself, at most 10, and each target must pass the same
+allow-list, so a redirect cannot lead a worker somewhere it is not allowed to go. A status outside 2xx
+is a failed execution. The result is the status, the response headers and the body (text, at most 1 MiB).
+
+The default routing key is the URL with ``:`` and ``/`` turned into ``.``.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kq.core._allow import AllowList
+from kq.core._codecs import encode_json
+from kq.core._consumers import ConsumerContext, MessageConsumer
+from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
+from kq.core._message import JSON, Delivery, Message
+from kq.core._producers import MessageProducer
+from kq.core._routing import check_routing_key, url_routing_key
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: Options accepted in a message, with their types.
+OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "method": str,
+    "headers": dict,
+    "params": dict,
+    "json": object,
+    "data": (str, dict),
+    "timeout": (int, float),
+    "allow_redirects": bool,
+    "verify": bool,
+}
+DEFAULT_TIMEOUT = 30.0
+MAX_REDIRECTS = 10
+#: Most characters of a response body kept in the result.
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A validated HTTP-request message."""
+
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON-ready message body."""
+        return {"url": self.url, "options": dict(self.options)}
+
+    @property
+    def method(self) -> str:
+        """The HTTP method, upper case."""
+        return str(self.options.get("method", "GET")).upper()
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    """What the server answered."""
+
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    body: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {"url": self.url, "status": self.status, "headers": dict(self.headers), "body": self.body}
+
+
+def make_http_request(url: str, options: Mapping[str, Any] | None = None) -> HttpRequest:
+    """Build a validated :class:`HttpRequest` (raises MessageFormatError naming what is wrong)."""
+    if not isinstance(url, str) or not url:
+        raise MessageFormatError("'url' must be a non-empty string")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MessageFormatError(f"url {url[:120]!r} must be an http:// or https:// URL with a host")
+    options = dict(options or {})
+    for name, value in options.items():
+        expected = OPTIONS.get(name)
+        if expected is None:
+            raise MessageFormatError(f"unknown HTTP option {name!r} (known: {', '.join(OPTIONS)})")
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected == (int, float)):
+            raise MessageFormatError(f"HTTP option {name!r} has the wrong type ({type(value).__name__})")
+    if "json" in options and "data" in options:
+        raise MessageFormatError("HTTP options 'json' and 'data' exclude each other")
+    if str(options.get("method", "GET")).upper() not in METHODS:
+        raise MessageFormatError(f"HTTP method {options['method']!r} is not one of {', '.join(METHODS)}")
+    for name in ("headers", "params"):
+        table = options.get(name, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+            raise MessageFormatError(f"HTTP option {name!r} must map strings to strings")
+    if "timeout" in options and options["timeout"] <= 0:
+        raise MessageFormatError("HTTP option 'timeout' must be positive")
+    return HttpRequest(url=url, options=options)
+
+
+def parse_http_request(body: Any) -> HttpRequest:
+    """Validate a decoded HTTP-request body."""
+    if not isinstance(body, dict):
+        raise MessageFormatError(f"an HTTP-request message must be a JSON object, not {type(body).__name__}")
+    unknown = set(body) - {"url", "options"}
+    if unknown:
+        raise MessageFormatError(f"unknown keys in HTTP-request message: {', '.join(sorted(unknown))}")
+    url: Any = body.get("url")
+    options: Any = body.get("options")
+    if options is not None and not isinstance(options, (dict, list)):
+        raise MessageFormatError("'options' must be an object")
+    if isinstance(options, list) and options:
+        raise MessageFormatError("'options' must be an object")
+    # The PHP library's json_encode turns empty options into [].
+    return make_http_request(url, options if isinstance(options, dict) else None)
+
+
+def url_allowed(url: str, allowed: AllowList) -> bool:
+    """Whether ``url`` passes ``[allow] urls``: its host exactly, or the whole URL by a ``re:`` entry."""
+    return allowed.allows(urllib.parse.urlsplit(url).hostname or "", pattern_subject=url)
+
+
+class HttpConsumer(MessageConsumer):
+    """Sends the HTTP requests that messages describe, to allowed URLs only."""
+
+    kind = "http"
+
+    def __init__(self, allowed: AllowList) -> None:
+        import requests  # only workers that send HTTP requests pay for importing requests
+
+        self.allowed = allowed
+        self._session = requests.Session()
+        self._requests = requests
+
+    @classmethod
+    def from_context(cls, context: ConsumerContext) -> HttpConsumer:
+        """Use ``[allow] urls``."""
+        return cls(AllowList(context.config.allow.urls))
+
+    def describe(self, body: Any) -> str:
+        """``HTTP GET url``."""
+        if isinstance(body, dict) and isinstance(body.get("url"), str):
+            options: Any = body.get("options") if isinstance(body.get("options"), dict) else {}
+            return f"HTTP {str(options.get('method', 'GET')).upper()} {body['url'][:200]}"
+        return "HTTP request"
+
+    def consume(self, body: Any, delivery: Delivery) -> HttpResult:
+        """Send the request; a status outside 2xx raises ExecutionFailedError with the result."""
+        request = parse_http_request(body)
+        url = request.url
+        options = request.options
+        self._check(url)
+        follow = options.get("allow_redirects", True)
+        method = request.method
+        kwargs: dict[str, Any] = {
+            "headers": options.get("headers"),
+            "params": options.get("params"),
+            "timeout": float(options.get("timeout", DEFAULT_TIMEOUT)),
+            "verify": options.get("verify", True),
+            "allow_redirects": False,
+        }
+        if "json" in options:
+            kwargs["json"] = options["json"]
+        if "data" in options:
+            kwargs["data"] = options["data"]
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = self._session.request(method, url, **kwargs)
+            except self._requests.RequestException as exc:
+                raise ExecutionFailedError(f"HTTP {method} {url}: {type(exc).__name__}: {exc}") from None
+            if not (follow and response.is_redirect):
+                break
+            url = urllib.parse.urljoin(url, response.headers["location"])
+            self._check(url)
+            if response.status_code in (301, 302, 303) and method != "HEAD":
+                method = "GET"  # as browsers and requests do; the body is dropped
+                kwargs.pop("json", None)
+                kwargs.pop("data", None)
+            kwargs["params"] = None  # the Location carries the query
+        else:
+            raise ExecutionFailedError(
+                f"HTTP {request.method} {request.url}: more than {MAX_REDIRECTS} redirects"
+            )
+        result = HttpResult(
+            url=url,
+            status=response.status_code,
+            headers=dict(response.headers),
+            body=response.text[:MAX_BODY],
+        )
+        if not 200 <= response.status_code < 300:
+            raise ExecutionFailedError(
+                f"HTTP {method} {url} answered {response.status_code} {response.reason}", result
+            )
+        return result
+
+    def _check(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise NotAllowedError(f"URL {url[:200]!r} is not http(s)")
+        if not url_allowed(url, self.allowed):
+            raise NotAllowedError(f"URL {url[:200]!r} is not in the allow-list ([allow] urls)")
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()
+
+
+class HttpProducer(MessageProducer):
+    """Queues HTTP requests for an HTTP consumer."""
+
+    def build(
+        self,
+        url: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        routing_key: str | None = None,
+        ttl: float | None = None,
+        delay: float = 0.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Build (without sending) the message requesting ``url`` with ``options``."""
+        request = make_http_request(url, options)
+        return Message(
+            body=encode_json(request.to_body()),
+            content_type=JSON,
+            routing_key=check_routing_key(url_routing_key(url) if routing_key is None else routing_key),
+            ttl=ttl,
+            delay=delay,
+            headers=dict(headers or {}),
+        )
+
+    def publish(self, url: str, options: Mapping[str, Any] | None = None, **settings: Any) -> Message:
+        """Queue one request; keyword settings as for :meth:`build`. Returns the sent message."""
+        message = self.build(url, options, **settings)
+        self.send([message])
+        return message
+
+    def publish_batch(self, requests: Any, **settings: Any) -> list[Message]:
+        """Queue several requests (mappings with ``url`` and ``options``) as one batch."""
+        messages = [self.build(r["url"], r.get("options"), **settings) for r in requests]
+        self.send(messages)
+        return messages

@@ -1,0 +1,167 @@
+"""The in-process console-command consumer: the "MPM" mode.
+
+It runs the same console-command messages as :class:`~kq.core.ConsoleCommandConsumer`, with the same
+validation and allow-list, but calls the application's command-line entry point inside the worker
+instead of starting a process per message: much faster, at the price of sharing the worker's memory,
+global state and crashes. ``[console] callable`` names the entry point (default ``kq.cli:cli``, the
+program the subprocess mode runs by default too):
+
+- a click command or group is invoked with ``main(args, standalone_mode=False)``;
+- anything else is called as ``f(argv)`` with the argument list (no program name), like an argparse
+  ``main(argv)``; it returns an exit code (``None`` is 0) or raises ``SystemExit``.
+
+stdout and stderr are captured for the result; the exit code decides success. There is no per-message
+timeout in this mode (a call cannot be killed without killing the worker): use the worker limits
+(``-m``, ``-t``) and the subprocess mode for commands that may hang.
+
+Switching a queue between the two modes is one line: ``consumer = "inprocess_console_command"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kq.core._allow import AllowList
+from kq.core._command import parse_command
+from kq.core._config import ConsoleSettings
+from kq.core._console import CommandResult, ConsoleCommandConsumer
+from kq.core._consumers import ConsumerContext
+from kq.core._errors import ConfigError, ExecutionFailedError, NotAllowedError
+from kq.core._message import Delivery
+
+logger = logging.getLogger(__name__)
+
+
+class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
+    """Runs console-command messages by calling ``[console] callable`` inside the worker."""
+
+    kind = "inprocess_console_command"
+
+    def __init__(self, settings: ConsoleSettings, allowed: AllowList, *, label: str | None = None) -> None:
+        super().__init__(settings, allowed, label=label)
+        self.entry_name = settings.callable
+        self.entry = _load(settings.callable)
+
+    @classmethod
+    def from_context(cls, context: ConsumerContext) -> InProcessConsoleCommandConsumer:
+        """Use ``[console]`` and ``[allow] commands``."""
+        return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
+
+    def consume(self, body: Any, delivery: Delivery) -> CommandResult:
+        """Validate, check the allow-list, call; raise ExecutionFailedError on a non-zero exit code."""
+        call = parse_command(body)
+        if not self.allowed.allows(call.command):
+            raise NotAllowedError(
+                f"command {call.command!r} is not in the allow-list ([allow] commands = "
+                f"{list(self.allowed.entries)!r})"
+            )
+        argv = call.argv()
+        stdout, stderr = io.StringIO(), io.StringIO()
+        started = time.monotonic()
+        with (
+            _environment(self._variables(delivery)),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            code = self._run(argv)
+        result = CommandResult(
+            argv=(self.entry_name, *argv),
+            exit_code=code,
+            stdout=stdout.getvalue(),
+            stderr=stderr.getvalue(),
+            duration=time.monotonic() - started,
+        )
+        if not result.ok:
+            tail = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:]
+            detail = f": {tail[0][:300]}" if tail else ""
+            raise ExecutionFailedError(f"command {call.command!r} exited with status {code}{detail}", result)
+        return result
+
+    def _variables(self, delivery: Delivery) -> dict[str, str]:
+        return {
+            **self.settings.env,
+            "KQ_QUEUE": delivery.queue,
+            "KQ_MESSAGE_ID": delivery.message_id,
+            "KQ_DELIVERY_COUNT": str(delivery.delivery_count),
+            "KQ_LABEL": self._env["KQ_LABEL"],
+        }
+
+    def _run(self, argv: list[str]) -> int:
+        if _is_click_command(self.entry):
+            return _run_click(self.entry, argv, self.entry_name)
+        try:
+            returned = self.entry(argv)
+        except SystemExit as exit_:
+            return _exit_code(exit_.code)
+        return _exit_code(returned)
+
+
+def _load(name: str) -> Callable[..., Any]:
+    module_name, _, attribute = name.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot load the in-process entry point {name!r}: {exc}", key="console.callable"
+        ) from None
+    if not callable(target):
+        raise ConfigError(f"{name!r} is not callable", key="console.callable")
+    loaded: Callable[..., Any] = target
+    return loaded
+
+
+def _is_click_command(entry: Any) -> bool:
+    return type(entry).__module__.startswith("click") and hasattr(entry, "main")
+
+
+def _run_click(command: Any, argv: list[str], name: str) -> int:
+    import click
+
+    try:
+        returned = command.main(args=argv, prog_name=name.partition(":")[0], standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("Aborted!", file=sys.stderr)  # noqa: T201 - the command's own stderr, captured as its output
+        return 1
+    except SystemExit as exit_:
+        return _exit_code(exit_.code)
+    return returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
+
+
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        print(value, file=sys.stderr)  # noqa: T201 - SystemExit("message") prints it, as Python does
+    return 1
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the call and restore the previous values afterwards."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
