@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 from typing import Any
 
@@ -12,13 +14,35 @@ from kq.cli._consume import consume
 from kq.cli._echoback import echoback
 from kq.cli._manage import managedriver, managequeue
 from kq.cli._produce import queuecommand, queuemessage
+from kq.cli._produce_calls import queuehttp, queueservice
 from kq.cli.version import __version__
 
 logger = logging.getLogger("kq.cli")
 
 
+#: Entry-point group of extra ``kq`` subcommands (click commands) from other distributions.
+COMMAND_GROUP = "kq.commands"
+
+
 class _KqGroup(click.Group):
-    """Turns kq's own errors into one line on stderr and a documented exit code."""
+    """Turns kq's own errors into one line on stderr and a documented exit code, and adds subcommands
+    registered by other distributions in the ``kq.commands`` entry-point group (imported when used)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugin_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in _plugin_commands():
+            return command
+        entry_point = _plugin_commands()[cmd_name]
+        try:
+            loaded = entry_point.load()
+        except Exception as exc:
+            return _unavailable(cmd_name, entry_point.value, exc)
+        if not isinstance(loaded, click.Command):
+            return _unavailable(cmd_name, entry_point.value, TypeError("not a click command"))
+        return loaded
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -44,6 +68,21 @@ class _KqGroup(click.Group):
             state = ctx.find_object(State)
             if state is not None:
                 state.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _plugin_commands() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMAND_GROUP)}
+
+
+def _unavailable(name: str, value: str, error: Exception) -> click.Command:
+    """A stand-in for a subcommand whose distribution is broken: it says so instead of vanishing."""
+    message = f"the command {name!r} ({value}) cannot be loaded: {type(error).__name__}: {error}"
+
+    def fail() -> None:
+        raise click.ClickException(message)
+
+    return click.Command(name, callback=fail, help=f"(unavailable) {message}", short_help="(unavailable)")
 
 
 @click.group(cls=_KqGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +118,16 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str, verbose: in
     ctx.obj = State(config_path)
 
 
-for command in (queuecommand, queuemessage, consume, managedriver, managequeue, echoback):
+for command in (
+    queuecommand,
+    queuemessage,
+    queueservice,
+    queuehttp,
+    consume,
+    managedriver,
+    managequeue,
+    echoback,
+):
     cli.add_command(command)
 
 

@@ -1,0 +1,183 @@
+"""``kq queueservice`` and ``kq queuehttp``: queue Python service calls and HTTP requests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from kq.cli._common import State, emit, format_option, parse_pairs, pass_state
+
+_DRIVER_HELP = "Driver instance to use (default: the queue's configured driver, else default_driver)."
+_TTL_HELP = "Seconds after which the message expires if no worker took it."
+_DELAY_HELP = "Seconds before the message becomes visible to workers."
+
+
+def _json_option(value: str | None, what: str, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=what) from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"must be a JSON {'array' if kind is list else 'object'}", param_hint=what)
+    return parsed
+
+
+def _report(output_format: str, queue: str, message: Any, what: str, ttl: float | None, body: Any) -> None:
+    if output_format == "json":
+        emit(
+            {
+                "queue": queue,
+                "message_id": message.message_id,
+                "routing_key": message.routing_key,
+                "ttl": ttl,
+                "body": body,
+            },
+            output_format,
+        )
+        return
+    validity = f", valid for {ttl:g} seconds" if ttl else ""
+    click.echo(f"{what} queued on queue {queue} as message {message.message_id}{validity}")
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("service")
+@click.argument("method")
+@click.argument("arguments", nargs=-1)
+@click.option(
+    "-j",
+    "--json-arguments",
+    metavar="JSON",
+    help="Positional arguments as a JSON array, instead of ARGUMENTS (which are strings).",
+)
+@click.option(
+    "-k",
+    "--kwarg",
+    "kwargs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A keyword argument (a string), repeatable.",
+)
+@click.option("--json-kwargs", metavar="JSON", help="Keyword arguments as a JSON object (merged over -k).")
+@click.option("-i", "--driver", help=_DRIVER_HELP)
+@click.option("-r", "--routing-key", help="Routing key (default: SERVICE with ':' as '.', then '.METHOD').")
+@click.option("-t", "--ttl", type=click.FloatRange(min=0, min_open=True), help=_TTL_HELP)
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help=_DELAY_HELP)
+@format_option
+@pass_state
+def queueservice(
+    state: State,
+    queue: str,
+    service: str,
+    method: str,
+    arguments: tuple[str, ...],
+    json_arguments: str | None,
+    kwargs: tuple[str, ...],
+    json_kwargs: str | None,
+    driver: str | None,
+    routing_key: str | None,
+    ttl: float | None,
+    delay: float,
+    output_format: str,
+) -> None:
+    """Queue a call of METHOD of SERVICE (a module, or module:attribute) with ARGUMENTS on QUEUE.
+
+    A worker whose queue has consumer = "service" calls it if [allow.services] allows it:
+    kq queueservice jobs myapp.reports build 2026 -k fmt=pdf
+    """
+    positional: list[Any] = list(arguments)
+    if json_arguments is not None:
+        if arguments:
+            raise click.UsageError("give ARGUMENTS or --json-arguments, not both")
+        positional = _json_option(json_arguments, "-j/--json-arguments", list)
+    keywords: dict[str, Any] = {
+        k: v or "" for k, v in parse_pairs(kwargs, "-k/--kwarg", allow_flags=False).items()
+    }
+    keywords.update(_json_option(json_kwargs, "--json-kwargs", dict) or {})
+    message = state.app.service_producer(queue, driver).publish(
+        service, method, positional, keywords, routing_key=routing_key, ttl=ttl, delay=delay
+    )
+    _report(output_format, queue, message, f"Call of {service}.{method}", ttl, json.loads(message.body))
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("url")
+@click.option("-X", "--method", default="GET", show_default=True, help="HTTP method.")
+@click.option(
+    "-H", "--header", "headers", multiple=True, metavar="NAME=VALUE", help="A request header, repeatable."
+)
+@click.option(
+    "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter, repeatable."
+)
+@click.option("-d", "--data", help="Request body as text.")
+@click.option("--json", "json_body", metavar="JSON", help="Request body as JSON (sent as application/json).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds the worker waits for the response (default 30).",
+)
+@click.option("--no-redirects", is_flag=True, help="Do not follow redirects.")
+@click.option("--insecure", is_flag=True, help="Do not verify the server's TLS certificate.")
+@click.option("-i", "--driver", help=_DRIVER_HELP)
+@click.option("-r", "--routing-key", help="Routing key (default: URL with ':' and '/' as '.').")
+@click.option("-t", "--ttl", type=click.FloatRange(min=0, min_open=True), help=_TTL_HELP)
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help=_DELAY_HELP)
+@format_option
+@pass_state
+def queuehttp(
+    state: State,
+    queue: str,
+    url: str,
+    method: str,
+    headers: tuple[str, ...],
+    params: tuple[str, ...],
+    data: str | None,
+    json_body: str | None,
+    timeout: float | None,
+    no_redirects: bool,
+    insecure: bool,
+    driver: str | None,
+    routing_key: str | None,
+    ttl: float | None,
+    delay: float,
+    output_format: str,
+) -> None:
+    """Queue an HTTP request to URL on QUEUE.
+
+    A worker whose queue has consumer = "http" sends it if [allow] urls allows the host; a status
+    outside 2xx is a failure:
+    kq queuehttp hooks https://app.internal/jobs/report -X POST --json '{"week": 47}'
+    """
+    options: dict[str, Any] = {"method": method.upper()}
+    if headers:
+        options["headers"] = {
+            k: v or "" for k, v in parse_pairs(headers, "-H/--header", allow_flags=False).items()
+        }
+    if params:
+        options["params"] = {
+            k: v or "" for k, v in parse_pairs(params, "-p/--param", allow_flags=False).items()
+        }
+    if data is not None and json_body is not None:
+        raise click.UsageError("give --data or --json, not both")
+    if data is not None:
+        options["data"] = data
+    if json_body is not None:
+        try:
+            options["json"] = json.loads(json_body)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--json") from None
+    if timeout is not None:
+        options["timeout"] = timeout
+    if no_redirects:
+        options["allow_redirects"] = False
+    if insecure:
+        options["verify"] = False
+    message = state.app.http_producer(queue, driver).publish(
+        url, options, routing_key=routing_key, ttl=ttl, delay=delay
+    )
+    _report(output_format, queue, message, f"HTTP {options['method']} {url}", ttl, json.loads(message.body))
