@@ -140,3 +140,26 @@ def test_command_does_not_inherit_the_workers_kq_label(monkeypatch: pytest.Monke
     )
     result = consumer.consume({"command": "x"}, delivery)
     assert result.stdout.strip() == "''"
+
+
+def test_deeply_nested_json_is_dead_lettered_and_the_loop_goes_on() -> None:
+    driver = MemoryDriver(DriverSpec(name="m", type="memory"))
+    bomb = b"[" * 100_000 + b"]" * 100_000
+    driver.producer("jobs").publish_batch([Message(bomb), Message(b'{"ok": true}')])
+    loop = ConsumeLoop(driver, "jobs", NoopConsumer(), limits=Limits(messages=2), poll_interval=0.1)
+    loop.run()
+    assert (loop.stats.consumed, loop.stats.dead_lettered) == (1, 1)
+    with driver.consumer("jobs.failed") as consumer:
+        failed = consumer.receive(1)
+        assert failed is not None
+        assert failed.headers["kq-dead-letter-reason"] == "undecodable"
+        assert "nested too deeply" in failed.headers["kq-dead-letter-error"]
+        consumer.ack(failed)
+
+
+@pytest.mark.parametrize("section", ["services", "xmlrpc"])
+def test_invalid_regular_expression_as_allow_map_key_is_a_config_error(section: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"invalid regular expression.*key 'allow\.{section}\.re:\(unclosed'"
+    ):
+        parse_config({"allow": {section: {"re:(unclosed": ["x"]}}}, source="kq.toml")

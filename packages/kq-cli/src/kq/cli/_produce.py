@@ -62,7 +62,9 @@ def queuecommand(
     if not novalidate:
         _, spec = app.queue(queue, driver)
         allowed = AllowList(app.config.allow.commands)
-        if spec.consumer == "console_command" and not allowed.allows(call.command):
+        if spec.consumer in ("console_command", "inprocess_console_command") and not allowed.allows(
+            call.command
+        ):
             raise click.UsageError(
                 f"command {call.command!r} is not in [allow] commands of "
                 f"{app.config.source or 'the built-in defaults'} ({list(allowed.entries)!r}), so a worker "

@@ -99,7 +99,13 @@ from kq.core._registry import (
     load_plugin,
     plugin_entries,
 )
-from kq.core._routing import command_routing_key, matches_any, topic_matches, url_routing_key
+from kq.core._routing import (
+    check_routing_key,
+    command_routing_key,
+    matches_any,
+    topic_matches,
+    url_routing_key,
+)
 from kq.core._service import (
     ServiceCall,
     ServiceConsumer,
@@ -116,6 +122,7 @@ __all__ = [
     "KQ_HEADER_PREFIX",
     "Delivery",
     "Message",
+    "check_routing_key",
     "command_routing_key",
     "matches_any",
     "new_message_id",

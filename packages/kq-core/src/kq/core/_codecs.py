@@ -49,6 +49,8 @@ def _decode_json(body: bytes, params: dict[str, str]) -> Any:
         raise MessageFormatError(f"JSON body is not valid text: {exc}") from None
     except json.JSONDecodeError as exc:
         raise MessageFormatError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MessageFormatError("body is JSON nested too deeply to decode") from None
 
 
 def _decode_text(body: bytes, params: dict[str, str]) -> Any:

@@ -314,30 +314,42 @@ def _parse_console(table: Mapping[str, Any], source: str | None, root: str | Non
 
 def _parse_allow(table: Mapping[str, Any], source: str | None) -> AllowSettings:
     _only(table, ("commands", "services", "urls", "xmlrpc"), "allow", source)
-    services = _as_table(table.get("services", {}), "allow.services", source)
-    xmlrpc = _as_table(table.get("xmlrpc", {}), "allow.xmlrpc", source)
     return AllowSettings(
         commands=_patterns(table.get("commands", []), "allow.commands", "command names", source),
-        services={
-            k: _patterns(v, f"allow.services.{k}", "method names", source) for k, v in services.items()
-        },
+        services=_allow_map(
+            _as_table(table.get("services", {}), "allow.services", source), "allow.services", source
+        ),
         urls=_patterns(table.get("urls", []), "allow.urls", "host names", source),
-        xmlrpc={k: _patterns(v, f"allow.xmlrpc.{k}", "method names", source) for k, v in xmlrpc.items()},
+        xmlrpc=_allow_map(_as_table(table.get("xmlrpc", {}), "allow.xmlrpc", source), "allow.xmlrpc", source),
     )
+
+
+def _allow_map(table: Mapping[str, Any], key: str, source: str | None) -> dict[str, tuple[str, ...]]:
+    """Targets (exact or ``re:``) mapped to their allowed methods, every pattern checked."""
+    return {
+        _pattern(target, f"{key}.{target}", source): _patterns(
+            methods, f"{key}.{target}", "method names", source
+        )
+        for target, methods in table.items()
+    }
 
 
 def _patterns(entries: Any, key: str, what: str, source: str | None) -> tuple[str, ...]:
     if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
         raise ConfigError(f"must be a list of {what} or 're:' patterns", key=key, source=source)
-    for entry in entries:
-        if entry.startswith("re:"):
-            try:
-                re.compile(entry[3:])
-            except re.error as exc:
-                raise ConfigError(
-                    f"invalid regular expression {entry!r}: {exc}", key=key, source=source
-                ) from None
-    return tuple(entries)
+    return tuple(_pattern(entry, key, source) for entry in entries)
+
+
+def _pattern(entry: str, key: str, source: str | None) -> str:
+    """Check one allow-list entry: an exact name, or ``re:`` and a valid regular expression."""
+    if entry.startswith("re:"):
+        try:
+            re.compile(entry[3:])
+        except re.error as exc:
+            raise ConfigError(
+                f"invalid regular expression {entry!r}: {exc}", key=key, source=source
+            ) from None
+    return entry
 
 
 def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ...]:

@@ -20,6 +20,7 @@ The default routing key is the URL with ``:`` and ``/`` turned into ``.``.
 from __future__ import annotations
 
 import logging
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,9 +89,11 @@ def make_http_request(url: str, options: Mapping[str, Any] | None = None) -> Htt
     """Build a validated :class:`HttpRequest` (raises MessageFormatError naming what is wrong)."""
     if not isinstance(url, str) or not url:
         raise MessageFormatError("'url' must be a non-empty string")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise MessageFormatError(f"url {url[:120]!r} must be an http:// or https:// URL with a host")
+    if target_host(url) is None:
+        raise MessageFormatError(
+            f"url {url[:120]!r} must be an http:// or https:// URL with a host, without spaces, backslashes "
+            "or control characters"
+        )
     options = dict(options or {})
     for name, value in options.items():
         expected = OPTIONS.get(name)
@@ -128,9 +131,38 @@ def parse_http_request(body: Any) -> HttpRequest:
     return make_http_request(url, options if isinstance(options, dict) else None)
 
 
+# Characters no valid URL contains, but that parsers handle differently: "http://a\\@b/" is host b for
+# urllib.parse and host a for urllib3, which requests uses.
+_AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
+def target_host(url: str) -> str | None:
+    """The host ``requests`` will connect to, or ``None`` for a URL kq refuses to send.
+
+    Only http(s) URLs are accepted, without characters that make URL parsers disagree, and only when
+    the standard library and urllib3 (which does the connecting) agree on the host: the allow-list must
+    judge the host the request really goes to.
+    """
+    if _AMBIGUOUS.search(url):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        import urllib3.util
+
+        connected = urllib3.util.parse_url(url).host
+    except Exception:
+        return None
+    if connected is None or connected.strip("[]").lower() != parts.hostname.lower():
+        return None
+    return parts.hostname
+
+
 def url_allowed(url: str, allowed: AllowList) -> bool:
     """Whether ``url`` passes ``[allow] urls``: its host exactly, or the whole URL by a ``re:`` entry."""
-    return allowed.allows(urllib.parse.urlsplit(url).hostname or "", pattern_subject=url)
+    host = target_host(url)
+    return host is not None and allowed.allows(host, pattern_subject=url)
 
 
 class HttpConsumer(MessageConsumer):
@@ -160,6 +192,8 @@ class HttpConsumer(MessageConsumer):
     def consume(self, body: Any, delivery: Delivery) -> HttpResult:
         """Send the request; a status outside 2xx raises ExecutionFailedError with the result."""
         request = parse_http_request(body)
+        # Each message is a request of its own: no cookie set for one reaches another.
+        self._session.cookies.clear()
         url = request.url
         options = request.options
         self._check(url)
@@ -171,6 +205,7 @@ class HttpConsumer(MessageConsumer):
             "timeout": float(options.get("timeout", DEFAULT_TIMEOUT)),
             "verify": options.get("verify", True),
             "allow_redirects": False,
+            "stream": True,  # read at most MAX_BODY of the body, whatever the server sends
         }
         if "json" in options:
             kwargs["json"] = options["json"]
@@ -183,8 +218,17 @@ class HttpConsumer(MessageConsumer):
                 raise ExecutionFailedError(f"HTTP {method} {url}: {type(exc).__name__}: {exc}") from None
             if not (follow and response.is_redirect):
                 break
+            response.close()
+            previous = urllib.parse.urlsplit(url)
             url = urllib.parse.urljoin(url, response.headers["location"])
             self._check(url)
+            if urllib.parse.urlsplit(url)[:2] != previous[:2]:
+                # Another host, port or scheme: credentials meant for the first one stay there.
+                kwargs["headers"] = {
+                    k: v
+                    for k, v in (kwargs["headers"] or {}).items()
+                    if k.lower() not in ("authorization", "cookie")
+                } or None
             if response.status_code in (301, 302, 303) and method != "HEAD":
                 method = "GET"  # as browsers and requests do; the body is dropped
                 kwargs.pop("json", None)
@@ -198,7 +242,7 @@ class HttpConsumer(MessageConsumer):
             url=url,
             status=response.status_code,
             headers=dict(response.headers),
-            body=response.text[:MAX_BODY],
+            body=_read_text(response),
         )
         if not 200 <= response.status_code < 300:
             raise ExecutionFailedError(
@@ -207,15 +251,23 @@ class HttpConsumer(MessageConsumer):
         return result
 
     def _check(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise NotAllowedError(f"URL {url[:200]!r} is not http(s)")
+        if target_host(url) is None:
+            raise NotAllowedError(f"URL {url[:200]!r} is not a plain http(s) URL")
         if not url_allowed(url, self.allowed):
             raise NotAllowedError(f"URL {url[:200]!r} is not in the allow-list ([allow] urls)")
 
     def close(self) -> None:
         """Close the HTTP session."""
         self._session.close()
+
+
+def _read_text(response: Any) -> str:
+    """The first ``MAX_BODY`` bytes of the body, decoded; the connection is released."""
+    try:
+        raw = response.raw.read(MAX_BODY, decode_content=True)
+    finally:
+        response.close()
+    return bytes(raw).decode(response.encoding or "utf-8", errors="replace")
 
 
 class HttpProducer(MessageProducer):

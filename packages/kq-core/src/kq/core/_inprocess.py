@@ -143,10 +143,12 @@ def _run_click(command: Any, argv: list[str], name: str) -> int:
 
 
 def _exit_code(value: object) -> int:
+    # Python's own rules for SystemExit: None is 0, an integer (booleans too) is the code, anything else
+    # is printed to stderr and the code is 1.
     if value is None:
         return 0
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if isinstance(value, int):
+        return int(value)
     if isinstance(value, str):
         print(value, file=sys.stderr)  # noqa: T201 - SystemExit("message") prints it, as Python does
     return 1

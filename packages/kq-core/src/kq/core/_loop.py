@@ -253,6 +253,8 @@ class ConsumeLoop:
             body = self.handler.decode(delivery)
         except MessageFormatError as exc:
             return _Failure(None, exc, "undecodable")
+        except Exception as exc:  # a consumer's own decode() may fail in other ways: still never a crash
+            return _Failure(None, exc, "undecodable")
         if self.dispatcher.has_listeners(MessageReceived.name):
             event = self.dispatcher.dispatch(
                 MessageReceived(delivery=delivery, body=body, consumer=self.handler)

@@ -1,0 +1,112 @@
+"""``kq queuexmlrpc``: queue an XML-RPC call (added to ``kq`` through the ``kq.commands`` entry points).
+
+kq-core is imported only when the command runs, so that ``kq --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from kq.cli._common import State, emit, format_option, pass_state
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("server")
+@click.argument("method")
+@click.argument("arguments", nargs=-1)
+@click.option(
+    "-j",
+    "--json-arguments",
+    metavar="JSON",
+    help="The arguments as a JSON array, for other types than strings: -j '[2, 3.5, true, {\"a\": 1}]'. "
+    "Replaces ARGUMENTS.",
+)
+@click.option(
+    "-i",
+    "--driver",
+    help="Driver instance to use (default: the queue's configured driver, else default_driver).",
+)
+@click.option(
+    "-r",
+    "--routing-key",
+    help="Routing key (default: SERVER.METHOD with ':' and '/' turned into '.').",
+)
+@click.option(
+    "-t",
+    "--ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds after which the message expires if no worker took it.",
+)
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds before the message becomes visible to workers.",
+)
+@format_option
+@pass_state
+def queuexmlrpc(
+    state: State,
+    queue: str,
+    server: str,
+    method: str,
+    arguments: tuple[str, ...],
+    json_arguments: str | None,
+    driver: str | None,
+    routing_key: str | None,
+    ttl: float | None,
+    delay: float,
+    output_format: str,
+) -> None:
+    """Queue a call of METHOD with ARGUMENTS on the XML-RPC SERVER, on QUEUE.
+
+    A worker of QUEUE (kq consume QUEUE, with consumer = "xmlrpc") makes the call if [allow.xmlrpc]
+    allows SERVER and METHOD. ARGUMENTS are sent as strings; use -j for other types:
+
+    \b
+      kq queuexmlrpc rpc http://127.0.0.1:8000/RPC2 reports.build -j '[2026, "weekly"]'
+      kq queuexmlrpc rpc http://127.0.0.1:8000/RPC2 echo hello world
+    """
+    from kq.contrib.xmlrpc import XmlRpcProducer
+
+    values: list[Any] = list(arguments)
+    if json_arguments is not None:
+        if arguments:
+            raise click.UsageError("give ARGUMENTS or -j/--json-arguments, not both")
+        values = _json_array(json_arguments)
+    producer = state.app.producer_of(XmlRpcProducer, queue, driver)
+    message = producer.publish(server, method, values, routing_key=routing_key, ttl=ttl, delay=delay)
+    if output_format == "json":
+        emit(
+            {
+                "queue": queue,
+                "message_id": message.message_id,
+                "routing_key": message.routing_key,
+                "ttl": ttl,
+                "delay": delay,
+                "body": json.loads(message.body),
+            },
+            output_format,
+        )
+        return
+    validity = f", valid for {ttl:g} seconds" if ttl else ""
+    click.echo(
+        f"XML-RPC call {method} on {server} queued on queue {queue} as message {message.message_id}{validity}"
+    )
+
+
+def _json_array(text: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="-j/--json-arguments") from None
+    if not isinstance(value, list):
+        raise click.BadParameter(
+            f"must be a JSON array such as '[2, 3]', not {type(value).__name__}",
+            param_hint="-j/--json-arguments",
+        )
+    return value
