@@ -232,3 +232,37 @@ def test_broker_restart_loses_no_confirmed_message(
     assert "reconnecting" in output, "the worker should have lost and regained its connection"
     assert workspace.output("producer").count("reconnecting") >= 1
     workspace.kq("managequeue", "delete", queue, check=False)
+
+
+def test_retry_reaches_only_its_own_queue_when_the_exchange_is_shared(rabbitmq: RabbitMQEndpoint) -> None:
+    """Two queues bound to one exchange: a retried copy goes back to the retrying queue only, with its
+    routing key intact (it travels through the default exchange)."""
+    exchange = unique_queue_name("shared")
+    first, second = unique_queue_name("first"), unique_queue_name("second")
+    config = parse_config(
+        {
+            "default_driver": "rabbit",
+            "drivers": {"rabbit": {"type": "rabbitmq", "url": rabbitmq.amqp_url}},
+            "queues": {first: {"exchange": exchange}, second: {"exchange": exchange}},
+        }
+    )
+    with App(config) as app:
+        driver, _ = app.queue(first)
+        manager = driver.queue_manager()
+        manager.execute("setup")
+        try:
+            app.producer(first).publish(b'"once"', routing_key="report.daily")
+            with driver.consumer(first) as consumer:
+                delivery = consumer.receive(10)
+                assert delivery is not None
+                consumer.retry(delivery, {**delivery.headers, "kq-attempt": "2"})
+                again = consumer.receive(10)
+                assert again is not None
+                assert (again.message_id, again.routing_key) == (delivery.message_id, "report.daily")
+                assert again.headers.get("kq-attempt") == "2"
+                assert "kq-routing-key" not in again.headers
+                consumer.ack(again)
+            assert manager.info(second)["messages"] == 1, "the other queue must not receive the retried copy"
+        finally:
+            for name in (first, second):
+                manager.delete(name)
