@@ -37,6 +37,38 @@ class _ForcedStop(BaseException):
     help="Stop after this many seconds in total, checked between messages (0: no limit).",
 )
 @click.option(
+    "-l",
+    "--memory-limit",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Stop once the resident memory (RSS) of this worker and its children exceeds this many MB, "
+    "checked between messages (0: no limit).",
+)
+@click.option(
+    "--failure-limit",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Stop after this many failed messages (0: no limit).",
+)
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="MODULE:CALLABLE",
+    help="A custom stop check, repeatable: a function (or a class with a check() method) returning a "
+    "reason to stop, or None; called between messages.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="After SIGTERM/SIGINT, seconds the current message may still take before it is abandoned "
+    "(and redelivered); 0: wait for it.",
+)
+@click.option(
     "-r",
     "--routing-key",
     help="Only take messages whose routing key matches this AMQP topic "
@@ -84,24 +116,39 @@ def consume(
     without_signals: bool,
     poll_interval: float,
     prefetch: int,
+    memory_limit: float,
+    failure_limit: int,
+    checks: tuple[str, ...],
+    grace: float,
 ) -> None:
     """Consume messages from QUEUE and execute them with the queue's consumer.
 
     Each message is acknowledged only after it was handled. One that fails, cannot be decoded or asks
     for something not allowed goes to the queue's dead-letter queue (QUEUE.failed) with the reason.
-    """
-    from kq.core import Limits
 
+    A limit (-m, -t, -l, --failure-limit, --check) or a first SIGTERM/SIGINT ends the worker after the
+    current message, with exit status 0; a second signal, or --grace running out, abandons the message
+    in progress (it is redelivered) and exits with 130.
+    """
+    from kq.core import Limits, load_check
+
+    limits = Limits(
+        messages=messages,
+        time=timeout,
+        memory=memory_limit,
+        failures=failure_limit,
+        checks=tuple(load_check(name) for name in checks),
+    )
     loop = state.app.consume_loop(
         queue,
         driver=driver,
         routing_key=routing_key,
-        limits=Limits(messages=messages, time=timeout),
+        limits=limits,
         label=label,
         poll_interval=poll_interval,
         prefetch=prefetch,
     )
-    previous = None if without_signals else _install_signal_handlers(loop)
+    previous = None if without_signals else _install_signal_handlers(loop, grace)
     try:
         reason = loop.run()
     except _ForcedStop as stop:
@@ -109,12 +156,13 @@ def consume(
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
         if previous is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     click.echo(f"Stopped because: {reason}")
 
 
-def _install_signal_handlers(loop: ConsumeLoop) -> dict[int, signal._HANDLER]:
+def _install_signal_handlers(loop: ConsumeLoop, grace: float) -> dict[int, signal._HANDLER]:
     received: list[str] = []
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -123,8 +171,14 @@ def _install_signal_handlers(loop: ConsumeLoop) -> dict[int, signal._HANDLER]:
             raise _ForcedStop(f"received {name} while stopping")
         received.append(name)
         loop.stop(f"received {name}")
+        if grace:
+            signal.setitimer(signal.ITIMER_REAL, grace)
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _ForcedStop(f"received {received[0]} and the grace period of {grace:g}s ran out")
 
     previous: dict[int, signal._HANDLER] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, handle)
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, expire)
     return previous

@@ -37,6 +37,7 @@ from kq.core._config import (
     Config,
     ConsoleSettings,
     ListenerSpec,
+    WorkerSpec,
     find_config_file,
     load_config,
     parse_config,
@@ -81,6 +82,7 @@ from kq.core._http import (
     make_http_request,
     parse_http_request,
 )
+from kq.core._imports import import_object, load_check
 from kq.core._inprocess import InProcessConsoleCommandConsumer
 from kq.core._loop import ATTEMPT, ConsumeLoop, Limits, LoopStats, attempt_of
 from kq.core._message import JSON, KQ_HEADER_PREFIX, Delivery, Message, new_message_id
@@ -158,6 +160,7 @@ __all__ = [
     "Config",
     "ConsoleSettings",
     "ListenerSpec",
+    "WorkerSpec",
     "find_config_file",
     "load_config",
     "parse_config",
@@ -183,6 +186,8 @@ __all__ = [
     "NoopConsumer",
     "attempt_of",
     "build_consumer",
+    "import_object",
+    "load_check",
     "decode_body",
     "media_type",
     "parse_command",

@@ -11,7 +11,6 @@ This is what the ``kq`` command uses, and what applications use to publish::
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from kq.core._driver import Driver
 from kq.core._errors import ConfigError, UnknownDriverError, UnknownQueueError
 from kq.core._events import EventDispatcher
 from kq.core._http import HttpProducer
+from kq.core._imports import import_object
 from kq.core._loop import ConsumeLoop, Limits
 from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
 from kq.core._registry import LISTENER_GROUP, load_driver_class, plugin_entries
@@ -199,15 +199,7 @@ class App:
 
 
 def _add_listener(dispatcher: EventDispatcher, spec: ListenerSpec, key: str, source: str | None) -> None:
-    module_name, _, attribute = spec.handler.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"cannot load listener {spec.handler!r}: {exc}", key=f"{key}.handler", source=source
-        ) from None
+    target = import_object(spec.handler, what="listener", key=f"{key}.handler", source=source)
     events = spec.events or tuple(getattr(target, "events", ()))
     if not events:
         raise ConfigError(f"say which events {spec.handler!r} listens to", key=f"{key}.event", source=source)

@@ -37,7 +37,19 @@ EVENT_NAMES = tuple(EVENTS)
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _CALLABLE_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
-_TOP_LEVEL = ("default_driver", "drivers", "queues", "console", "allow", "listeners")
+_TOP_LEVEL = ("default_driver", "drivers", "queues", "console", "allow", "listeners", "workers")
+#: Options of ``[workers.<name>] options``: the ``kq consume`` options a watchdog passes on, with types.
+WORKER_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "messages": int,
+    "timeout": (int, float),
+    "memory_limit": (int, float),
+    "failure_limit": int,
+    "routing_key": str,
+    "driver": str,
+    "prefetch": int,
+    "poll_interval": (int, float),
+    "grace": (int, float),
+}
 _QUEUE_KEYS = ("driver", "consumer", "routing_keys", "dead_letter_queue")
 
 
@@ -102,6 +114,38 @@ class ListenerSpec:
 
 
 @dataclass(frozen=True)
+class WorkerSpec:
+    """A ``[workers.<name>]`` table: consumer processes a watchdog keeps running.
+
+    Attributes:
+        name: The worker's name; its processes are labelled ``<name>-1``, ``<name>-2``, ...
+        queue: The logical queue they consume.
+        count: How many processes.
+        options: ``kq consume`` options (``messages``, ``memory_limit``, ``routing_key``, ...).
+        env: Extra environment variables of the processes.
+        log: Where their output goes (relative to the configuration file; default ``.kq/logs/``).
+    """
+
+    name: str
+    queue: str
+    count: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    log: str | None = None
+
+    def labels(self) -> list[str]:
+        """The labels of its processes, one per instance."""
+        return [f"{self.name}-{index}" for index in range(1, self.count + 1)]
+
+    def consume_arguments(self) -> list[str]:
+        """The ``kq consume`` options these workers run with (without queue and label)."""
+        arguments: list[str] = []
+        for name, value in self.options.items():
+            arguments += [f"--{name.replace('_', '-')}", str(value)]
+        return arguments
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, resolved.
 
@@ -121,6 +165,9 @@ class Config:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     allow: AllowSettings = field(default_factory=lambda: AllowSettings(commands=DEFAULT_ALLOWED_COMMANDS))
     listeners: tuple[ListenerSpec, ...] = ()
+    workers: Mapping[str, WorkerSpec] = field(default_factory=dict)
+    #: Directory of the configuration file (``None``: the working directory, for the defaults).
+    root: str | None = None
 
     def queues_of(self, driver: str) -> list[QueueSpec]:
         """The configured queues held by driver instance ``driver``."""
@@ -231,6 +278,11 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: st
         console=_parse_console(_table(data, "console", source), source, root),
         allow=_parse_allow(_table(data, "allow", source), source),
         listeners=_parse_listeners(data.get("listeners", []), source),
+        workers={
+            name: _parse_worker(name, _as_table(table, f"workers.{name}", source), source)
+            for name, table in _table(data, "workers", source).items()
+        },
+        root=root,
     )
 
 
@@ -350,6 +402,46 @@ def _pattern(entry: str, key: str, source: str | None) -> str:
                 f"invalid regular expression {entry!r}: {exc}", key=key, source=source
             ) from None
     return entry
+
+
+_WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def _parse_worker(name: str, table: Mapping[str, Any], source: str | None) -> WorkerSpec:
+    key = f"workers.{name}"
+    _only(table, ("queue", "count", "options", "env", "log"), key, source)
+    if not _WORKER_NAME.match(name):
+        raise ConfigError(
+            "a worker name is letters, digits, '_', '.' and '-' (it becomes the process label)",
+            key=key,
+            source=source,
+        )
+    queue = table.get("queue", name)
+    if not isinstance(queue, str) or not queue:
+        raise ConfigError("queue must be a queue name", key=f"{key}.queue", source=source)
+    count = table.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 256:
+        raise ConfigError("count must be an integer from 1 to 256", key=f"{key}.count", source=source)
+    options = dict(_as_table(table.get("options", {}), f"{key}.options", source))
+    for option, value in options.items():
+        expected = WORKER_OPTIONS.get(option)
+        if expected is None:
+            raise ConfigError(
+                f"unknown kq consume option (known: {', '.join(WORKER_OPTIONS)})",
+                key=f"{key}.options.{option}",
+                source=source,
+            )
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(
+                f"has the wrong type ({type(value).__name__})", key=f"{key}.options.{option}", source=source
+            )
+    env = table.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError("env must be a table of strings", key=f"{key}.env", source=source)
+    log = table.get("log")
+    if log is not None and not isinstance(log, str):
+        raise ConfigError("log must be a file path", key=f"{key}.log", source=source)
+    return WorkerSpec(name=name, queue=queue, count=count, options=options, env=dict(env), log=log)
 
 
 def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ...]:

@@ -9,7 +9,6 @@ succeed; anything else is an execution failure.
 from __future__ import annotations
 
 import abc
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, ClassVar
 from kq.core._codecs import decode_body
 from kq.core._config import Config
 from kq.core._errors import ConfigError, UnknownDriverError
+from kq.core._imports import import_object
 from kq.core._message import JSON, Delivery
 from kq.core._registry import CONSUMER_GROUP, load_plugin
 from kq.core._spec import QueueSpec
@@ -100,7 +100,7 @@ def build_consumer(context: ConsumerContext) -> MessageConsumer:
     name = context.queue.consumer
     key = f"queues.{context.queue.name}.consumer"
     if ":" in name:
-        target = _import(name, context)
+        target = import_object(name, what="consumer", key=key, source=context.queue.source)
     else:
         try:
             target = load_plugin(CONSUMER_GROUP, name)
@@ -113,22 +113,3 @@ def build_consumer(context: ConsumerContext) -> MessageConsumer:
     raise ConfigError(
         f"{name} is neither a MessageConsumer subclass nor a function", key=key, source=context.queue.source
     )
-
-
-def _import(name: str, context: ConsumerContext) -> Any:
-    module_name, _, attribute = name.partition(":")
-    key = f"queues.{context.queue.name}.consumer"
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import module {module_name!r}: {exc}", key=key, source=context.queue.source
-        ) from None
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigError(
-                f"{module_name} has no attribute {attribute!r}", key=key, source=context.queue.source
-            ) from None
-    return target

@@ -20,7 +20,6 @@ Switching a queue between the two modes is one line: ``consumer = "inprocess_con
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
 import os
@@ -35,6 +34,7 @@ from kq.core._config import ConsoleSettings
 from kq.core._console import CommandResult, ConsoleCommandConsumer
 from kq.core._consumers import ConsumerContext
 from kq.core._errors import ConfigError, ExecutionFailedError, NotAllowedError
+from kq.core._imports import import_object
 from kq.core._message import Delivery
 
 logger = logging.getLogger(__name__)
@@ -105,15 +105,7 @@ class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
 
 
 def _load(name: str) -> Callable[..., Any]:
-    module_name, _, attribute = name.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"cannot load the in-process entry point {name!r}: {exc}", key="console.callable"
-        ) from None
+    target = import_object(name, what="the in-process entry point", key="console.callable")
     if not callable(target):
         raise ConfigError(f"{name!r} is not callable", key="console.callable")
     loaded: Callable[..., Any] = target

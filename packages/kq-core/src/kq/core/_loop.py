@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +24,7 @@ from kq.core._driver import Consumer, Driver
 from kq.core._errors import MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
 from kq.core._message import Delivery
+from kq.core._resources import MemoryGauge
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +45,27 @@ MAX_ERROR_HEADER = 1000
 
 @dataclass(frozen=True)
 class Limits:
-    """When a consume loop stops by itself; zero means no limit.
+    """When a consume loop stops by itself; zero means no limit. All are checked between messages.
 
     Attributes:
         messages: Stop after this many messages were handled (consumed, failed or vetoed).
-        time: Stop after this many seconds; checked between messages, so a long handler overruns it.
+        time: Stop after this many seconds; a long handler overruns it.
+        memory: Stop once the RSS of the worker and its children exceeds this many MB.
+        failures: Stop after this many failed messages.
+        checks: Callables returning a reason to stop, or ``None`` to go on (the PHP library's
+            ``Watchdog::check()``); one that raises is logged and ignored.
     """
 
     messages: int = 0
     time: float = 0.0
+    memory: float = 0.0
+    failures: int = 0
+    checks: tuple[Callable[[], str | None], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.messages < 0:
-            raise ValueError(f"message limit must not be negative, not {self.messages}")
-        if self.time < 0:
-            raise ValueError(f"time limit must not be negative, not {self.time}")
+        for name in ("messages", "time", "memory", "failures"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} limit must not be negative, not {getattr(self, name)}")
 
 
 @dataclass
@@ -117,6 +125,7 @@ class ConsumeLoop:
         self.stop_reason: str | None = None
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
+        self._memory: MemoryGauge | None = None
 
     def stop(self, reason: str) -> None:
         """Ask the loop to stop after the current message (safe from signal handlers and threads)."""
@@ -127,6 +136,7 @@ class ConsumeLoop:
     def run(self) -> str:
         """Consume until a limit is reached or :meth:`stop` is called; return the stop reason."""
         self.stats = LoopStats()
+        self._memory = MemoryGauge() if self.limits.memory else None
         deadline = time.monotonic() + self.limits.time if self.limits.time else None
         keeper = _LeaseKeeper() if self.driver.capabilities.lease_extension else None
         backoff = _Backoff(self.max_backoff)
@@ -174,12 +184,27 @@ class ConsumeLoop:
         return reason
 
     def _limit_reached(self, deadline: float | None) -> str | None:
+        limits = self.limits
         if self._stop.is_set():
             return self.stop_reason or "stop requested"
-        if self.limits.messages and self.stats.received >= self.limits.messages:
-            return f"message limit of {self.limits.messages} reached"
+        if limits.messages and self.stats.received >= limits.messages:
+            return f"message limit of {limits.messages} reached"
         if deadline is not None and time.monotonic() >= deadline:
-            return f"time limit of {self.limits.time:g}s reached"
+            return f"time limit of {limits.time:g}s reached"
+        if limits.failures and self.stats.failed >= limits.failures:
+            return f"failure limit of {limits.failures} reached"
+        if self._memory is not None:
+            used = self._memory.megabytes()
+            if used > limits.memory:
+                return f"memory limit of {limits.memory:g} MB reached (RSS {used:.1f} MB)"
+        for check in limits.checks:
+            try:
+                reason = check()
+            except Exception:
+                logger.exception("queue %s: the stop check %r failed; ignoring it", self.queue, check)
+                continue
+            if reason:
+                return reason
         return None
 
     def _reconnect(self, exc: BaseException, backoff: _Backoff) -> None:
