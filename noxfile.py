@@ -18,7 +18,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 ROOT = Path(__file__).parent
 #: Installed in dependency order (kq-core first) so local packages win over anything on PyPI.
 PACKAGES = ["kq-core", "kq-cli", "kq-driver-rabbitmq", "kq-contrib-xmlrpc"]
-TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6", "hatchling>=1.18"]
+TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6", "hatchling>=1.18", "prometheus-client>=0.17"]
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 

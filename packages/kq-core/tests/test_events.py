@@ -214,3 +214,15 @@ def test_event_names_and_queues() -> None:
     ]
     assert _received("z").queue == "z"
     assert ProcessStopped(pid=3).queue is None
+
+
+def test_observers_still_see_a_vetoed_message() -> None:
+    dispatcher = EventDispatcher()
+    seen: list[str] = []
+    dispatcher.add_listener("message_received", lambda e: e.veto("no"), priority=10)
+    dispatcher.add_listener("message_received", lambda e: seen.append("plain"))
+    dispatcher.add_listener("message_received", lambda e: seen.append("observer"), observer=True)
+    delivery = Delivery(body=b"", content_type="", headers={}, routing_key="", message_id="m", queue="q")
+    event = dispatcher.dispatch(MessageReceived(delivery=delivery, body=None, consumer=None))
+    assert event.vetoed_by == "no"
+    assert seen == ["observer"]

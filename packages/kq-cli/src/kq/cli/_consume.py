@@ -69,6 +69,17 @@ class _ForcedStop(BaseException):
     "(and redelivered); 0: wait for it.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    help="Serve Prometheus metrics on this port (needs kq-core[prometheus]).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server listens on.",
+)
+@click.option(
     "-r",
     "--routing-key",
     help="Only take messages whose routing key matches this AMQP topic "
@@ -120,6 +131,8 @@ def consume(
     failure_limit: int,
     checks: tuple[str, ...],
     grace: float,
+    metrics_port: int | None,
+    metrics_address: str,
 ) -> None:
     """Consume messages from QUEUE and execute them with the queue's consumer.
 
@@ -148,6 +161,11 @@ def consume(
         poll_interval=poll_interval,
         prefetch=prefetch,
     )
+    if metrics_port:
+        from kq.core.metrics import PrometheusMetrics, serve
+
+        PrometheusMetrics().register(state.app.dispatcher)
+        serve(metrics_port, metrics_address)
     previous = None if without_signals else _install_signal_handlers(loop, grace)
     try:
         reason = loop.run()

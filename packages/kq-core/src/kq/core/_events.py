@@ -158,6 +158,7 @@ class _Registration:
     sort_key: tuple[int, int]
     listener: Listener = field(compare=False)
     queue: str | None = field(compare=False)
+    observer: bool = field(compare=False, default=False)
 
 
 class EventDispatcher:
@@ -168,7 +169,13 @@ class EventDispatcher:
         self._counter = 0
 
     def add_listener(
-        self, event: str, listener: Listener, *, priority: int = 0, queue: str | None = None
+        self,
+        event: str,
+        listener: Listener,
+        *,
+        priority: int = 0,
+        queue: str | None = None,
+        observer: bool = False,
     ) -> None:
         """Register ``listener`` for ``event``.
 
@@ -177,12 +184,14 @@ class EventDispatcher:
             listener: Called with the event object.
             priority: Higher runs first.
             queue: Only call it for events about this logical queue.
+            observer: Still call it after a ``message_received`` veto (for metrics and audit logs,
+                which must see every message; an observer should not veto).
         """
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; known: {', '.join(EVENTS)}")
         self._counter += 1
         registrations = self._listeners.setdefault(event, [])
-        registrations.append(_Registration((-priority, self._counter), listener, queue))
+        registrations.append(_Registration((-priority, self._counter), listener, queue, observer))
         registrations.sort()
 
     def remove_listener(self, event: str, listener: Listener) -> None:
@@ -195,13 +204,17 @@ class EventDispatcher:
         return bool(self._listeners.get(event))
 
     def dispatch(self, event: E) -> E:
-        """Call the listeners of ``event`` and return it. A vetoed ``message_received`` stops the chain."""
+        """Call the listeners of ``event`` and return it. After a ``message_received`` veto, only observers
+        are called."""
         registrations = self._listeners.get(event.name)
         if not registrations:
             return event
         queue = event.queue
+        vetoed = False
         for registration in tuple(registrations):
             if registration.queue is not None and registration.queue != queue:
+                continue
+            if vetoed and not registration.observer:
                 continue
             try:
                 registration.listener(event)
@@ -212,8 +225,7 @@ class EventDispatcher:
                     event.name,
                     queue,
                 )
-            if isinstance(event, MessageReceived) and event.vetoed_by is not None:
-                break
+            vetoed = isinstance(event, MessageReceived) and event.vetoed_by is not None
         return event
 
 
