@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pika
@@ -90,7 +91,9 @@ def test_managequeue_actions(space: Workspace, queue: str, rabbitmq: RabbitMQEnd
 def test_php_shaped_message_from_plain_pika_is_executed(
     space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint
 ) -> None:
-    """What the PHP library's producer sends (no message id, no kq headers) runs on a kq worker."""
+    """What the PHP library's producer sends (no message id, no kq headers) runs on a kq worker whose
+    queue accepts unsigned messages (the PHP library cannot sign)."""
+    space.write_config(_config(rabbitmq, queue, extra="require_signature = false\n"), recorder=False)
     space.kq("managequeue", "setup", queue)
     body = {"command": "echoback", "arguments": ["from php"], "options": {"f": "php.txt"}}
     connection = _plain_pika(rabbitmq)
@@ -130,7 +133,11 @@ def test_kq_message_read_back_with_plain_pika(
             "hello.world",
             "text/plain",
         )
-        assert properties.headers == {"trace": "abc"}
+        headers = dict(properties.headers)
+        assert headers.pop("trace") == "abc"
+        # Signed by kq's producer (the local key, as no [signing] keys are configured):
+        assert sorted(headers) == ["kq-key-id", "kq-nonce", "kq-signature", "kq-signed-at"]
+        assert headers["kq-key-id"] == "local"
         assert properties.expiration is None
     finally:
         connection.close()
@@ -161,14 +168,17 @@ class _Slow(MessageConsumer):
         return body
 
 
-def test_handler_longer_than_heartbeats_keeps_the_connection(rabbitmq: RabbitMQEndpoint, queue: str) -> None:
+def test_handler_longer_than_heartbeats_keeps_the_connection(
+    rabbitmq: RabbitMQEndpoint, queue: str, tmp_path: Path
+) -> None:
     """A 6 s handler on a 1 s heartbeat: no reconnection, acknowledged once, never redelivered."""
     config = parse_config(
         {
             "default_driver": "rabbit",
             "drivers": {"rabbit": {"type": "rabbitmq", "url": rabbitmq.amqp_url, "heartbeat": 1}},
             "queues": {queue: {}},
-        }
+        },
+        root=str(tmp_path),  # the local signing key goes there
     )
     with App(config) as app:
         app.producer(queue).publish(b'"slow"')
@@ -234,7 +244,9 @@ def test_broker_restart_loses_no_confirmed_message(
     workspace.kq("managequeue", "delete", queue, check=False)
 
 
-def test_retry_reaches_only_its_own_queue_when_the_exchange_is_shared(rabbitmq: RabbitMQEndpoint) -> None:
+def test_retry_reaches_only_its_own_queue_when_the_exchange_is_shared(
+    rabbitmq: RabbitMQEndpoint, tmp_path: Path
+) -> None:
     """Two queues bound to one exchange: a retried copy goes back to the retrying queue only, with its
     routing key intact (it travels through the default exchange)."""
     exchange = unique_queue_name("shared")
@@ -244,7 +256,8 @@ def test_retry_reaches_only_its_own_queue_when_the_exchange_is_shared(rabbitmq: 
             "default_driver": "rabbit",
             "drivers": {"rabbit": {"type": "rabbitmq", "url": rabbitmq.amqp_url}},
             "queues": {first: {"exchange": exchange}, second: {"exchange": exchange}},
-        }
+        },
+        root=str(tmp_path),
     )
     with App(config) as app:
         driver, _ = app.queue(first)

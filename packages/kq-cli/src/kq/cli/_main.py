@@ -15,6 +15,8 @@ from kq.cli._echoback import echoback
 from kq.cli._manage import managedriver, managequeue
 from kq.cli._produce import queuecommand, queuemessage
 from kq.cli._produce_calls import queuehttp, queueservice
+from kq.cli._signing import signing
+from kq.cli._watchdog import watchdog, workerswatchdog
 from kq.cli.version import __version__
 
 logger = logging.getLogger("kq.cli")
@@ -127,6 +129,9 @@ for command in (
     managedriver,
     managequeue,
     echoback,
+    signing,
+    watchdog,
+    workerswatchdog,
 ):
     cli.add_command(command)
 

@@ -37,6 +37,7 @@ from kq.core._config import (
     Config,
     ConsoleSettings,
     ListenerSpec,
+    SigningSettings,
     WorkerSpec,
     find_config_file,
     load_config,
@@ -115,7 +116,10 @@ from kq.core._service import (
     make_service_call,
     parse_service_call,
 )
+from kq.core._signing import SignatureError, Signer, Verifier, new_key
 from kq.core._spec import DriverSpec, QueueSpec
+from kq.core._watchdog import Watchdog
+from kq.core._watchdog_model import StartOutcome, StopOutcome, WatchdogError, WorkerInstance
 from kq.core.version import __version__
 
 __all__ = [
@@ -160,6 +164,7 @@ __all__ = [
     "Config",
     "ConsoleSettings",
     "ListenerSpec",
+    "SigningSettings",
     "WorkerSpec",
     "find_config_file",
     "load_config",
@@ -212,6 +217,17 @@ __all__ = [
     "MessageSent",
     "ProcessStarted",
     "ProcessStopped",
+    # signing
+    "SignatureError",
+    "Signer",
+    "Verifier",
+    "new_key",
+    # watchdog
+    "StartOutcome",
+    "StopOutcome",
+    "Watchdog",
+    "WatchdogError",
+    "WorkerInstance",
     # errors
     "ConfigError",
     "ConsumerClosedError",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kq.core._config import Config, ListenerSpec, load_config
@@ -26,9 +27,13 @@ from kq.core._loop import ConsumeLoop, Limits
 from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
 from kq.core._registry import LISTENER_GROUP, load_driver_class, plugin_entries
 from kq.core._service import ServiceProducer
+from kq.core._signing import Signer, Verifier, local_key, read_key
 from kq.core._spec import QueueSpec
 
 logger = logging.getLogger(__name__)
+
+#: Key id of the key made in ``.kq/signing.key`` when ``[signing] keys`` is empty.
+LOCAL_KEY_ID = "local"
 
 P = TypeVar("P", bound=MessageProducer)
 
@@ -43,7 +48,41 @@ class App:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self._dispatcher: EventDispatcher | None = None
+        self._signer: Signer | None = None
+        self._verifier: Verifier | None = None
         self._drivers: dict[str, Driver] = {}
+
+    @property
+    def signer(self) -> Signer:
+        """Signs what this app's producers publish (``[signing] sign_with``, or the local key)."""
+        if self._signer is None:
+            keys, sign_with = self._signing_keys()
+            self._signer = Signer(key_id=sign_with, key=keys[sign_with])
+        return self._signer
+
+    @property
+    def verifier(self) -> Verifier:
+        """Checks signatures with every configured key (or the local one)."""
+        if self._verifier is None:
+            keys, _ = self._signing_keys()
+            self._verifier = Verifier(keys, self.config.signing.max_age)
+        return self._verifier
+
+    def _signing_keys(self) -> tuple[dict[str, bytes], str]:
+        settings = self.config.signing
+        if not settings.keys:
+            # No keys configured: one local key next to the embedded queues, made on first use, so that
+            # producers and workers sharing this folder sign and verify with no setup at all.
+            folder = Path(self.config.root) if self.config.root else Path.cwd()
+            return {LOCAL_KEY_ID: local_key(folder / ".kq")}, LOCAL_KEY_ID
+        keys = {
+            key_id: read_key(
+                value, key=f"signing.keys.{key_id}", source=self.config.source, root=self.config.root
+            )
+            for key_id, value in settings.keys.items()
+        }
+        # The configuration checks that sign_with names a key (it defaults to the only one).
+        return keys, settings.sign_with or next(iter(keys))
 
     @property
     def dispatcher(self) -> EventDispatcher:
@@ -148,7 +187,7 @@ class App:
     def producer_of(self, kind: type[P], queue: str, driver: str | None = None) -> P:
         """A producer of class ``kind`` (any :class:`MessageProducer`, contrib ones too) for ``queue``."""
         instance, spec = self.queue(queue, driver)
-        return kind(instance, spec.name, dispatcher=self.dispatcher)
+        return kind(instance, spec.name, dispatcher=self.dispatcher, signer=self.signer)
 
     def message_consumer(
         self, queue: str, driver: str | None = None, *, label: str | None = None
@@ -172,6 +211,12 @@ class App:
         instance, spec = self.queue(queue, driver)
         if handler is None:
             handler = build_consumer(ConsumerContext(config=self.config, queue=spec, label=label))
+        required = spec.require_signature
+        if required is None:
+            required = spec.consumer in self.config.signing.require
+        sources = instance.sources(spec.name) | {
+            q.name for q in self.config.queues.values() if q.failed_queue == spec.name
+        }
         return ConsumeLoop(
             instance,
             spec.name,
@@ -179,6 +224,9 @@ class App:
             dispatcher=self.dispatcher,
             routing_key=routing_key,
             limits=limits,
+            verifier=self.verifier if required else None,
+            signed_for=sorted(sources),
+            signer=self.signer,
             **options,
         )
 

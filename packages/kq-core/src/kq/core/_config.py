@@ -8,6 +8,7 @@ environment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -37,7 +38,9 @@ EVENT_NAMES = tuple(EVENTS)
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _CALLABLE_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
-_TOP_LEVEL = ("default_driver", "drivers", "queues", "console", "allow", "listeners", "workers")
+_TOP_LEVEL = ("default_driver", "drivers", "queues", "console", "allow", "listeners", "workers", "signing")
+#: Consumers that require signed messages unless configured otherwise: they execute what messages ask.
+SIGNED_CONSUMERS = ("console_command", "inprocess_console_command", "service")
 #: Options of ``[workers.<name>] options``: the ``kq consume`` options a watchdog passes on, with types.
 WORKER_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "messages": int,
@@ -50,7 +53,7 @@ WORKER_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "poll_interval": (int, float),
     "grace": (int, float),
 }
-_QUEUE_KEYS = ("driver", "consumer", "routing_keys", "dead_letter_queue")
+_QUEUE_KEYS = ("driver", "consumer", "routing_keys", "dead_letter_queue", "require_signature")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,24 @@ class ListenerSpec:
 
 
 @dataclass(frozen=True)
+class SigningSettings:
+    """``[signing]``: message signatures (see :mod:`kq.core._signing`).
+
+    Attributes:
+        keys: Key id -> key, or ``file:PATH``; empty means the local key in ``.kq/signing.key``.
+        sign_with: The key id producers sign with (default: the only key).
+        max_age: Seconds a signature stays valid.
+        require: Consumer names whose queues accept only signed messages (a queue's
+            ``require_signature`` overrides).
+    """
+
+    keys: Mapping[str, str] = field(default_factory=dict)
+    sign_with: str | None = None
+    max_age: float = 86400.0
+    require: tuple[str, ...] = SIGNED_CONSUMERS
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     """A ``[workers.<name>]`` table: consumer processes a watchdog keeps running.
 
@@ -166,8 +187,11 @@ class Config:
     allow: AllowSettings = field(default_factory=lambda: AllowSettings(commands=DEFAULT_ALLOWED_COMMANDS))
     listeners: tuple[ListenerSpec, ...] = ()
     workers: Mapping[str, WorkerSpec] = field(default_factory=dict)
+    signing: SigningSettings = field(default_factory=SigningSettings)
     #: Directory of the configuration file (``None``: the working directory, for the defaults).
     root: str | None = None
+    #: The configuration file itself (``None``: built-in defaults).
+    path: str | None = None
 
     def queues_of(self, driver: str) -> list[QueueSpec]:
         """The configured queues held by driver instance ``driver``."""
@@ -218,8 +242,10 @@ def load_config(explicit: str | os.PathLike[str] | None = None, *, cwd: Path | N
         data = data.get("tool", {}).get("kq", {})
         if not isinstance(data, dict):
             raise ConfigError("[tool.kq] must be a table", key="tool.kq", source=str(path))
-        return parse_config(data, source=f"{path} [tool.kq]", root=str(path.parent))
-    return parse_config(data, source=str(path), root=str(path.parent))
+        config = parse_config(data, source=f"{path} [tool.kq]", root=str(path.parent))
+    else:
+        config = parse_config(data, source=str(path), root=str(path.parent))
+    return dataclasses.replace(config, path=str(path))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -282,6 +308,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: st
             name: _parse_worker(name, _as_table(table, f"workers.{name}", source), source)
             for name, table in _table(data, "workers", source).items()
         },
+        signing=_parse_signing(_table(data, "signing", source), source),
         root=root,
     )
 
@@ -320,6 +347,11 @@ def _parse_queue(
         raise ConfigError(
             "dead_letter_queue must be a queue name", key=f"{key}.dead_letter_queue", source=source
         )
+    require_signature = table.get("require_signature")
+    if require_signature is not None and not isinstance(require_signature, bool):
+        raise ConfigError(
+            "require_signature must be true or false", key=f"{key}.require_signature", source=source
+        )
     options = {k: v for k, v in table.items() if k not in _QUEUE_KEYS}
     return QueueSpec(
         name=name,
@@ -328,6 +360,7 @@ def _parse_queue(
         routing_keys=tuple(routing_keys),
         options=options,
         dead_letter_queue=dead_letter,
+        require_signature=require_signature,
         source=source,
     )
 
@@ -402,6 +435,32 @@ def _pattern(entry: str, key: str, source: str | None) -> str:
                 f"invalid regular expression {entry!r}: {exc}", key=key, source=source
             ) from None
     return entry
+
+
+def _parse_signing(table: Mapping[str, Any], source: str | None) -> SigningSettings:
+    _only(table, ("keys", "sign_with", "max_age", "require"), "signing", source)
+    keys = _as_table(table.get("keys", {}), "signing.keys", source)
+    for key_id, value in keys.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError("a key is a string (or file:PATH)", key=f"signing.keys.{key_id}", source=source)
+    sign_with = table.get("sign_with")
+    if sign_with is None and len(keys) == 1:
+        sign_with = next(iter(keys))
+    if keys and sign_with not in keys:
+        raise ConfigError(
+            f"must name one of the keys ({', '.join(keys)})", key="signing.sign_with", source=source
+        )
+    max_age = table.get("max_age", 86400.0)
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age <= 0:
+        raise ConfigError(
+            "max_age must be a positive number of seconds", key="signing.max_age", source=source
+        )
+    require = table.get("require", list(SIGNED_CONSUMERS))
+    if not isinstance(require, list) or not all(isinstance(r, str) for r in require):
+        raise ConfigError("require must be a list of consumer names", key="signing.require", source=source)
+    return SigningSettings(
+        keys=dict(keys), sign_with=sign_with, max_age=float(max_age), require=tuple(require)
+    )
 
 
 _WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")

@@ -43,6 +43,7 @@ rejects a double ack, a settle through the wrong consumer and use after close in
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -146,16 +147,7 @@ class Driver(abc.ABC):
         options = resolve_options(
             self.queue_options, queue.options, prefix=f"queues.{queue.name}", source=queue.source
         )
-        return QueueSpec(
-            name=queue.name,
-            driver=queue.driver,
-            consumer=queue.consumer,
-            routing_keys=queue.routing_keys,
-            options=options,
-            dead_letter_queue=queue.dead_letter_queue,
-            configured=queue.configured,
-            source=queue.source,
-        )
+        return dataclasses.replace(queue, options=options)
 
     @property
     def configured_queues(self) -> Mapping[str, QueueSpec]:
@@ -181,6 +173,12 @@ class Driver(abc.ABC):
         spec = self._check_queue(QueueSpec(name=name, driver=self.name, configured=False))
         self._queues[name] = spec
         return spec
+
+    def sources(self, queue: str) -> set[str]:
+        """The logical queues whose published messages can arrive in ``queue``: itself, and others
+        where the broker routes (RabbitMQ queues sharing an exchange). Signatures name the queue a
+        message was published to, so a consumer accepts those signed for any of these."""
+        return {queue}
 
     def producer(self, queue: str) -> Producer:
         """Return the producer of ``queue``, created on first use and reused afterwards."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +25,7 @@ from kq.core._errors import MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
 from kq.core._message import Delivery
 from kq.core._resources import MemoryGauge
+from kq.core._signing import SignatureError, Signer, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ class ConsumeLoop:
         poll_interval: Longest single wait in ``receive``; bounds how late a stop request is noticed.
         prefetch: Deliveries the broker may hand out ahead of time.
         max_backoff: Longest wait between reconnection attempts, in seconds.
+        verifier: When given, every message must carry a valid signature for one of ``signed_for``
+            (checked before the body is decoded).
+        signed_for: The queues a message may be signed for (default: this one).
+        signer: Signs the copies of retried messages (new nonce, valid from when they are due).
     """
 
     def __init__(
@@ -110,6 +115,9 @@ class ConsumeLoop:
         poll_interval: float = 1.0,
         prefetch: int = 1,
         max_backoff: float = 30.0,
+        verifier: Verifier | None = None,
+        signed_for: Collection[str] = (),
+        signer: Signer | None = None,
     ) -> None:
         self.driver = driver
         self.queue = queue
@@ -121,6 +129,9 @@ class ConsumeLoop:
         self.poll_interval = poll_interval
         self.prefetch = prefetch
         self.max_backoff = max_backoff
+        self.verifier = verifier
+        self.signed_for = tuple(signed_for) or (queue,)
+        self.signer = signer
         self.stats = LoopStats()
         self.stop_reason: str | None = None
         self._stop = threading.Event()
@@ -274,6 +285,11 @@ class ConsumeLoop:
                 )
 
     def _process(self, delivery: Delivery) -> _Success | _Vetoed | _Failure:
+        if self.verifier is not None:
+            try:
+                self.verifier.verify(delivery, self.signed_for)
+            except SignatureError as exc:
+                return _Failure(None, exc, exc.reason)
         try:
             body = self.handler.decode(delivery)
         except MessageFormatError as exc:
@@ -328,6 +344,10 @@ class ConsumeLoop:
         delay = event.retry_delay or 0.0
         headers = dict(delivery.headers)
         headers[ATTEMPT] = str(event.attempt + 1)
+        if self.signer is not None:
+            # A copy is a new message for the replay cache: a new nonce, valid from when it is due.
+            copy = delivery.to_message(headers=headers, delay=delay)
+            headers = dict(self.signer.sign(copy, delivery.queue, valid_from=time.time() + delay).headers)
         try:
             consumer.retry(delivery, headers, delay=delay)
         except self.driver.connection_errors:

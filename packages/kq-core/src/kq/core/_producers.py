@@ -16,6 +16,7 @@ from kq.core._driver import Driver
 from kq.core._events import EventDispatcher, MessageSent
 from kq.core._message import JSON, Message
 from kq.core._routing import check_routing_key, command_routing_key
+from kq.core._signing import Signer
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +28,28 @@ class MessageProducer:
         driver: The driver instance to publish through.
         queue: The logical queue name.
         dispatcher: Where ``message_sent`` goes (optional).
+        signer: Signs every message for this queue (optional).
     """
 
-    def __init__(self, driver: Driver, queue: str, *, dispatcher: EventDispatcher | None = None) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        queue: str,
+        *,
+        dispatcher: EventDispatcher | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         if not queue:
             raise ValueError("queue name must not be empty")
         self.driver = driver
         self.queue = queue
         self.dispatcher = dispatcher
+        self.signer = signer
 
     def send(self, messages: Sequence[Message]) -> Sequence[Message]:
-        """Publish already-built messages as one batch and announce them."""
+        """Sign (when a signer is set), publish as one batch, and announce the messages."""
+        if self.signer is not None:
+            messages = [self.signer.sign(message, self.queue) for message in messages]
         self.driver.producer(self.queue).publish_batch(messages)
         if len(messages) == 1:
             logger.debug(

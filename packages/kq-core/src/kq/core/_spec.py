@@ -34,6 +34,8 @@ class QueueSpec:
         routing_keys: Binding keys of consumers (AMQP topic patterns); empty means every message.
         options: Broker-specific settings, checked against the driver's ``queue_options``.
         dead_letter_queue: Where messages that cannot be processed go; ``None`` for ``<name>.failed``.
+        require_signature: Accept only signed messages (``None``: as ``[signing] require`` says for
+            the queue's consumer).
         configured: ``False`` for a queue that was not in the configuration and was created on demand.
         source: The configuration file that defined it.
     """
@@ -44,6 +46,7 @@ class QueueSpec:
     routing_keys: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     dead_letter_queue: str | None = None
+    require_signature: bool | None = None
     configured: bool = True
     source: str | None = None
 

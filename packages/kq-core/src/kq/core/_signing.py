@@ -1,0 +1,244 @@
+"""Signed messages: HMAC-SHA256 with key ids, a validity window and a replay cache.
+
+A producer with a signing key adds four headers to every message: ``kq-key-id``, ``kq-signed-at``
+(Unix seconds from which the message is valid: the publication time plus any delay), ``kq-nonce`` and
+``kq-signature``. The signature covers, in a fixed canonical form: the logical queue it was published
+to, the message id, the routing key, the content type, the SHA-256 of the body, and every header
+except those kq itself changes in transit (the attempt counter, dead-letter notes, the signature).
+
+A consumer that requires signatures checks them **before decoding the body**: a message that is
+unsigned, signed with an unknown key, tampered with (body, routing key, headers...), not yet valid,
+older than ``max_age`` or seen before (same nonce, within ``max_age``) is refused with a distinct
+reason and never executed. Keys rotate by id: sign with one, verify with any listed. Queue names take
+part in the signature, so a message signed for one queue is refused by another, unless the driver
+routes one queue's messages into the other (queues sharing a RabbitMQ exchange).
+
+The replay cache lives in each worker process: it stops a captured message from running twice on a
+worker, not across workers or restarts (the validity window bounds that).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from kq.core._errors import ConfigError, KqError
+from kq.core._message import Delivery, Message
+
+logger = logging.getLogger(__name__)
+
+KEY_ID = "kq-key-id"
+SIGNED_AT = "kq-signed-at"
+NONCE = "kq-nonce"
+SIGNATURE = "kq-signature"
+#: Headers kq changes after publication, so they cannot be signed.
+UNSIGNED_HEADERS = frozenset(
+    {
+        SIGNATURE,
+        "kq-attempt",
+        "kq-routing-key",
+        "kq-original-queue",
+        "kq-delivery-count",
+        "kq-dead-letter-reason",
+        "kq-dead-letter-error",
+        "kq-dead-lettered-at",
+    }
+)
+#: Seconds a signature may be dated in the future (clock differences between machines).
+CLOCK_SKEW = 60.0
+#: Shortest accepted key, in bytes.
+MIN_KEY_BYTES = 32
+#: Most nonces a worker remembers.
+REPLAY_CACHE_SIZE = 200_000
+
+
+class SignatureError(KqError):
+    """A message's signature is missing, wrong, expired or replayed; ``reason`` says which."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def new_key() -> str:
+    """A new random key: 32 bytes, URL-safe base64."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def _canonical(
+    queue: str, message_id: str, routing_key: str, content_type: str, headers: Mapping[str, str], body: bytes
+) -> bytes:
+    lines = [
+        "kq-signature-v1",
+        queue,
+        message_id,
+        routing_key,
+        content_type,
+        hashlib.sha256(body).hexdigest(),
+    ]
+    for name in sorted(headers):
+        if name not in UNSIGNED_HEADERS:
+            lines.append(f"{name}:{headers[name]}")
+    # Newlines cannot appear in names, and values are escaped, so fields cannot run into each other.
+    return "\n".join(line.replace("\\", "\\\\").replace("\n", "\\n") for line in lines).encode()
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs messages with one key."""
+
+    key_id: str
+    key: bytes
+
+    def sign(self, message: Message, queue: str, *, valid_from: float | None = None) -> Message:
+        """Return ``message`` with fresh signing headers, for ``queue``, valid from ``valid_from``
+        (default: now plus the message's delay)."""
+        headers = {k: v for k, v in message.headers.items() if k not in (KEY_ID, SIGNED_AT, NONCE, SIGNATURE)}
+        start = time.time() + message.delay if valid_from is None else valid_from
+        headers[KEY_ID] = self.key_id
+        headers[SIGNED_AT] = f"{start:.3f}"
+        headers[NONCE] = secrets.token_hex(16)
+        payload = _canonical(
+            queue, message.message_id, message.routing_key, message.content_type, headers, message.body
+        )
+        headers[SIGNATURE] = hmac.new(self.key, payload, hashlib.sha256).hexdigest()
+        return Message(
+            body=message.body,
+            content_type=message.content_type,
+            headers=headers,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            ttl=message.ttl,
+            delay=message.delay,
+        )
+
+
+class Verifier:
+    """Checks signatures against any of several keys, with a validity window and a replay cache.
+
+    Args:
+        keys: Key id -> key.
+        max_age: Seconds a signature stays valid after its ``kq-signed-at``.
+    """
+
+    def __init__(self, keys: Mapping[str, bytes], max_age: float) -> None:
+        self.keys = dict(keys)
+        self.max_age = max_age
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def verify(self, delivery: Delivery, queues: Collection[str]) -> None:
+        """Check ``delivery``, signed for one of ``queues``; raise :class:`SignatureError` otherwise."""
+        headers = delivery.headers
+        signature = headers.get(SIGNATURE)
+        if not signature:
+            raise SignatureError("unsigned", "the message is not signed, and this queue requires signatures")
+        key_id = headers.get(KEY_ID, "")
+        key = self.keys.get(key_id)
+        if key is None:
+            raise SignatureError(
+                "unknown-key",
+                f"the message is signed with key id {key_id!r}, which this "
+                "worker does not have ([signing] keys)",
+            )
+        try:
+            signed_at = float(headers.get(SIGNED_AT, ""))
+        except ValueError:
+            raise SignatureError("bad-signature", "the signature's kq-signed-at is not a time") from None
+        if not any(hmac.compare_digest(signature, self._digest(key, queue, delivery)) for queue in queues):
+            raise SignatureError(
+                "bad-signature",
+                "the signature does not match: the message was altered, or "
+                "signed for another queue or with another key",
+            )
+        now = time.time()
+        if signed_at > now + CLOCK_SKEW:
+            raise SignatureError(
+                "not-yet-valid",
+                f"the signature is valid only from {signed_at:.0f}, {signed_at - now:.0f}s from now",
+            )
+        if now > signed_at + self.max_age:
+            raise SignatureError(
+                "expired",
+                f"the signature expired {now - signed_at - self.max_age:.0f}s ago "
+                f"(max_age {self.max_age:g}s)",
+            )
+        self._remember(headers.get(NONCE, "") + signature, signed_at, now)
+
+    def _digest(self, key: bytes, queue: str, delivery: Delivery) -> str:
+        payload = _canonical(
+            queue,
+            delivery.message_id,
+            delivery.routing_key,
+            delivery.content_type,
+            delivery.headers,
+            delivery.body,
+        )
+        return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+    def _remember(self, token: str, signed_at: float, now: float) -> None:
+        # Forget what is past the validity window (those messages are refused as expired anyway).
+        while self._seen:
+            oldest, seen_at = next(iter(self._seen.items()))
+            if seen_at + self.max_age >= now and len(self._seen) < REPLAY_CACHE_SIZE:
+                break
+            del self._seen[oldest]
+        if token in self._seen:
+            raise SignatureError("replayed", "this signed message was already received by this worker")
+        self._seen[token] = signed_at
+
+
+def read_key(value: str, *, key: str, source: str | None, root: str | None) -> bytes:
+    """A key from the configuration: the value itself, or ``file:PATH`` (relative to the config file)."""
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = Path(root) / path
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the key file {path}: {exc.strerror}", key=key, source=source
+            ) from None
+    else:
+        text = value.strip()
+    raw = text.encode()
+    if len(raw) < MIN_KEY_BYTES:
+        # The value is a secret: say how long it is, never what it is.
+        raise ConfigError(
+            f"a signing key must be at least {MIN_KEY_BYTES} bytes long (this one has {len(raw)}); "
+            "create one with: kq signing new-key",
+            key=key,
+            source=source,
+        )
+    return raw
+
+
+def local_key(folder: Path) -> bytes:
+    """The key of the zero-configuration setup: ``<folder>/signing.key``, created once, mode 0600."""
+    path = folder / "signing.key"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process may have created it a moment ago and not written it yet.
+        for _ in range(50):
+            text = path.read_text().strip()
+            if text:
+                return text.encode()
+            time.sleep(0.02)
+        raise ConfigError(f"the signing key file {path} is empty; delete it to have a new one made") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(new_key() + "\n")
+    logger.info(
+        "created the signing key %s (mode 0600); producers and workers sharing this folder use it", path
+    )
+    return path.read_text().strip().encode()

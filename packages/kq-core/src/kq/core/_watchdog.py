@@ -1,0 +1,362 @@
+"""The watchdog: keeps the ``[workers.<name>]`` consumer processes of a configuration running.
+
+Two ways to use it, as in the PHP library and beyond it:
+
+- from cron, every minute: :meth:`Watchdog.start` starts every worker instance that is not running and
+  exits; :meth:`Watchdog.stop` stops them all (SIGTERM, then SIGKILL after a grace period);
+  :meth:`Watchdog.check` reports on them;
+- as a foreground supervisor under systemd or in a container: :meth:`Watchdog.run` restarts workers as
+  soon as they exit, backs off from a worker that keeps exiting at once and finally gives up on it
+  (supervisord's BACKOFF and FATAL states).
+
+Each instance of a worker is one ``kq consume`` process labelled ``<name>-<n>``; the watchdog finds it
+again by that label and by the configuration file on its command line (see :mod:`._watchdog_procs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from kq.core._config import Config, WorkerSpec
+from kq.core._errors import ConfigError
+from kq.core._events import EventDispatcher, ProcessStarted, ProcessStopped
+from kq.core._watchdog_model import (
+    StartOutcome,
+    StopOutcome,
+    WatchdogError,
+    WorkerInstance,
+    instance_row,
+    name_of,
+    stray_row,
+)
+from kq.core._watchdog_procs import (
+    LABEL_PATTERN,
+    command_of,
+    find_workers,
+    spawn,
+    terminate,
+    worker_command,
+)
+from kq.core._watchdog_state import exclusive, read_status, status_path
+
+if TYPE_CHECKING:
+    from kq.core._watchdog_run import Supervisor
+
+logger = logging.getLogger("kq.watchdog")
+
+#: Where a worker's output goes when its ``log`` is not set, relative to the configuration's folder.
+DEFAULT_LOG = ".kq/logs/{label}.log"
+
+
+class Watchdog:
+    """Starts, stops, checks and supervises the worker processes of one configuration file.
+
+    Args:
+        config: The configuration; its workers are ``config.workers``, and it must come from a file,
+            which the workers are started with (``--config``) and recognised by.
+        dispatcher: Receives ``process_started`` and ``process_stopped`` events.
+        start_wait: Seconds ``start`` waits after starting workers; one that exited by then failed.
+        poll_interval: Seconds between two looks at the workers in ``run``.
+        start_seconds: In ``run``, a worker that exits within this many seconds of starting exited
+            "at once" (supervisord's ``startsecs``); one that lived longer is simply restarted.
+        max_retries: In ``run``, after this many quick exits in a row a worker is FATAL: not restarted
+            until the supervisor gets SIGHUP or is restarted.
+        backoff: Delay before the first restart after a quick exit; it doubles with each further one.
+        max_backoff: The longest delay between two restarts.
+        lock_wait: Seconds to wait for another watchdog command of the same configuration to finish.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        dispatcher: EventDispatcher | None = None,
+        *,
+        start_wait: float = 1.0,
+        poll_interval: float = 1.0,
+        start_seconds: float = 3.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        lock_wait: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.dispatcher = dispatcher or EventDispatcher()
+        self.start_wait = start_wait
+        self.poll_interval = poll_interval
+        self.start_seconds = start_seconds
+        self.max_retries = max(1, max_retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.lock_wait = lock_wait
+        self._supervisor: Supervisor | None = None
+
+    @property
+    def config_file(self) -> str | None:
+        """The absolute path of the configuration file (``None`` for the built-in defaults)."""
+        if self.config.source is None:
+            return None
+        # A [tool.kq] table is loaded from pyproject.toml, which `kq --config` accepts as well.
+        return os.path.abspath(self.config.path or self.config.source.removesuffix(" [tool.kq]"))
+
+    @property
+    def workdir(self) -> str:
+        """Where workers run and relative paths start: the configuration's folder."""
+        return self.config.root or os.getcwd()
+
+    def instances(self) -> list[WorkerInstance]:
+        """Every configured worker instance, in configuration order."""
+        config_file = self.config_file
+        if config_file is None:
+            return []
+        return [
+            WorkerInstance(
+                spec, label, tuple(worker_command(config_file, spec, label)), self._log(spec, label)
+            )
+            for spec in self.config.workers.values()
+            for label in spec.labels()
+        ]
+
+    def _log(self, spec: WorkerSpec, label: str) -> Path:
+        # "{label}" / "{name}" let instances of one worker write separate files; without them they share.
+        name = (spec.log or DEFAULT_LOG).replace("{label}", label).replace("{name}", spec.name)
+        return Path(self.workdir) / Path(name).expanduser()
+
+    def start(self) -> list[StartOutcome]:
+        """Start every instance that is not running, and report on all of them.
+
+        Raises:
+            WatchdogError: another watchdog command of this configuration kept the lock too long.
+        """
+        instances = self._instances_for("start")
+        if not instances:
+            return []
+        with exclusive(self._require_file(), "start", self.lock_wait) as supervised_by:
+            if supervised_by is not None:
+                logger.info(
+                    "kq watchdog run (pid %s) supervises the workers of %s; nothing to start",
+                    supervised_by,
+                    self.config_file,
+                )
+                return []
+            running = find_workers(self._require_file())
+            self._warn_strays(running)
+            outcomes: dict[str, StartOutcome] = {}
+            spawned: list[tuple[WorkerInstance, subprocess.Popen[bytes]]] = []
+            for instance in instances:
+                found = running.get(instance.label, [])
+                if found:
+                    outcomes[instance.label] = self._already_running(instance, found)
+                    continue
+                try:
+                    spawned.append((instance, self.spawn(instance)))
+                except OSError as exc:
+                    outcomes[instance.label] = self._failed(instance, None, f"cannot be started: {exc}")
+            if spawned:
+                # The PHP watchdog's "Process terminated immediately": a worker that cannot even start
+                # (bad queue, bad option, broken driver) exits within a second; say so now, not never.
+                time.sleep(self.start_wait)
+                outcomes.update(self._confirm_all(spawned))
+        return [outcomes[instance.label] for instance in instances]
+
+    def _confirm_all(
+        self, spawned: list[tuple[WorkerInstance, subprocess.Popen[bytes]]]
+    ) -> dict[str, StartOutcome]:
+        outcomes = {instance.label: self._confirm(instance, process) for instance, process in spawned}
+        # The workers are meant to outlive their Popen handles (and this process). Dropping the last
+        # references here, with the warning off, lets Popen hand the survivors to subprocess's own
+        # reaper instead of warning "subprocess N is still running" when they are garbage-collected.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            spawned.clear()
+        return outcomes
+
+    def _already_running(self, instance: WorkerInstance, found: Sequence[psutil.Process]) -> StartOutcome:
+        logger.debug("worker %s is running (pid %s)", instance.label, found[0].pid)
+        if len(found) > 1:
+            logger.warning(
+                "worker %s runs %d times (pids %s); `kq watchdog stop` stops them all",
+                instance.label,
+                len(found),
+                ", ".join(str(p.pid) for p in found),
+            )
+        return StartOutcome(instance.spec.name, instance.label, "running", found[0].pid, str(instance.log))
+
+    def _confirm(self, instance: WorkerInstance, process: subprocess.Popen[bytes]) -> StartOutcome:
+        status = process.poll()
+        if status is not None:
+            return self._failed(instance, process.pid, f"exited at once with status {status}")
+        self.announce_start(instance, process.pid)
+        return StartOutcome(instance.spec.name, instance.label, "started", process.pid, str(instance.log))
+
+    def _failed(self, instance: WorkerInstance, pid: int | None, what: str) -> StartOutcome:
+        error = f"worker {instance.label} {what}; see {instance.log}"
+        logger.error("%s", error)
+        return StartOutcome(instance.spec.name, instance.label, "failed", pid, str(instance.log), error)
+
+    def spawn(self, instance: WorkerInstance) -> subprocess.Popen[bytes]:
+        """Start one instance, detached, its output appended to its log."""
+        env = dict(os.environ)
+        # Python buffers a file-bound stdout: without this, "Stopped because: ..." and progress lines
+        # would reach the log only when a buffer fills or the worker exits.
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(instance.spec.env)
+        process = spawn(instance.command, instance.log, env, self.workdir)
+        logger.info(
+            "started worker %s (pid %s) on queue %s; output in %s",
+            instance.label,
+            process.pid,
+            instance.spec.queue,
+            instance.log,
+        )
+        return process
+
+    def announce_start(self, instance: WorkerInstance, pid: int) -> None:
+        """Dispatch ``process_started`` for a worker this watchdog started."""
+        self.dispatcher.dispatch(ProcessStarted(pid=pid, command=instance.command, worker=instance.spec.name))
+
+    def stop(self, grace: float = 10.0) -> list[StopOutcome]:
+        """Stop every worker of this configuration: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        A ``run`` supervisor of the same configuration is asked to stop first (it would restart them).
+        Unconfigured leftovers with a watchdog label (``<name>-<n>``) are stopped too.
+
+        Raises:
+            WatchdogError: another watchdog command kept the lock, or a supervisor did not stop.
+        """
+        if self.config_file is None:
+            logger.warning("no configuration file, hence no workers to stop")
+            return []
+        with exclusive(self._require_file(), "stop", self.lock_wait, supervisor_grace=grace):
+            found = find_workers(self.config_file)
+            configured = {instance.label for instance in self.instances()}
+            targets = [
+                (label, process)
+                for label, processes in found.items()
+                if label in configured or LABEL_PATTERN.match(label)
+                for process in processes
+            ]
+            return self.terminate(targets, grace)
+
+    def terminate(
+        self,
+        targets: Sequence[tuple[str, psutil.Process]],
+        grace: float,
+        reap: Callable[[], object] | None = None,
+    ) -> list[StopOutcome]:
+        """Stop ``(label, process)`` pairs, log and announce each (``process_stopped``)."""
+        if not targets:
+            return []
+        commands = {process.pid: command_of(process) for _, process in targets}
+        for label, process in targets:
+            logger.info("stopping worker %s (pid %s): SIGTERM, SIGKILL after %gs", label, process.pid, grace)
+        _, killed = terminate([process for _, process in targets], grace, reap)
+        outcomes = []
+        for label, process in targets:
+            name = name_of(label)
+            was_killed = process in killed
+            how = "killed with SIGKILL" if was_killed else "exited after SIGTERM"
+            logger.info("stopped worker %s (pid %s): %s", label, process.pid, how)
+            self.dispatcher.dispatch(
+                ProcessStopped(pid=process.pid, command=commands[process.pid], worker=name)
+            )
+            outcomes.append(StopOutcome(name, label, process.pid, was_killed))
+        return outcomes
+
+    def check(self) -> list[dict[str, Any]]:
+        """One dict per instance: worker, label, queue, state, pid, uptime (s), rss (MB), log.
+
+        ``state`` is ``running`` or ``stopped``; with a ``run`` supervisor also ``backoff`` (waiting to
+        be restarted) or ``fatal`` (given up on). A second process with the same label is reported as
+        ``duplicate``, and a process with a watchdog label that is no longer configured as
+        ``unconfigured``.
+        """
+        config_file = self.config_file
+        if config_file is None:
+            return []
+        found = find_workers(config_file)
+        supervised = self._supervised_states()
+        rows = []
+        for instance in self.instances():
+            processes = found.pop(instance.label, [])
+            if not processes:
+                # Only a supervisor knows whether a missing worker waits for a restart or was given up.
+                state = supervised.get(instance.label, {}).get("state")
+                state = state if state in ("backoff", "fatal") else "stopped"
+                rows.append(instance_row(instance, None, state))
+            for index, process in enumerate(processes):
+                rows.append(instance_row(instance, process, "duplicate" if index else "running"))
+        for label, processes in found.items():
+            if LABEL_PATTERN.match(label):
+                rows += [stray_row(label, process) for process in processes]
+        return rows
+
+    def run(self, grace: float = 10.0) -> None:
+        """Supervise the workers in the foreground until SIGTERM or SIGINT (or :meth:`request_stop`).
+
+        Adopts the workers already running, starts the others, restarts those that exit (at once after a
+        normal exit; with exponential backoff after quick exits, FATAL after ``max_retries`` of them),
+        and on the way out stops them all (SIGTERM, SIGKILL after ``grace`` seconds). SIGHUP gives the
+        FATAL workers a new chance.
+
+        Raises:
+            ConfigError: no worker is configured.
+            WatchdogError: another watchdog supervises this configuration.
+        """
+        from kq.core._watchdog_run import Supervisor
+
+        instances = self.instances()
+        if not instances:
+            raise ConfigError("no [workers.<name>] to supervise", key="workers", source=self.config.source)
+        with exclusive(self._require_file(), "run", self.lock_wait):
+            self._supervisor = Supervisor(self, self._require_file(), instances, grace)
+            try:
+                self._supervisor.run()
+            finally:
+                self._supervisor = None
+
+    def request_stop(self) -> None:
+        """Ask a running :meth:`run` (in another thread) to stop its workers and return."""
+        if self._supervisor is not None:
+            self._supervisor.request_stop("stop requested")
+
+    def _supervised_states(self) -> dict[str, dict[str, Any]]:
+        if self._supervisor is not None:
+            return self._supervisor.states()
+        config_file = self.config_file
+        return read_status(status_path(config_file)) if config_file else {}
+
+    def _instances_for(self, what: str) -> list[WorkerInstance]:
+        instances = self.instances()
+        if self.config.source is None:
+            logger.warning("no configuration file: nothing to %s (define [workers.<name>] in kq.toml)", what)
+        elif not instances:
+            logger.warning("no [workers.<name>] in %s: nothing to %s", self.config.source, what)
+        return instances
+
+    def _require_file(self) -> str:
+        config_file = self.config_file
+        if config_file is None or not os.path.isfile(config_file):
+            raise WatchdogError(
+                f"workers are started with --config {config_file}, which is not a file; the watchdog "
+                f"needs the configuration in a file"
+            )
+        return config_file
+
+    def _warn_strays(self, running: dict[str, list[psutil.Process]]) -> None:
+        configured = {instance.label for instance in self.instances()}
+        for label, processes in running.items():
+            if label not in configured and LABEL_PATTERN.match(label):
+                logger.warning(
+                    "worker %s (pid %s) is not configured any more; `kq watchdog stop` stops it",
+                    label,
+                    ", ".join(str(p.pid) for p in processes),
+                )
