@@ -13,9 +13,12 @@ from kq.core import Consumer, Driver, DriverSpec
 from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,
+    DelayConformance,
+    FailureHandlingConformance,
     OrderingConformance,
     QueueManagerConformance,
     RoutingConformance,
+    SigningConformance,
     TTLConformance,
 )
 from kq.drivers.rabbitmq import RabbitMQConsumer
@@ -31,8 +34,11 @@ class TestRabbitMQDriver(
     OrderingConformance,
     RoutingConformance,
     TTLConformance,
+    DelayConformance,
     QueueManagerConformance,
     ConsumeLoopConformance,
+    FailureHandlingConformance,
+    SigningConformance,
 ):
     idle_timeout = 1.0
     receive_timeout = 10.0
@@ -60,5 +66,9 @@ class TestRabbitMQDriver(
         # A consumer with its own routing key reads `<queue>[<key>]`: delete those too.
         names = list(queues)
         with contextlib.suppress(Exception):
-            names += [q for q in driver.queue_manager().list_available() if q.split("[")[0] in queues]
+            names += [
+                q
+                for q in driver.queue_manager().list_available()
+                if q.split("[")[0] in queues or any(f".{name}." in q for name in queues)  # delay queues too
+            ]
         super().cleanup(driver, names)

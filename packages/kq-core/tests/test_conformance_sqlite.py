@@ -11,10 +11,12 @@ from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,
     DelayConformance,
+    FailureHandlingConformance,
     LeaseConformance,
     OrderingConformance,
     QueueManagerConformance,
     RoutingConformance,
+    SigningConformance,
     TTLConformance,
 )
 from kq.drivers.sqlite._consumer import SqliteConsumer
@@ -29,12 +31,15 @@ class TestSqliteDriver(
     LeaseConformance,
     QueueManagerConformance,
     ConsumeLoopConformance,
+    FailureHandlingConformance,
+    SigningConformance,
 ):
     idle_timeout = 0.3
     receive_timeout = 5.0
     redelivery_timeout = 5.0
     delay = 1.0
     ttl = 0.5
+    retry_delay = 0.5
 
     @pytest.fixture(autouse=True)
     def _database(self, tmp_path: Path) -> None:

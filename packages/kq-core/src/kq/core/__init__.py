@@ -102,6 +102,7 @@ from kq.core._registry import (
     load_plugin,
     plugin_entries,
 )
+from kq.core._retry import RetryPolicy
 from kq.core._routing import (
     check_routing_key,
     command_routing_key,
@@ -187,6 +188,7 @@ __all__ = [
     "ConsumerContext",
     "Limits",
     "LoopStats",
+    "RetryPolicy",
     "MessageConsumer",
     "NoopConsumer",
     "attempt_of",

@@ -20,6 +20,7 @@ from typing import Any
 from kq.core._errors import ConfigError
 from kq.core._events import EVENTS
 from kq.core._registry import consumer_names
+from kq.core._retry import RetryPolicy
 from kq.core._spec import DriverSpec, QueueSpec
 
 if sys.version_info >= (3, 11):
@@ -53,7 +54,15 @@ WORKER_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "poll_interval": (int, float),
     "grace": (int, float),
 }
-_QUEUE_KEYS = ("driver", "consumer", "routing_keys", "dead_letter_queue", "require_signature")
+_QUEUE_KEYS = (
+    "driver",
+    "consumer",
+    "routing_keys",
+    "dead_letter_queue",
+    "require_signature",
+    "retry",
+    "max_deliveries",
+)
 
 
 @dataclass(frozen=True)
@@ -352,8 +361,15 @@ def _parse_queue(
         raise ConfigError(
             "require_signature must be true or false", key=f"{key}.require_signature", source=source
         )
+    max_deliveries = table.get("max_deliveries", 10)
+    if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 0:
+        raise ConfigError(
+            "max_deliveries must be a whole number (0: no limit)", key=f"{key}.max_deliveries", source=source
+        )
     options = {k: v for k, v in table.items() if k not in _QUEUE_KEYS}
     return QueueSpec(
+        retry=_parse_retry(_as_table(table.get("retry", {}), f"{key}.retry", source), f"{key}.retry", source),
+        max_deliveries=max_deliveries,
         name=name,
         driver=driver,
         consumer=consumer,
@@ -363,6 +379,29 @@ def _parse_queue(
         require_signature=require_signature,
         source=source,
     )
+
+
+def _parse_retry(table: Mapping[str, Any], key: str, source: str | None) -> RetryPolicy:
+    fields = {"max_attempts": int, "delay": float, "multiplier": float, "max_delay": float, "jitter": float}
+    _only(table, tuple(fields), key, source)
+    values: dict[str, Any] = {}
+    for name, kind in fields.items():
+        if name not in table:
+            continue
+        value = table[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind is int and isinstance(value, float))
+        ):
+            raise ConfigError(
+                f"must be a number{' (whole)' if kind is int else ''}", key=f"{key}.{name}", source=source
+            )
+        values[name] = kind(value)
+    try:
+        return RetryPolicy(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key, source=source) from None
 
 
 def _parse_console(table: Mapping[str, Any], source: str | None, root: str | None) -> ConsoleSettings:

@@ -88,7 +88,9 @@ class MessageConsumptionFailed(Event):
 
     Attributes:
         reason: ``"failed"`` (the work ran and failed), ``"undecodable"``, ``"invalid"`` (malformed for
-            its consumer) or ``"not-allowed"``.
+            its consumer), ``"not-allowed"``, ``"poison"`` (delivered more than ``max_deliveries``
+            times), or a signature problem (``"unsigned"``, ``"unknown-key"``, ``"bad-signature"``,
+            ``"not-yet-valid"``, ``"expired"``, ``"replayed"``).
         attempt: Which execution attempt this was (``kq-attempt`` header, 1 for the first).
         outcome: What kq did, set after the listeners ran: ``"dead-lettered"``, ``"retried"`` or
             ``"requeued"`` (the dead-letter publish failed).

@@ -21,7 +21,7 @@ from typing import Any
 
 from kq.core._consumers import MessageConsumer
 from kq.core._driver import Consumer, Driver
-from kq.core._errors import MessageFormatError, NotAllowedError
+from kq.core._errors import KqError, MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
 from kq.core._message import Delivery
 from kq.core._resources import MemoryGauge
@@ -285,6 +285,15 @@ class ConsumeLoop:
                 )
 
     def _process(self, delivery: Delivery) -> _Success | _Vetoed | _Failure:
+        limit = self.spec.max_deliveries
+        if limit and delivery.delivery_count > limit:
+            # Delivered again and again without being settled: its handler kills or hangs the worker.
+            # Handling it once more would do the same; keep it aside instead.
+            error = KqError(
+                f"delivered {delivery.delivery_count} times, more than max_deliveries = {limit}: a worker "
+                "died or lost its connection while handling it each time"
+            )
+            return _Failure(None, error, "poison")
         if self.verifier is not None:
             try:
                 self.verifier.verify(delivery, self.signed_for)
@@ -324,6 +333,9 @@ class ConsumeLoop:
         )
         if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
             self.dispatcher.dispatch(event)
+        policy = self.spec.retry
+        if event.retry_delay is None and failure.reason == "failed" and policy.retries_after(event.attempt):
+            event.retry(policy.delay_after(event.attempt))
         what = self.handler.describe(failure.body) if failure.body is not None else "message"
         if event.retry_delay is not None:
             if failure.reason == "failed" and self._retry(consumer, delivery, event, what):
@@ -342,6 +354,17 @@ class ConsumeLoop:
         self, consumer: Consumer, delivery: Delivery, event: MessageConsumptionFailed, what: str
     ) -> bool:
         delay = event.retry_delay or 0.0
+        caps = self.driver.capabilities
+        if delay and not caps.delayed_delivery:
+            logger.warning(
+                "queue %s message %s: driver %s cannot delay messages; retrying at once",
+                delivery.queue,
+                delivery.message_id,
+                self.driver.name,
+            )
+            delay = 0.0
+        elif caps.max_delay is not None and delay > caps.max_delay:
+            delay = caps.max_delay
         headers = dict(delivery.headers)
         headers[ATTEMPT] = str(event.attempt + 1)
         if self.signer is not None:

@@ -46,6 +46,7 @@ UNSIGNED_HEADERS = frozenset(
         SIGNATURE,
         "kq-attempt",
         "kq-routing-key",
+        "kq-redelivery",
         "kq-original-queue",
         "kq-delivery-count",
         "kq-dead-letter-reason",

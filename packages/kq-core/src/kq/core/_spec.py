@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kq.core._retry import RetryPolicy
+
 #: Suffix of the default dead-letter queue of a queue (``demo`` -> ``demo.failed``).
 DEAD_LETTER_SUFFIX = ".failed"
 
@@ -36,6 +38,9 @@ class QueueSpec:
         dead_letter_queue: Where messages that cannot be processed go; ``None`` for ``<name>.failed``.
         require_signature: Accept only signed messages (``None``: as ``[signing] require`` says for
             the queue's consumer).
+        retry: When failed messages are tried again (default: never).
+        max_deliveries: A message delivered more often than this (its workers keep dying or losing it)
+            is dead-lettered as poison instead of being handled again; 0 disables the check.
         configured: ``False`` for a queue that was not in the configuration and was created on demand.
         source: The configuration file that defined it.
     """
@@ -47,6 +52,8 @@ class QueueSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     dead_letter_queue: str | None = None
     require_signature: bool | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_deliveries: int = 10
     configured: bool = True
     source: str | None = None
 

@@ -14,6 +14,9 @@ capabilities:
 - :class:`OrderingConformance` — FIFO delivery to a single consumer.
 - :class:`QueueManagerConformance` — info, purge, delete, list-available, list-configured.
 - :class:`ConsumeLoopConformance` — the core consume loop on the driver, dead-lettering included.
+- :class:`FailureHandlingConformance` — retries with measured backoff, dead letters after the last
+  attempt, poison messages after crashes (needs delayed delivery).
+- :class:`SigningConformance` — signed messages verify after the trip; altered ones do not.
 
 A subclass must override :meth:`DriverTestBase.driver_spec` and :meth:`DriverTestBase.crash_consumer`;
 the timing knobs (``receive_timeout``, ``idle_timeout``, ...) are class attributes.
@@ -29,10 +32,12 @@ from kq.core.testing._conformance import (
     ConsumeLoopConformance,
     DelayConformance,
     DriverTestBase,
+    FailureHandlingConformance,
     LeaseConformance,
     OrderingConformance,
     QueueManagerConformance,
     RoutingConformance,
+    SigningConformance,
     TTLConformance,
 )
 from kq.core.testing._helpers import drain, receive_within, unique_queue_name, wait_for
@@ -44,10 +49,12 @@ __all__ = [
     "ConsumeLoopConformance",
     "DelayConformance",
     "DriverTestBase",
+    "FailureHandlingConformance",
     "LeaseConformance",
     "OrderingConformance",
     "QueueManagerConformance",
     "RoutingConformance",
+    "SigningConformance",
     "TTLConformance",
     "ROUTING_CASES",
     "ROUTING_KEYS",

@@ -22,6 +22,7 @@ attributes a slow broker may raise.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -34,6 +35,8 @@ from kq.core._errors import ConsumerClosedError, DeliveryStateError, Unsupported
 from kq.core._loop import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, ConsumeLoop, Limits
 from kq.core._message import Delivery, Message
 from kq.core._registry import load_driver_class
+from kq.core._retry import RetryPolicy
+from kq.core._signing import SignatureError, Signer, Verifier, new_key
 from kq.core._spec import DriverSpec, QueueSpec
 from kq.core.testing._helpers import drain, receive_within, unique_queue_name, wait_for
 
@@ -61,11 +64,15 @@ class DriverTestBase:
         """Broker-specific options given to every test queue (``[queues.<name>]`` keys)."""
         return {}
 
-    def make_queue(self, name: str, *, routing_keys: Sequence[str] = ()) -> QueueSpec:
-        """The settings of a test queue."""
+    def make_queue(self, name: str, *, routing_keys: Sequence[str] = (), **settings: Any) -> QueueSpec:
+        """The settings of a test queue (``settings``: other QueueSpec fields, such as ``retry``)."""
         spec = self.driver_spec()
         return QueueSpec(
-            name=name, driver=spec.name, routing_keys=tuple(routing_keys), options=self.queue_options()
+            name=name,
+            driver=spec.name,
+            routing_keys=tuple(routing_keys),
+            options=self.queue_options(),
+            **settings,
         )
 
     def build_driver(self, queues: Sequence[QueueSpec]) -> Driver:
@@ -540,3 +547,137 @@ class ConsumeLoopConformance(DriverTestBase):
         assert "cannot handle" in got.headers[DEAD_LETTER_ERROR]
         with driver.consumer(queue) as consumer:
             assert consumer.receive(self.idle_timeout) is None
+
+
+class _FailingTwice(MessageConsumer):
+    """Fails the first two executions of each message, then succeeds; records when each one ran."""
+
+    accepted_content_types = None
+    kind = "failing-twice"
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, float]] = []
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        self.runs.append((delivery.message_id, time.monotonic()))
+        if sum(1 for message_id, _ in self.runs if message_id == delivery.message_id) <= 2:
+            raise RuntimeError("not yet")
+        return body
+
+
+class FailureHandlingConformance(DriverTestBase):
+    """Retries with backoff, poison messages, dead letters, on this driver (needs delayed delivery)."""
+
+    #: First retry delay used by the test, in seconds (the second is twice as long).
+    retry_delay: ClassVar[float] = 1.0
+
+    def _driver_with(self, queue: str, **settings: Any) -> tuple[Driver, QueueSpec]:
+        spec = self.make_queue(queue, **settings)
+        return self.build_driver([spec]), spec
+
+    def test_a_handler_failing_twice_is_retried_with_backoff_and_consumed_once(self, queue: str) -> None:
+        """max_attempts 3, delay d then 2d: three executions spaced by the delays, then an ack."""
+        policy = RetryPolicy(max_attempts=3, delay=self.retry_delay, multiplier=2, jitter=0)
+        driver, spec = self._driver_with(queue, retry=policy)
+        try:
+            self.publish(driver, queue, Message(b'"job"', routing_key="retry.me"))
+            handler = _FailingTwice()
+            loop = ConsumeLoop(
+                driver,
+                queue,
+                handler,
+                limits=Limits(messages=3, time=self.receive_timeout * 4),
+                poll_interval=0.2,
+            )
+            loop.run()
+            assert (loop.stats.consumed, loop.stats.failed, loop.stats.retried) == (1, 2, 2)
+            times = [at for _, at in handler.runs]
+            first, second = times[1] - times[0], times[2] - times[1]
+            assert first >= self.retry_delay * 0.9, f"first retry after {first:.2f}s"
+            assert second >= self.retry_delay * 2 * 0.9, f"second retry after {second:.2f}s"
+            assert second < self.retry_delay * 2 + self.receive_timeout
+            with driver.consumer(queue) as consumer:
+                assert consumer.receive(self.idle_timeout) is None
+        finally:
+            self.cleanup(driver, [queue, spec.failed_queue])
+            driver.close()
+
+    def test_a_message_that_always_fails_is_dead_lettered_after_its_attempts(self, queue: str) -> None:
+        """After max_attempts executions the message goes to the dead-letter queue, with the reason."""
+        driver, spec = self._driver_with(queue, retry=RetryPolicy(max_attempts=2, delay=0.2, jitter=0))
+        try:
+            self.publish(driver, queue, Message(b'"doomed"'))
+            loop = ConsumeLoop(
+                driver,
+                queue,
+                _Failing(),
+                limits=Limits(messages=2, time=self.receive_timeout * 3),
+                poll_interval=0.2,
+            )
+            loop.run()
+            assert (loop.stats.failed, loop.stats.retried, loop.stats.dead_lettered) == (2, 1, 1)
+            with driver.consumer(spec.failed_queue) as consumer:
+                dead = receive_within(consumer, self.receive_timeout)
+                consumer.ack(dead)
+            assert dead.headers[DEAD_LETTER_REASON] == "failed"
+            assert dead.headers["kq-attempt"] == "2"
+        finally:
+            self.cleanup(driver, [queue, spec.failed_queue])
+            driver.close()
+
+    def test_a_message_redelivered_past_the_limit_is_dead_lettered_as_poison(self, queue: str) -> None:
+        """A message whose workers keep dying is kept aside instead of killing the next one."""
+        driver, spec = self._driver_with(queue, max_deliveries=1)
+        try:
+            self.publish(driver, queue, Message(b'"poison"'))
+            victim = driver.consumer(queue)
+            receive_within(victim, self.receive_timeout)
+            self.crash_consumer(victim)  # the first worker died while handling it
+            handler = _FailingTwice()
+            loop = ConsumeLoop(
+                driver,
+                queue,
+                handler,
+                limits=Limits(messages=1, time=self.redelivery_timeout * 2),
+                poll_interval=0.2,
+            )
+            loop.run()
+            assert handler.runs == [], "a poison message must not be handled again"
+            assert loop.stats.dead_lettered == 1
+            with driver.consumer(spec.failed_queue) as consumer:
+                dead = receive_within(consumer, self.receive_timeout)
+                consumer.ack(dead)
+            assert dead.headers[DEAD_LETTER_REASON] == "poison"
+        finally:
+            self.cleanup(driver, [queue, spec.failed_queue])
+            driver.close()
+
+
+class SigningConformance(DriverTestBase):
+    """Signed messages survive the trip: the driver keeps body, headers, routing key and content type
+    exactly, so that a signature made by the producer is still valid at the consumer."""
+
+    def test_a_signed_message_still_verifies_after_the_trip(self, driver: Driver, queue: str) -> None:
+        key = new_key().encode()
+        message = Message(
+            "héllo ✓ signed".encode(),
+            content_type="text/plain; charset=utf-8",
+            routing_key="signed.trip",
+            headers={"x-user": "ops ✓", "x-empty": ""},
+        )
+        signed = Signer("k1", key).sign(message, queue)
+        self.publish(driver, queue, signed)
+        with driver.consumer(queue) as consumer:
+            got = receive_within(consumer, self.receive_timeout)
+            consumer.ack(got)
+        Verifier({"k1": key}, max_age=600).verify(got, [queue])  # raises SignatureError if altered
+
+    def test_a_tampered_message_does_not_verify(self, driver: Driver, queue: str) -> None:
+        key = new_key().encode()
+        signed = Signer("k1", key).sign(Message(b"original", content_type="text/plain"), queue)
+        self.publish(driver, queue, dataclasses.replace(signed, body=b"tampered"))
+        with driver.consumer(queue) as consumer:
+            got = receive_within(consumer, self.receive_timeout)
+            consumer.ack(got)
+        with pytest.raises(SignatureError, match="does not match"):
+            Verifier({"k1": key}, max_age=600).verify(got, [queue])

@@ -28,7 +28,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from kq.core import Consumer, Delivery, QueueSpec
 from kq.drivers.rabbitmq._connection import close_quietly
-from kq.drivers.rabbitmq._producer import ROUTING_KEY_HEADER, RabbitMQProducer
+from kq.drivers.rabbitmq._producer import REDELIVERY_HEADER, ROUTING_KEY_HEADER, RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -92,12 +92,16 @@ class RabbitMQConsumer(Consumer):
         routing_key = headers.pop(ROUTING_KEY_HEADER, None)
         if routing_key is None:
             routing_key = method.routing_key or ""
+        # A delayed requeue is a copy: it carries the deliveries the original had.
+        previous_deliveries = headers.pop(REDELIVERY_HEADER, None)
         # Quorum queues count earlier deliveries in x-delivery-count; classic queues only flag redeliveries.
         previous = raw_headers.get("x-delivery-count")
         if isinstance(previous, int) and not isinstance(previous, bool):
             count = previous + 1
         else:
             count = 2 if method.redelivered else 1
+        if previous_deliveries is not None and previous_deliveries.isdigit():
+            count = max(count, int(previous_deliveries) + 1)
         return Delivery(
             body=body,
             content_type=properties.content_type or "",
@@ -128,16 +132,22 @@ class RabbitMQConsumer(Consumer):
             self._guard(self._channel.basic_ack, delivery_tag=delivery.handle)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
+        if requeue and delay:
+            # AMQP requeues at once; a delayed requeue is a copy through a delay queue, which remembers
+            # how often the original was delivered.
+            headers = {**delivery.headers, REDELIVERY_HEADER: str(delivery.delivery_count)}
+            self._retry(delivery, headers, delay)
+            return
         with self._lock:
             self._outstanding -= 1
             self._raise_if_broken()
             self._guard(self._channel.basic_reject, delivery_tag=delivery.handle, requeue=requeue)
 
     def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
-        # Straight into this consumer's AMQP queue, then ack: other queues bound to the exchange must not
-        # receive the retried copy. (delay is always 0 here: the driver declares no delayed delivery.)
+        # Straight into this consumer's AMQP queue (through a delay queue when delayed), then ack: other
+        # queues bound to the exchange must not receive the copy.
         producer = cast(RabbitMQProducer, self.driver.producer(self.queue.name))
-        producer.publish_to_queue([delivery.to_message(headers=headers)], self.topology.queue)
+        producer.publish_to_queue([delivery.to_message(headers=headers, delay=delay)], self.topology.queue)
         self._ack(delivery)
 
     def _pump(self, seconds: float) -> None:

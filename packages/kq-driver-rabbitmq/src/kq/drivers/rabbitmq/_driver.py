@@ -33,7 +33,7 @@ class RabbitMQDriver(Driver):
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         routing_keys="native",
-        delayed_delivery=False,
+        delayed_delivery=True,
         message_ttl=True,
         batch_send=True,
         lease_extension=False,

@@ -23,8 +23,9 @@ import pika
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.core import ConsumerClosedError, KqError, Message, Producer, QueueSpec
+from kq.core import ConsumerClosedError, KqError, Message, Producer, QueueSpec, UnsupportedOperationError
 from kq.drivers.rabbitmq._connection import close_quietly
+from kq.drivers.rabbitmq._delays import declare_for_exchange, declare_for_queue, step_ms
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
 ROUTING_KEY_HEADER = "kq-routing-key"
+#: Header of a delayed requeue's copy: how often the original was delivered.
+REDELIVERY_HEADER = "kq-redelivery"
 
 
 class PublishError(KqError):
@@ -58,8 +61,11 @@ class RabbitMQProducer(Producer):
         self._pending: set[int] = set()
         self._nacked: list[int] = []
         self._returned: list[str] = []
+        # Delay targets declared on this connection: (kind, target, ms) -> exchange or queue name.
+        self._delays: dict[tuple[str, str, int], str] = {}
 
     def _publish_batch(self, messages: Sequence[Message]) -> None:
+        _check_delayed_ttls(messages)
         self._publish(messages, self.topology.exchange, None)
 
     def publish_to_queue(self, messages: Sequence[Message], amqp_queue: str) -> None:
@@ -68,6 +74,7 @@ class RabbitMQProducer(Producer):
         key each message had travels in the ``kq-routing-key`` header and is restored by the consumer."""
         if self.closed:
             raise ConsumerClosedError(f"the producer of queue '{self.queue.name}' is closed")
+        _check_delayed_ttls(messages)
         copies = [
             dataclasses.replace(m, headers={**m.headers, ROUTING_KEY_HEADER: m.routing_key}) for m in messages
         ]
@@ -109,10 +116,12 @@ class RabbitMQProducer(Producer):
         self._returned.clear()
         now = int(time.time())
         tags: dict[int, str] = {}
-        for message in messages:
+        # Delay queues first (a declaration is a round trip: not between publishes awaiting confirms).
+        targets = [self._target(channel, m, exchange, routing_key) for m in messages]
+        for message, (target_exchange, target_key) in zip(messages, targets, strict=True):
             impl.basic_publish(
-                exchange=exchange,
-                routing_key=message.routing_key if routing_key is None else routing_key,
+                exchange=target_exchange,
+                routing_key=target_key,
                 body=message.body,
                 properties=self._properties(message, now),
                 mandatory=self._mandatory,
@@ -140,6 +149,23 @@ class RabbitMQProducer(Producer):
             len(messages),
             " and confirmed" if self._confirming else "",
         )
+
+    def _target(
+        self, channel: BlockingChannel, message: Message, exchange: str, routing_key: str | None
+    ) -> tuple[str, str]:
+        """Where to publish ``message``: the exchange (or queue) itself, or its delay (see _delays.py)."""
+        if not message.delay:
+            return exchange, message.routing_key if routing_key is None else routing_key
+        ms = step_ms(message.delay)
+        if routing_key is None:
+            key = ("x", exchange, ms)
+            if key not in self._delays:
+                self._delays[key] = declare_for_exchange(channel, exchange, ms)
+            return self._delays[key], message.routing_key
+        key = ("q", routing_key, ms)
+        if key not in self._delays:
+            self._delays[key] = declare_for_queue(channel, routing_key, ms)
+        return "", self._delays[key]
 
     def _properties(self, message: Message, now: int) -> pika.BasicProperties:
         return pika.BasicProperties(
@@ -202,6 +228,7 @@ class RabbitMQProducer(Producer):
             close_quietly(connection)
             raise
         self._connection, self._channel, self._next_tag = connection, channel, 0
+        self._delays.clear()
         return connection, channel
 
     def _drop_connection(self) -> None:
@@ -211,6 +238,17 @@ class RabbitMQProducer(Producer):
 
     def _close(self) -> None:
         self._drop_connection()
+
+
+def _check_delayed_ttls(messages: Sequence[Message]) -> None:
+    for message in messages:
+        if message.delay and message.ttl is not None:
+            # The broker drops a message's expiration when its delay ends (dead-lettering removes it), so
+            # the TTL could not be enforced: refuse rather than deliver a message that should have expired.
+            raise UnsupportedOperationError(
+                f"message {message.message_id}: RabbitMQ cannot expire a delayed message; give it a delay "
+                "or a TTL, not both"
+            )
 
 
 def _nothing() -> None:
