@@ -150,5 +150,5 @@ def test_http_request(space: Workspace, hook: ThreadingHTTPServer) -> None:
     assert _Hook.seen == [("POST", "/jobs/report?n=1", "t1", '{"week": 47}')]
     assert (record["queue"], record["kind"]) == ("web", "http")
     result = record["result"]
-    assert (result["url"], result["status"], result["body"]) == (url, 201, '{"accepted": true}')
+    assert (result["url"], result["status"], result["body"]) == (url + "?n=1", 201, '{"accepted": true}')
     assert result["headers"]["Content-Type"] == "application/json"

@@ -103,3 +103,18 @@ def test_a_program_that_does_not_exist_is_a_failure_not_a_crash() -> None:
     consumer = ConsoleCommandConsumer(ConsoleSettings(prefix=("/nonexistent/kq-program",)), AllowList(["x"]))
     with pytest.raises(ExecutionFailedError, match=r"cannot start '/nonexistent/kq-program'"):
         consumer.consume({"command": "x"}, _delivery())
+
+
+def test_a_message_id_the_environment_cannot_hold_still_runs_the_command() -> None:
+    """A NUL or a lone surrogate in a producer's message id made the environment unusable for the child."""
+    code = "import os; print(os.environ['KQ_MESSAGE_ID'])"
+    consumer = ConsoleCommandConsumer(ConsoleSettings(prefix=(sys.executable, "-c", code)), AllowList(["x"]))
+    delivery = Delivery(
+        body=b"",
+        content_type="application/json",
+        headers={},
+        routing_key="",
+        message_id="a\x00b\ud800",
+        queue="q",
+    )
+    assert consumer.consume({"command": "x"}, delivery).stdout == "a\\x00b\\ud800\n"

@@ -207,7 +207,7 @@ def test_headers_params_body_and_result(web: Web, payload: Any, content_type: st
     assert seen["headers"]["X-Token"] == "t1"
     body = json.dumps({"path": "/ok?w=47&q=a+b"})
     assert result.as_dict() == {
-        "url": server.base + "/ok",
+        "url": server.base + "/ok?w=47&q=a+b",
         "status": 200,
         "headers": result.headers,
         "body": body,
@@ -249,6 +249,24 @@ def test_refused_before_any_request(web: Web) -> None:
         with pytest.raises(NotAllowedError, match=r"is not in the allow-list \(\[allow\] urls\)"):
             send(web.consumer(*allowed), url)
     assert (server.requests, other.requests) == ([], [])
+
+
+def test_a_pattern_judges_the_query_built_from_params(web: Web) -> None:
+    """Found by the property test: ``params`` used to be added after the allow-list check, so a ``re:``
+    entry for one exact URL let a message send any query to it."""
+    server = web.server()
+    consumer = web.consumer("re:" + re.escape(server.base) + r"/ok(\?w=[0-9]+)?")
+    with pytest.raises(NotAllowedError, match=r"/ok\?w=1&x=2' is not in the allow-list"):
+        send(consumer, server.base + "/ok", {"params": {"w": "1", "x": "2"}})
+    assert server.requests == []
+    assert send(consumer, server.base + "/ok", {"params": {"w": "1"}}).status == 200
+    assert [r["path"] for r in server.requests] == ["/ok?w=1"]
+
+
+def test_malformed_ipv6_hosts_can_never_succeed() -> None:
+    """Found by the property test: urlsplit raised ValueError, dead-lettered as a retryable 'failed'."""
+    with pytest.raises(MessageFormatError, match="must be an http:// or https:// URL"):
+        parse_http_request({"url": "http://[::1/"})
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])

@@ -115,9 +115,11 @@ def consumer(entry: str, *allowed: str, env: dict[str, str] | None = None) -> In
     return InProcessConsoleCommandConsumer(settings, AllowList(allowed or ("re:.*",)), label="worker-1")
 
 
-def run(handler: InProcessConsoleCommandConsumer, body: dict[str, Any]) -> CommandResult:
+def run(
+    handler: InProcessConsoleCommandConsumer, body: dict[str, Any], message_id: str = "m-123"
+) -> CommandResult:
     delivery = Delivery(
-        json.dumps(body).encode(), "application/json", {}, "", "m-123", "jobs", delivery_count=2
+        json.dumps(body).encode(), "application/json", {}, "", message_id, "jobs", delivery_count=2
     )
     return handler.consume(body, delivery)
 
@@ -214,6 +216,22 @@ def test_environment_is_set_during_the_call_and_restored_after(monkeypatch: pyte
     with pytest.raises(RuntimeError, match="crash inside the command"):
         run(handler, {"command": "crash"})
     assert os.environ["KQ_QUEUE"] == "outer-queue"
+    assert "KQ_MESSAGE_ID" not in os.environ
+
+
+@pytest.mark.usefixtures("apps")
+def test_a_message_id_the_environment_cannot_hold_still_runs_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the property test: a NUL in a producer's message id made os.environ.update fail half-way,
+    leaving KQ_QUEUE set in the worker and dead-lettering a valid command unrun."""
+    monkeypatch.delenv("KQ_QUEUE", raising=False)
+    monkeypatch.delenv("KQ_MESSAGE_ID", raising=False)
+    handler = consumer("kqtest_ipclick:cli")
+    assert run(handler, {"command": "env"}, message_id="a\x00b\ud800").stdout == (
+        "jobs a\\x00b\\ud800 2 worker-1 -\n"
+    )
+    assert "KQ_QUEUE" not in os.environ
     assert "KQ_MESSAGE_ID" not in os.environ
 
 

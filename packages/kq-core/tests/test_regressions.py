@@ -163,3 +163,32 @@ def test_invalid_regular_expression_as_allow_map_key_is_a_config_error(section: 
         ConfigError, match=rf"invalid regular expression.*key 'allow\.{section}\.re:\(unclosed'"
     ):
         parse_config({"allow": {section: {"re:(unclosed": ["x"]}}}, source="kq.toml")
+
+
+def test_a_non_ascii_signature_is_a_bad_signature_not_a_crash() -> None:
+    from kq.core import Signer, Verifier, new_key
+
+    key = new_key().encode()
+    signed = Signer("k1", key).sign(Message(b"{}"), "q")
+    delivery = Delivery(
+        body=signed.body,
+        content_type=signed.content_type,
+        headers={**signed.headers, "kq-signature": "é" * 64},
+        routing_key="",
+        message_id=signed.message_id,
+        queue="q",
+    )
+    from kq.core import SignatureError
+
+    with pytest.raises(SignatureError) as caught:
+        Verifier({"k1": key}, max_age=60).verify(delivery, ["q"])
+    assert caught.value.reason == "bad-signature"
+
+
+def test_a_message_without_content_type_can_be_dead_lettered() -> None:
+    driver = MemoryDriver(DriverSpec(name="m", type="memory"))
+    delivery = Delivery(
+        body=b"not json", content_type="", headers={}, routing_key="k", message_id="m1", queue="q"
+    )
+    assert delivery.to_message().content_type == "application/json"
+    driver.producer("q").publish(delivery.to_message())

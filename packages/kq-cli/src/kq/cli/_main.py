@@ -12,6 +12,7 @@ import click
 from kq.cli._common import EXIT_FAILURE, State, configure_logging, exit_code_for
 from kq.cli._consume import consume
 from kq.cli._echoback import echoback
+from kq.cli._failed import failed
 from kq.cli._manage import managedriver, managequeue
 from kq.cli._produce import queuecommand, queuemessage
 from kq.cli._produce_calls import queuehttp, queueservice
@@ -128,6 +129,7 @@ for command in (
     consume,
     managedriver,
     managequeue,
+    failed,
     echoback,
     signing,
     watchdog,

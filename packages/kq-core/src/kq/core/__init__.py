@@ -85,10 +85,22 @@ from kq.core._http import (
 )
 from kq.core._imports import import_object, load_check
 from kq.core._inprocess import InProcessConsoleCommandConsumer
-from kq.core._loop import ATTEMPT, ConsumeLoop, Limits, LoopStats, attempt_of
+from kq.core._loop import (
+    ATTEMPT,
+    DEAD_LETTER_DELIVERIES,
+    DEAD_LETTER_ERROR,
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_REASON,
+    DEAD_LETTER_TIME,
+    ConsumeLoop,
+    Limits,
+    LoopStats,
+    attempt_of,
+)
 from kq.core._message import JSON, KQ_HEADER_PREFIX, Delivery, Message, new_message_id
 from kq.core._options import Option
 from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
+from kq.core._redrive import RedriveResult, remove_failed, retry_failed, show_failed
 from kq.core._registry import (
     CONSUMER_GROUP,
     DRIVER_GROUP,
@@ -189,6 +201,16 @@ __all__ = [
     "Limits",
     "LoopStats",
     "RetryPolicy",
+    # dead letters
+    "DEAD_LETTER_DELIVERIES",
+    "DEAD_LETTER_ERROR",
+    "DEAD_LETTER_QUEUE",
+    "DEAD_LETTER_REASON",
+    "DEAD_LETTER_TIME",
+    "RedriveResult",
+    "remove_failed",
+    "retry_failed",
+    "show_failed",
     "MessageConsumer",
     "NoopConsumer",
     "attempt_of",

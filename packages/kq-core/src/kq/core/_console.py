@@ -95,7 +95,7 @@ class ConsoleCommandConsumer(MessageConsumer):
         argv = (*self.prefix, *call.argv())
         env = dict(self._env)
         env["KQ_QUEUE"] = delivery.queue
-        env["KQ_MESSAGE_ID"] = delivery.message_id
+        env["KQ_MESSAGE_ID"] = environment_value(delivery.message_id)
         env["KQ_DELIVERY_COUNT"] = str(delivery.delivery_count)
         logger.debug("queue %s message %s: running %s", delivery.queue, delivery.message_id, list(argv))
         try:
@@ -119,6 +119,12 @@ class ConsoleCommandConsumer(MessageConsumer):
                 f"command {call.command!r} exited with status {result.exit_code}{detail}", result
             )
         return result
+
+
+def environment_value(text: str) -> str:
+    """``text`` made safe for an environment variable: a message id comes from the producer, and a NUL
+    or a lone surrogate in it would make the operating system refuse the whole environment."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def run_command(

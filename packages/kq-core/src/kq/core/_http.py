@@ -145,8 +145,12 @@ def target_host(url: str) -> str | None:
     """
     if _AMBIGUOUS.search(url):
         return None
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # a malformed IPv6 host, for one
+        return None
+    if parts.scheme not in ("http", "https") or not hostname:
         return None
     try:
         import urllib3.util
@@ -154,9 +158,9 @@ def target_host(url: str) -> str | None:
         connected = urllib3.util.parse_url(url).host
     except Exception:
         return None
-    if connected is None or connected.strip("[]").lower() != parts.hostname.lower():
+    if connected is None or connected.strip("[]").lower() != hostname.lower():
         return None
-    return parts.hostname
+    return hostname
 
 
 def url_allowed(url: str, allowed: AllowList) -> bool:
@@ -194,14 +198,13 @@ class HttpConsumer(MessageConsumer):
         request = parse_http_request(body)
         # Each message is a request of its own: no cookie set for one reaches another.
         self._session.cookies.clear()
-        url = request.url
         options = request.options
+        url = self._with_params(request.url, options.get("params"))
         self._check(url)
         follow = options.get("allow_redirects", True)
         method = request.method
         kwargs: dict[str, Any] = {
             "headers": options.get("headers"),
-            "params": options.get("params"),
             "timeout": float(options.get("timeout", DEFAULT_TIMEOUT)),
             "verify": options.get("verify", True),
             "allow_redirects": False,
@@ -220,7 +223,11 @@ class HttpConsumer(MessageConsumer):
                 break
             response.close()
             previous = urllib.parse.urlsplit(url)
-            url = urllib.parse.urljoin(url, response.headers["location"])
+            location = response.headers["location"]
+            try:
+                url = urllib.parse.urljoin(url, location)
+            except ValueError:
+                raise NotAllowedError(f"redirect to a malformed Location {location[:200]!r}") from None
             self._check(url)
             if urllib.parse.urlsplit(url)[:2] != previous[:2]:
                 # Another host, port or scheme: credentials meant for the first one stay there.
@@ -233,7 +240,6 @@ class HttpConsumer(MessageConsumer):
                 method = "GET"  # as browsers and requests do; the body is dropped
                 kwargs.pop("json", None)
                 kwargs.pop("data", None)
-            kwargs["params"] = None  # the Location carries the query
         else:
             raise ExecutionFailedError(
                 f"HTTP {request.method} {request.url}: more than {MAX_REDIRECTS} redirects"
@@ -249,6 +255,18 @@ class HttpConsumer(MessageConsumer):
                 f"HTTP {method} {url} answered {response.status_code} {response.reason}", result
             )
         return result
+
+    def _with_params(self, url: str, params: Mapping[str, Any] | None) -> str:
+        """The URL with ``params`` in its query, exactly as ``requests`` would send it: the allow-list
+        judges the URL that is requested, query included."""
+        if not params:
+            return url
+        prepared = self._requests.PreparedRequest()
+        try:
+            prepared.prepare_url(url, params)
+        except (self._requests.RequestException, ValueError, TypeError) as exc:
+            raise MessageFormatError(f"'params' cannot be added to url {url[:120]!r}: {exc}") from None
+        return str(prepared.url)
 
     def _check(self, url: str) -> None:
         if target_host(url) is None:

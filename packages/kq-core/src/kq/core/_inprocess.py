@@ -31,7 +31,7 @@ from typing import Any
 from kq.core._allow import AllowList
 from kq.core._command import parse_command
 from kq.core._config import ConsoleSettings
-from kq.core._console import CommandResult, ConsoleCommandConsumer
+from kq.core._console import CommandResult, ConsoleCommandConsumer, environment_value
 from kq.core._consumers import ConsumerContext
 from kq.core._errors import ConfigError, ExecutionFailedError, NotAllowedError
 from kq.core._imports import import_object
@@ -89,7 +89,7 @@ class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
         return {
             **self.settings.env,
             "KQ_QUEUE": delivery.queue,
-            "KQ_MESSAGE_ID": delivery.message_id,
+            "KQ_MESSAGE_ID": environment_value(delivery.message_id),
             "KQ_DELIVERY_COUNT": str(delivery.delivery_count),
             "KQ_LABEL": self._env["KQ_LABEL"],
         }
@@ -150,8 +150,8 @@ def _exit_code(value: object) -> int:
 def _environment(variables: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the call and restore the previous values afterwards."""
     saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
     try:
+        os.environ.update(variables)
         yield
     finally:
         for name, value in saved.items():

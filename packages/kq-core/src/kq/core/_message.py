@@ -117,7 +117,8 @@ class Delivery:
         """Return a :class:`Message` with this delivery's content, for republishing."""
         values: dict[str, Any] = {
             "body": self.body,
-            "content_type": self.content_type,
+            # A foreign message may have no content type; kq reads such bodies as JSON, so says so.
+            "content_type": self.content_type or JSON,
             "headers": dict(self.headers),
             "routing_key": self.routing_key,
             "message_id": self.message_id,

@@ -154,7 +154,11 @@ class Verifier:
             signed_at = float(headers.get(SIGNED_AT, ""))
         except ValueError:
             raise SignatureError("bad-signature", "the signature's kq-signed-at is not a time") from None
-        if not any(hmac.compare_digest(signature, self._digest(key, queue, delivery)) for queue in queues):
+        # Bytes, not str: compare_digest refuses non-ASCII text, and a header can hold anything.
+        given = signature.encode(errors="surrogateescape")
+        if not any(
+            hmac.compare_digest(given, self._digest(key, queue, delivery).encode()) for queue in queues
+        ):
             raise SignatureError(
                 "bad-signature",
                 "the signature does not match: the message was altered, or "
