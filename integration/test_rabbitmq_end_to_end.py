@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,30 @@ def test_managequeue_actions(space: Workspace, queue: str, rabbitmq: RabbitMQEnd
     assert space.kq_json("managequeue", "info", queue)["exists"] is False
     if rabbitmq.management_url:
         assert queue not in space.kq_json("managequeue", "list-available")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("password", "the broker refused the user name or password"),
+        ("vhost", "the broker refused access to the virtual host"),
+    ],
+)
+def test_refused_connections_say_why_without_credentials(
+    workspace: Workspace, rabbitmq: RabbitMQEndpoint, queue: str, change: str, reason: str
+) -> None:
+    url = pika.URLParameters(rabbitmq.amqp_url)
+    user = url.credentials.username
+    password = "wrong-hunter2" if change == "password" else url.credentials.password
+    vhost = "kq-no-such-vhost" if change == "vhost" else urllib.parse.quote(url.virtual_host, safe="")
+    bad = f"amqp://{user}:{password}@{url.host}:{url.port}/{vhost}"
+    workspace.write_config(_config(rabbitmq, queue).replace(rabbitmq.amqp_url, bad), recorder=False)
+    done = workspace.kq("managequeue", "info", queue, check=False)
+    assert done.returncode == 69, done.stderr
+    [line] = done.stderr.strip().splitlines()  # one line, no pika traceback at the default level
+    assert line.startswith(f"kq: error: cannot connect to RabbitMQ at {url.host}:{url.port}/")
+    assert reason in line
+    assert password not in done.stderr + done.stdout
 
 
 def test_php_shaped_message_from_plain_pika_is_executed(

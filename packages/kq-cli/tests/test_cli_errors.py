@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from kq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli
+from kq.cli._common import CLIENT_LIBRARY_LOGGERS
 
 
 def kq(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -191,3 +193,27 @@ def test_config_option_wins_over_kq_toml(workdir: Path) -> None:
     result = kq("--config", "good.toml", "managequeue", "list-configured")
     assert result.exit_code == EXIT_OK, result.output
     assert result.output.startswith("jobs: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "kq_level", "library_level"),
+    [
+        ([], logging.INFO, logging.CRITICAL + 1),
+        (["-q"], logging.WARNING, logging.CRITICAL + 1),
+        (["-v"], logging.DEBUG, logging.WARNING),
+        (["-vv"], logging.DEBUG, logging.DEBUG),
+        (["--log-level", "DEBUG"], logging.DEBUG, logging.WARNING),
+    ],
+)
+def test_broker_client_libraries_are_heard_from_at_debug_only(
+    args: list[str], kq_level: int, library_level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pika logs a refused connection as ERROR lines with a traceback; kq says it in one line."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # let basicConfig configure, then put things back
+    monkeypatch.setattr(root, "level", root.level)
+    for name in CLIENT_LIBRARY_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    assert kq(*args, "managequeue", "help").exit_code == EXIT_OK
+    assert root.level == kq_level
+    assert {logging.getLogger(name).level for name in ("pika", "botocore", "stomp")} == {library_level}

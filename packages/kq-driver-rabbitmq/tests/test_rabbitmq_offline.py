@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import pika
 import pika.spec
 import pytest
+from click.testing import CliRunner
 
-from kq.core import ConfigError, DriverSpec, QueueSpec, load_driver_class
+from kq.cli import EXIT_UNAVAILABLE, cli
+from kq.core import BrokerUnavailableError, ConfigError, DriverSpec, QueueSpec, load_driver_class
 from kq.drivers.rabbitmq import RabbitMQDriver
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 from kq.drivers.rabbitmq._topology import Topology
@@ -155,3 +159,35 @@ def _bare_consumer() -> RabbitMQConsumer:
     consumer = RabbitMQConsumer.__new__(RabbitMQConsumer)
     consumer.queue = _queue("demo")
     return consumer
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_broker_is_named_without_credentials() -> None:
+    driver = _driver(url=f"amqp://kq:hunter2-secret@127.0.0.1:{_closed_port()}/%2F")
+    with pytest.raises(BrokerUnavailableError) as caught:
+        driver.connect()
+    message = str(caught.value)
+    assert message.startswith("cannot connect to RabbitMQ at 127.0.0.1:")
+    assert message.endswith("/%2F (driver rabbit): connection refused")
+    assert "hunter2" not in message
+    # A ConnectionError, so consume loops and producers treat it as a connection to retry.
+    assert isinstance(caught.value, RabbitMQDriver.connection_errors)
+
+
+def test_cli_reports_an_unreachable_broker_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kq.toml").write_text(
+        f'[drivers.rabbit]\ntype = "rabbitmq"\nurl = "amqp://kq:hunter2-secret@127.0.0.1:{_closed_port()}/%2F"\n'
+    )
+    result = CliRunner().invoke(cli, ["managequeue", "info", "jobs", "-i", "rabbit"])
+    assert result.exit_code == EXIT_UNAVAILABLE
+    assert result.output.startswith("kq: error: cannot connect to RabbitMQ at 127.0.0.1:")
+    assert "connection refused" in result.output
+    assert "hunter2" not in result.output

@@ -22,7 +22,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 #: The command line is wrong (click's own usage errors use it too).
 EXIT_USAGE = 2
-#: A driver's client library or module is missing (sysexits EX_UNAVAILABLE).
+#: A driver's client library or module is missing, or the broker is unreachable (sysexits EX_UNAVAILABLE).
 EXIT_UNAVAILABLE = 69
 #: The configuration file is invalid (sysexits EX_CONFIG).
 EXIT_CONFIG = 78
@@ -59,13 +59,29 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
+#: Loggers of the broker client libraries the drivers use.
+CLIENT_LIBRARY_LOGGERS = ("pika", "botocore", "boto3", "urllib3", "stomp", "stomp.py")
+
+
 def configure_logging(level: str, verbose: int, quiet: int) -> None:
     """Send library logs to stderr at the chosen level (``-v`` lowers it, ``-q`` raises it)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
-    numeric = max(logging.DEBUG, min(logging.CRITICAL, numeric - 10 * verbose + 10 * quiet))
+    wanted = numeric - 10 * verbose + 10 * quiet
+    numeric = max(logging.DEBUG, min(logging.CRITICAL, wanted))
     logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr)
+    # The broker clients log their own view of what kq reports in its words (pika logs a refused
+    # connection as three ERROR lines and a traceback): they are heard from at DEBUG only, and all
+    # of them one level further (-vv).
+    if wanted < logging.DEBUG:
+        libraries = logging.DEBUG
+    elif wanted == logging.DEBUG:
+        libraries = logging.WARNING
+    else:
+        libraries = logging.CRITICAL + 1
+    for name in CLIENT_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(libraries)
 
 
 def format_option(function: F) -> F:
@@ -140,11 +156,11 @@ def parse_pairs(values: Iterable[str], option: str, *, allow_flags: bool) -> dic
 
 def exit_code_for(error: BaseException) -> int | None:
     """The exit code for a kq error, or ``None`` when ``error`` is not one of kq's."""
-    from kq.core import ConfigError, DriverNotInstalledError, KqError
+    from kq.core import BrokerUnavailableError, ConfigError, DriverNotInstalledError, KqError
 
     if isinstance(error, ConfigError):
         return EXIT_CONFIG
-    if isinstance(error, DriverNotInstalledError):
+    if isinstance(error, (DriverNotInstalledError, BrokerUnavailableError)):
         return EXIT_UNAVAILABLE
     if isinstance(error, KqError):
         return EXIT_FAILURE

@@ -53,6 +53,7 @@ from kq.core._consumers import (
 )
 from kq.core._driver import STANDARD_ACTIONS, Capabilities, Consumer, Driver, Producer, QueueManager
 from kq.core._errors import (
+    BrokerUnavailableError,
     ConfigError,
     ConsumerClosedError,
     DeliveryStateError,
@@ -253,6 +254,7 @@ __all__ = [
     "WatchdogError",
     "WorkerInstance",
     # errors
+    "BrokerUnavailableError",
     "ConfigError",
     "ConsumerClosedError",
     "DeliveryStateError",

@@ -37,6 +37,14 @@ class UnknownDriverError(KqError):
         super().__init__(f"unknown {what} '{name}'; available: {listing}")
 
 
+class BrokerUnavailableError(KqError, ConnectionError):
+    """The broker cannot be reached, or refused the connection (credentials, virtual host).
+
+    Drivers raise it with the broker's address (never its credentials) and the cause. It is a
+    :class:`ConnectionError`, so consume loops treat it as a lost connection: they log it and retry.
+    """
+
+
 class DriverNotInstalledError(KqError):
     """A driver is registered but its module or client library cannot be imported."""
 

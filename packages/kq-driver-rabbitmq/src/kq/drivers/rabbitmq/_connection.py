@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from kq.core import ConfigError
@@ -62,8 +63,30 @@ def _tls_context(options: Mapping[str, Any], key: str, source: str | None) -> ss
 
 
 def describe(parameters: pika.URLParameters) -> str:
-    """``host:port/vhost`` without credentials, for log lines."""
-    return f"{parameters.host}:{parameters.port}/{parameters.virtual_host}"
+    """``host:port/vhost`` (the virtual host quoted as in a URL: ``/`` is ``%2F``) without credentials,
+    for log lines."""
+    return f"{parameters.host}:{parameters.port}/{urllib.parse.quote(parameters.virtual_host, safe='')}"
+
+
+def connection_failure(error: BaseException) -> str:
+    """Why pika could not connect, in words: pika's own messages are often empty or nested."""
+    if isinstance(error, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError):
+        return "the broker refused the user name or password (check the URL's credentials)"
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+        return (
+            "the broker refused access to the virtual host (check the URL's path and the user's permissions)"
+        )
+    if isinstance(error, pika.exceptions.IncompatibleProtocolError):
+        return "the server did not answer as an AMQP 0-9-1 broker (is this the AMQP port?)"
+    cause: object = error
+    # pika wraps the socket error: AMQPConnectionError(AMQPConnectorSocketConnectError(OSError(...)))
+    while isinstance(cause, pika.exceptions.AMQPConnectionError) and cause.args:
+        cause = cause.args[0]
+    cause = getattr(cause, "exception", cause)
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    text = str(cause) or repr(cause)
+    return text if text != "()" else type(error).__name__
 
 
 def close_quietly(connection: BlockingConnection) -> None:

@@ -12,6 +12,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from kq.core import (
     STANDARD_ACTIONS,
+    BrokerUnavailableError,
     Capabilities,
     ConfigError,
     Consumer,
@@ -22,7 +23,7 @@ from kq.core import (
     QueueManager,
     QueueSpec,
 )
-from kq.drivers.rabbitmq._connection import connection_parameters, describe
+from kq.drivers.rabbitmq._connection import connection_failure, connection_parameters, describe
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
 QUEUE_TYPES = ("classic", "quorum", "stream")
@@ -119,8 +120,18 @@ class RabbitMQDriver(Driver):
             )
 
     def connect(self) -> BlockingConnection:
-        """A new blocking connection to the broker."""
-        return BlockingConnection(self.parameters)
+        """A new blocking connection to the broker.
+
+        Raises:
+            BrokerUnavailableError: the broker cannot be reached or refused the connection.
+        """
+        try:
+            return BlockingConnection(self.parameters)
+        except pika.exceptions.AMQPConnectionError as exc:
+            raise BrokerUnavailableError(
+                f"cannot connect to RabbitMQ at {self.describe()} (driver {self.name}): "
+                f"{connection_failure(exc)}"
+            ) from exc
 
     def describe(self) -> str:
         """``host:port/vhost`` for log lines (no credentials)."""
