@@ -17,7 +17,17 @@ import pika
 import psutil
 import pytest
 
-from kq.core import App, ConsumeLoop, Delivery, Limits, MessageConsumer, parse_config
+from kq.core import (
+    App,
+    ConsumeLoop,
+    Delivery,
+    Limits,
+    MessageConsumer,
+    parse_config,
+    remove_failed,
+    retry_failed,
+    show_failed,
+)
 from kq.core.testing import Workspace, unique_queue_name
 
 if TYPE_CHECKING:
@@ -303,4 +313,55 @@ def test_retry_reaches_only_its_own_queue_when_the_exchange_is_shared(
             assert manager.info(second)["messages"] == 1, "the other queue must not receive the retried copy"
         finally:
             for name in (first, second):
+                manager.delete(name)
+
+
+class _AlwaysFailing(MessageConsumer):
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        raise RuntimeError(f"cannot handle {body!r}")
+
+
+class _Recording(MessageConsumer):
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        self.ids.append(delivery.message_id)
+        return body
+
+
+def test_dead_letters_are_shown_retried_and_removed_on_a_real_broker(
+    rabbitmq: RabbitMQEndpoint, tmp_path: Path
+) -> None:
+    """Browsing the dead-letter queue settles nothing it does not act on: RabbitMQ gets the other
+    deliveries back when the browsing channel closes, in their order."""
+    queue = unique_queue_name("redrive")
+    config = parse_config(
+        {
+            "default_driver": "rabbit",
+            "drivers": {"rabbit": {"type": "rabbitmq", "url": rabbitmq.amqp_url}},
+            "queues": {queue: {"consumer": "noop", "retry": {"max_attempts": 2, "delay": 0.2}}},
+        },
+        root=str(tmp_path),
+    )
+    with App(config) as app:
+        driver, spec = app.queue(queue)
+        manager = driver.queue_manager()
+        try:
+            producer = app.producer(queue)
+            ids = [producer.publish(f'{{"n": {n}}}', routing_key=f"job.{n}").message_id for n in range(3)]
+            app.consume_loop(queue, handler=_AlwaysFailing(), limits=Limits(messages=6, time=30)).run()
+            shown = show_failed(app, queue, idle=0.5)
+            assert [item["message_id"] for item in shown] == ids
+            assert {(item["reason"], item["attempts"]) for item in shown} == {("failed", 2)}
+            assert manager.info(spec.failed_queue)["messages"] == 3, "show must leave every dead letter"
+            assert retry_failed(app, queue, [ids[1]], idle=0.5).done == (ids[1],)
+            assert remove_failed(app, queue, [ids[2]], idle=0.5).done == (ids[2],)
+            assert [item["message_id"] for item in show_failed(app, queue, idle=0.5)] == [ids[0]]
+            worker = _Recording()
+            app.consume_loop(queue, handler=worker, limits=Limits(messages=1, time=30)).run()
+            assert worker.ids == [ids[1]]
+            assert manager.info(queue)["messages"] == 0
+        finally:
+            for name in (queue, spec.failed_queue):
                 manager.delete(name)
