@@ -365,3 +365,49 @@ def test_dead_letters_are_shown_retried_and_removed_on_a_real_broker(
         finally:
             for name in (queue, spec.failed_queue):
                 manager.delete(name)
+
+
+class _FailingOnce(MessageConsumer):
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        self.runs.append(delivery.headers.get("kq-attempt", "1"))
+        if len(self.runs) == 1:
+            raise RuntimeError("failing once")
+        return body
+
+
+def test_a_signed_message_retried_through_a_delay_queue_still_verifies(
+    rabbitmq: RabbitMQEndpoint, tmp_path: Path
+) -> None:
+    """The delay queue dead-letters the copy back (RabbitMQ adds x-death headers on the way): the
+    signature made for the retry must still check, on a queue that requires signatures."""
+    queue = unique_queue_name("signedretry")
+    config = parse_config(
+        {
+            "default_driver": "rabbit",
+            "drivers": {"rabbit": {"type": "rabbitmq", "url": rabbitmq.amqp_url}},
+            "queues": {
+                queue: {
+                    "consumer": "noop",
+                    "require_signature": True,
+                    "retry": {"max_attempts": 2, "delay": 0.3},
+                }
+            },
+        },
+        root=str(tmp_path),
+    )
+    with App(config) as app:
+        driver, spec = app.queue(queue)
+        manager = driver.queue_manager()
+        try:
+            app.producer(queue).publish(b'"signed"')
+            handler = _FailingOnce()
+            loop = app.consume_loop(queue, handler=handler, limits=Limits(messages=2, time=30))
+            loop.run()
+            assert handler.runs == ["1", "2"]
+            assert (loop.stats.consumed, loop.stats.retried, loop.stats.dead_lettered) == (1, 1, 0)
+        finally:
+            for name in (queue, spec.failed_queue):
+                manager.delete(name)

@@ -243,6 +243,23 @@ def test_retry_sends_each_message_to_its_own_queue(app: App) -> None:
     assert [d.message_id for d in sms_worker.deliveries] == sms
 
 
+def test_one_message_id_failed_on_two_queues_goes_back_to_both(app: App) -> None:
+    """Found in review: copies were grouped by message id alone, so the sms copy of a message also sent
+    to mail was acknowledged without being queued again."""
+    message = Message(b'"both"')
+    for queue in ("mail", "sms"):
+        app.producer(queue).send([message])
+        consume(app, queue, Failing(), 1)
+    result = retry_failed(app, "mail", idle=IDLE)
+    assert result.targets == {message.message_id: "mail, sms"}
+    mail_worker, sms_worker = Recording(), Recording()
+    consume(app, "mail", mail_worker, 1)
+    consume(app, "sms", sms_worker, 1)
+    assert [d.message_id for d in mail_worker.deliveries] == [message.message_id]
+    assert [d.message_id for d in sms_worker.deliveries] == [message.message_id]
+    assert ids_in(app, "mail") == []
+
+
 def test_retry_reports_unknown_ids_and_does_the_others(app: App) -> None:
     ids = dead_letter(app)
     result = retry_failed(app, "jobs", ["nope", ids[0], ids[0]], idle=IDLE)

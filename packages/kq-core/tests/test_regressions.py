@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -192,3 +193,41 @@ def test_a_message_without_content_type_can_be_dead_lettered() -> None:
     )
     assert delivery.to_message().content_type == "application/json"
     driver.producer("q").publish(delivery.to_message())
+
+
+class _AlwaysFailing(MessageConsumer):
+    accepted_content_types = None
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        raise RuntimeError("failing on purpose")
+
+
+@pytest.mark.parametrize("retry", [None, {"max_attempts": 3, "delay": 0}])
+def test_a_foreign_header_name_neither_crashes_the_worker_nor_traps_the_message(
+    retry: dict[str, Any] | None,
+) -> None:
+    """A header name kq cannot publish (a PHP producer's "X-Php Trace") made dead-lettering fail
+    forever (requeued every 5 s) and, with a retry policy, crashed the worker."""
+    queue: dict[str, Any] = {"consumer": "noop"} | ({"retry": retry} if retry else {})
+    config = parse_config(
+        {"default_driver": "m", "drivers": {"m": {"type": "memory"}}, "queues": {"jobs": queue}}
+    )
+    with App(config) as app:
+        driver, _ = app.queue("jobs")
+        message = Message(b'"x"', headers={"x-ok": "1"})
+        object.__setattr__(message, "headers", {"x-ok": "1", "X-Php Trace": "abc", "a:b": "c"})
+        driver.producer("jobs").publish(message)
+        loop = app.consume_loop("jobs", handler=_AlwaysFailing(), limits=Limits(messages=1, time=5))
+        loop.run()  # must not raise
+        # The memory driver cannot queue a copy with such headers either: the message is dead-lettered.
+        assert (loop.stats.retried, loop.stats.dead_lettered, loop.stats.requeued) == (0, 1, 0)
+        with driver.consumer("jobs.failed") as consumer:
+            dead = consumer.receive(1)
+            assert dead is not None
+        assert dead.headers["x-ok"] == "1"
+        assert "X-Php Trace" not in dead.headers
+        assert json.loads(dead.headers["kq-dead-letter-foreign-headers"]) == {
+            "X-Php Trace": "abc",
+            "a:b": "c",
+        }
+        assert dead.headers["kq-dead-letter-reason"] == "failed"

@@ -288,3 +288,129 @@ def test_verifier_replay_cache_forgets_beyond_the_window() -> None:
     verifier.verify(fresh, ["q"])
     assert len(verifier._seen) == 1, "the expired nonce should have been forgotten"
     assert NONCE in fresh.headers
+
+
+# --- found by review (issue 6): each failed before its fix ------------------------------------------
+
+
+def _forced(message: Message, headers: dict[str, str]) -> Message:
+    """``message`` with headers no kq producer can send, as a foreign producer or an attacker may."""
+    object.__setattr__(message, "headers", headers)
+    return message
+
+
+def test_a_header_renamed_across_the_colon_is_refused() -> None:
+    """``x-role: user:admin`` and ``x-role:user: admin`` used to sign alike."""
+    with _app({"k1": KEY_1}) as app:
+        signed = app.signer.sign(Message(encode_json("hello"), headers={"x-role": "user:admin"}), "jobs")
+        renamed = {k: v for k, v in signed.headers.items() if k != "x-role"} | {"x-role:user": "admin"}
+        _raw(app, _forced(signed, renamed))
+        [failure] = _run(app)
+        assert failure.reason == "bad-signature"
+        assert "cannot come from a kq producer" in str(failure.error)
+        assert _Recorder.executed == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_signed_at_that_is_not_a_time_is_refused(value: str) -> None:
+    with _app({"k1": KEY_1}) as app:
+        signed = _signed(app)
+        _raw(app, dataclasses.replace(signed, headers={**signed.headers, SIGNED_AT: value}))
+        [failure] = _run(app)
+        assert failure.reason == "bad-signature"
+        assert _Recorder.executed == []
+
+
+def test_the_dead_letter_queue_keeps_the_signature_requirement_of_its_queue() -> None:
+    """A queue that opts in with require_signature = true: an unsigned message it refused must not run
+    when its dead-letter queue is consumed."""
+    with _app({"k1": KEY_1}) as app:
+        _raw(app, Message(encode_json("rm -rf")))
+        assert [f.reason for f in _run(app)] == ["unsigned"]
+        assert [f.reason for f in _run(app, queue="jobs.failed")] == ["unsigned"]
+        assert _Recorder.executed == []
+
+
+def test_the_dead_letter_queue_of_a_queue_without_signatures_accepts_unsigned_messages() -> None:
+    config = parse_config(
+        {
+            "default_driver": "mem",
+            "drivers": {"mem": {"type": "memory"}},
+            "queues": {"legacy": {"consumer": "console_command", "require_signature": False}},
+            "signing": {"keys": {"k1": KEY_1}},
+        }
+    )
+    with App(config) as app:
+        driver, _ = app.queue("legacy")
+        driver.producer("legacy").publish(Message(encode_json("fail")))
+        _run(app, queue="legacy")
+        assert [f.reason for f in _run(app, queue="legacy.failed")] == ["failed"]
+        assert _Recorder.executed == ["fail"]  # ran again from the dead-letter queue
+
+
+def test_zero_configuration_dead_letter_queue_accepts_what_was_signed_for_its_queue(
+    tmp_path: Path,
+) -> None:
+    """With no queue configured, `kq consume demo.failed` used to refuse every dead letter of demo as
+    bad-signature (it accepted only signatures made for demo.failed)."""
+    config = parse_config({"drivers": {"default": {"type": "memory"}}}, root=str(tmp_path))
+    with App(config) as app:
+        app.producer("demo").publish(encode_json("fail"))
+        assert [f.reason for f in _run(app, queue="demo")] == ["failed"]
+        assert [f.reason for f in _run(app, queue="demo.failed")] == ["failed"]
+        assert _Recorder.executed == ["fail"]  # ran again from the dead-letter queue
+        assert app.signed_for("demo.failed") == {"demo", "demo.failed"}
+
+
+def test_a_message_requeued_by_its_worker_is_not_taken_for_a_replay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the dead-letter queue cannot be written to, the message goes back to its queue; the same
+    worker used to refuse it as `replayed` when it came back, losing the real failure."""
+    with _app({"k1": KEY_1}) as app:
+        app.producer("jobs").publish(encode_json("fail"))
+        driver, _ = app.queue("jobs")
+        real = type(driver.producer("jobs.failed")).publish
+        broken = {"times": 1}
+
+        def publish(self: Any, message: Message) -> Any:
+            if self.queue.name == "jobs.failed" and broken["times"]:
+                broken["times"] -= 1
+                raise RuntimeError("dead-letter queue unavailable")
+            return real(self, message)
+
+        monkeypatch.setattr(type(driver.producer("jobs.failed")), "publish", publish)
+        monkeypatch.setattr("kq.core._loop.RETRY_DEAD_LETTER_AFTER", 0.0)
+        failures = _run(app, count=2)
+        assert [(f.reason, f.outcome) for f in failures] == [
+            ("failed", "requeued"),
+            ("failed", "dead-lettered"),
+        ]
+        assert _Recorder.executed == ["fail", "fail"]
+
+
+def test_no_secret_in_reprs(tmp_path: Path) -> None:
+    with _app({"k1": KEY_1}) as app:
+        assert KEY_1 not in repr(app.signer)
+        assert KEY_1 not in repr(app.config.signing)
+        assert KEY_1 not in repr(app.config)
+
+
+def test_a_key_file_others_can_read_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key_file = tmp_path / "open.key"
+    key_file.write_text(KEY_1)
+    os.chmod(key_file, 0o644)
+    with caplog.at_level(logging.WARNING):
+        signer = App(parse_config({"signing": {"keys": {"k1": "file:open.key"}}}, root=str(tmp_path))).signer
+    assert signer.key == KEY_1.encode()  # used, with the warning
+    assert "can be read by other users (mode 644)" in caplog.text
+    assert f"chmod 600 {key_file}" in caplog.text
+    assert KEY_1 not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "value", ["/etc/kq/keys/production-2026-11.key", "./keys/production-2026-11", "~/kq.key"]
+)
+def test_a_path_without_file_prefix_is_not_taken_for_a_key(value: str) -> None:
+    with pytest.raises(ConfigError, match=r'looks like a path, not a key: write it as "file:PATH"'):
+        assert App(parse_config({"signing": {"keys": {"k1": value}}})).signer is None

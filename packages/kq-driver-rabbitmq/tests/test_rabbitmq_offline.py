@@ -191,3 +191,30 @@ def test_cli_reports_an_unreachable_broker_in_one_line(
     assert result.output.startswith("kq: error: cannot connect to RabbitMQ at 127.0.0.1:")
     assert "connection refused" in result.output
     assert "hunter2" not in result.output
+
+
+def test_queues_sharing_an_exchange_accept_each_others_signatures() -> None:
+    """Found in review: sources() was the queue alone, so a message signed for `first` that the broker
+    routed into `second` was refused there as bad-signature."""
+    driver = _driver(
+        [_queue("first", exchange="shared"), _queue("second", exchange="shared"), _queue("alone")]
+    )
+    assert driver.sources("second") == {"first", "second"}
+    assert driver.sources("first") == {"first", "second"}
+    assert driver.sources("alone") == {"alone"}
+    assert driver.sources("unconfigured") == {"unconfigured"}
+
+
+def test_broker_bookkeeping_headers_are_not_the_producers() -> None:
+    """Found by the integration test of signed retries: the x-death headers RabbitMQ adds when a delay
+    queue dead-letters a copy back broke its signature."""
+    consumer = object.__new__(RabbitMQConsumer)
+    consumer.queue = _queue()
+    method = pika.spec.Basic.Deliver(delivery_tag=1, routing_key="k", redelivered=False)
+    properties = pika.BasicProperties(
+        headers={"x-death": [{"count": 1}], "x-first-death-queue": "kq.delay", "x-user": "ops"},
+        message_id="m1",
+        content_type="application/json",
+    )
+    delivery = consumer._delivery(method, properties, b"{}")
+    assert delivery.headers == {"x-user": "ops"}

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from kq.core._config import Config, ListenerSpec, load_config
 from kq.core._consumers import ConsumerContext, MessageConsumer, build_consumer
 from kq.core._driver import Driver
-from kq.core._errors import ConfigError, UnknownDriverError, UnknownQueueError
+from kq.core._errors import ConfigError, KqError, UnknownDriverError, UnknownQueueError
 from kq.core._events import EventDispatcher
 from kq.core._http import HttpProducer
 from kq.core._imports import import_object
@@ -163,10 +163,43 @@ class App:
                 f"name a driver with -i to use an unconfigured queue"
             )
         spec = instance.queue(queue)
-        if dead_letter_of:
-            # Consuming a dead-letter queue re-runs its messages: with the original queue's consumer.
-            spec = dataclasses.replace(spec, consumer=dead_letter_of[0].consumer)
+        origin = dead_letter_of[0] if dead_letter_of else self._unconfigured_origin(instance, queue)
+        if origin is not None:
+            # Consuming a dead-letter queue re-runs its messages: with the original queue's consumer,
+            # under the same signature requirement.
+            spec = dataclasses.replace(
+                spec, consumer=origin.consumer, require_signature=origin.require_signature
+            )
         return instance, spec
+
+    def dead_letter_origins(self, queue: str, driver: str | None = None) -> list[QueueSpec]:
+        """The queues whose dead-letter queue ``queue`` is (configured ones, or the unconfigured queue
+        ``demo`` for ``demo.failed`` where unconfigured queues are accepted)."""
+        origins = [q for q in self.config.queues.values() if q.failed_queue == queue]
+        if origins or queue in self.config.queues:
+            return origins
+        instance, _ = self.queue(queue, driver)
+        origin = self._unconfigured_origin(instance, queue)
+        return [origin] if origin is not None else []
+
+    def signed_for(self, queue: str, driver: str | None = None) -> set[str]:
+        """The queues whose signatures a worker of ``queue`` accepts: itself, the queues the broker
+        routes into it, and, for a dead-letter queue, those of the queues it holds the failures of."""
+        instance, spec = self.queue(queue, driver)
+        sources = instance.sources(spec.name)
+        for origin in self.dead_letter_origins(spec.name, instance.name):
+            sources |= {origin.name} | instance.sources(origin.name)
+        return sources
+
+    def _unconfigured_origin(self, instance: Driver, queue: str) -> QueueSpec | None:
+        base, dot, suffix = queue.rpartition(".")
+        if not (dot and base and suffix == "failed") or base in self.config.queues:
+            return None
+        try:
+            origin = instance.queue(base)
+        except KqError:
+            return None
+        return origin if origin.failed_queue == queue else None
 
     def producer(self, queue: str, driver: str | None = None) -> GenericMessageProducer:
         """A producer of raw bodies for ``queue``."""
@@ -214,9 +247,7 @@ class App:
         required = spec.require_signature
         if required is None:
             required = spec.consumer in self.config.signing.require
-        sources = instance.sources(spec.name) | {
-            q.name for q in self.config.queues.values() if q.failed_queue == spec.name
-        }
+        sources = self.signed_for(spec.name, instance.name)
         return ConsumeLoop(
             instance,
             spec.name,

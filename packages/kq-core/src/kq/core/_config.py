@@ -137,7 +137,7 @@ class SigningSettings:
             ``require_signature`` overrides).
     """
 
-    keys: Mapping[str, str] = field(default_factory=dict)
+    keys: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets: never in a repr
     sign_with: str | None = None
     max_age: float = 86400.0
     require: tuple[str, ...] = SIGNED_CONSUMERS

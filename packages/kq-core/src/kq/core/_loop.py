@@ -4,13 +4,16 @@ The loop owns everything drivers should not have to re-implement: limits (messag
 stop requests (signals), events, acknowledgement after the handler returns, the failure policy, lease
 extension for long handlers, and reconnection after the driver's declared connection errors.
 
-Failure policy (a retry policy with backoff comes later): a message that fails is published to the
-queue's dead-letter queue (``<queue>.failed`` unless configured) with ``kq-dead-letter-*`` headers saying
-why, then acknowledged. If even that publish fails, the message is requeued so that nothing is lost.
+Failure policy: a message whose execution fails is retried as the queue's retry policy says (a copy
+with ``kq-attempt`` increased, visible after a backoff delay); after its last attempt, or at once when
+it can never succeed, it is published to the queue's dead-letter queue (``<queue>.failed`` unless
+configured) with ``kq-dead-letter-*`` headers saying why, then acknowledged. If even that publish fails,
+the message is requeued so that nothing is lost.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -23,7 +26,7 @@ from kq.core._consumers import MessageConsumer
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import KqError, MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
-from kq.core._message import Delivery
+from kq.core._message import Delivery, is_portable_header_name
 from kq.core._resources import MemoryGauge
 from kq.core._signing import SignatureError, Signer, Verifier
 
@@ -37,6 +40,8 @@ DEAD_LETTER_ERROR = "kq-dead-letter-error"
 DEAD_LETTER_QUEUE = "kq-original-queue"
 DEAD_LETTER_TIME = "kq-dead-lettered-at"
 DEAD_LETTER_DELIVERIES = "kq-delivery-count"
+#: Headers of a dead letter whose names kq cannot publish, as a JSON object.
+DEAD_LETTER_FOREIGN_HEADERS = "kq-dead-letter-foreign-headers"
 
 #: Seconds before a message that could not be dead-lettered is tried again.
 RETRY_DEAD_LETTER_AFTER = 5.0
@@ -246,6 +251,20 @@ class ConsumeLoop:
         if keeper is not None:
             keeper.watch(consumer, delivery)
         try:
+            self._handle_once(consumer, delivery, keeper, started)
+        except BaseException as exc:
+            # Not settled, or settled on a connection that broke (the ack may never have reached the
+            # broker): the broker will deliver it again, and that is not a replay.
+            if self.verifier is not None and (
+                not delivery.settled or isinstance(exc, self.driver.connection_errors)
+            ):
+                self.verifier.forget(delivery)
+            raise
+
+    def _handle_once(
+        self, consumer: Consumer, delivery: Delivery, keeper: _LeaseKeeper | None, started: float
+    ) -> None:
+        try:
             outcome = self._process(delivery)
         finally:
             # Settle only once the keeper has let go of the delivery, so no extension races the ack.
@@ -367,11 +386,13 @@ class ConsumeLoop:
             delay = caps.max_delay
         headers = dict(delivery.headers)
         headers[ATTEMPT] = str(event.attempt + 1)
-        if self.signer is not None:
-            # A copy is a new message for the replay cache: a new nonce, valid from when it is due.
-            copy = delivery.to_message(headers=headers, delay=delay)
-            headers = dict(self.signer.sign(copy, delivery.queue, valid_from=time.time() + delay).headers)
         try:
+            if self.signer is not None and all(map(is_portable_header_name, headers)):
+                # A copy is a new message for the replay cache: a new nonce, valid from when it is due.
+                # (A message with header names kq cannot send was not checked: no queue verifying
+                # signatures accepts one. It is retried as it came.)
+                copy = delivery.to_message(headers=headers, delay=delay)
+                headers = dict(self.signer.sign(copy, delivery.queue, valid_from=time.time() + delay).headers)
             consumer.retry(delivery, headers, delay=delay)
         except self.driver.connection_errors:
             raise
@@ -412,6 +433,8 @@ class ConsumeLoop:
             # Keep the message, but do not let a broken dead-letter queue turn into a hot retry loop.
             delay = RETRY_DEAD_LETTER_AFTER if self.driver.capabilities.delayed_delivery else 0.0
             consumer.reject(delivery, requeue=True, delay=delay)
+            if self.verifier is not None:
+                self.verifier.forget(delivery)  # it comes back as it was: not a replay
             self.stats.requeued += 1
             if not delay:
                 self._stop.wait(RETRY_DEAD_LETTER_AFTER)
@@ -449,6 +472,11 @@ class ConsumeLoop:
         headers[DEAD_LETTER_QUEUE] = delivery.queue
         headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
+        foreign = {name: value for name, value in headers.items() if not is_portable_header_name(name)}
+        if foreign:
+            # Names a foreign producer may send but kq cannot publish ("X-Php Trace"): kept, in one header.
+            headers = {name: value for name, value in headers.items() if name not in foreign}
+            headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False)
         self.driver.producer(target).publish(delivery.to_message(headers=headers))
 
 

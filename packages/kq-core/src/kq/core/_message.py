@@ -31,6 +31,11 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
+def is_portable_header_name(name: object) -> bool:
+    """Whether ``name`` is a header name kq producers accept (letters, digits, ``_``, ``-``, ``.``)."""
+    return isinstance(name, str) and _HEADER_NAME.match(name) is not None
+
+
 def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Validate portable headers and return them as a plain dict.
 
@@ -39,7 +44,7 @@ def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """
     checked: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not is_portable_header_name(name):
             raise MessageFormatError(
                 f"header name {name!r} is not portable: use letters, digits, '_', '-' and '.' (at most 128)"
             )

@@ -34,6 +34,7 @@ from kq.core._loop import (
     ATTEMPT,
     DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_ERROR,
+    DEAD_LETTER_FOREIGN_HEADERS,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON,
     DEAD_LETTER_TIME,
@@ -66,6 +67,7 @@ REDRIVE_DROPPED_HEADERS = frozenset(
         DEAD_LETTER_QUEUE,
         DEAD_LETTER_TIME,
         DEAD_LETTER_DELIVERIES,
+        DEAD_LETTER_FOREIGN_HEADERS,
     }
 )
 #: Signature outcomes that still prove the content is authentic (only its age or reuse is wrong).
@@ -404,22 +406,33 @@ class _Retrier:
     def run(self, selected: Mapping[str, list[Delivery]]) -> None:
         self._selected = [d for copies in selected.values() for d in copies]
         by_target: dict[str, list[_Copy]] = {}
-        for message_id, copies in selected.items():
-            target = copies[0].headers.get(DEAD_LETTER_QUEUE) or self.queue
-            refusal = self._refusal(copies[0], target)
-            if refusal is not None:
-                self._fail(copies[0], refusal)
-                continue
-            try:
-                message = self._cleaned(copies[0])
-            except KqError as exc:  # a foreign message kq cannot publish as it is (no content type, ...)
-                self._fail(copies[0], f"cannot be published again: {exc}")
-                continue
-            self.targets[message_id] = target
-            by_target.setdefault(target, []).append(_Copy(copies, message))
+        for message_id, all_copies in selected.items():
+            # Copies of one message are handled once per queue it failed on: queues sharing a
+            # dead-letter queue (or one message id reused on two queues) each get their own back.
+            per_target: dict[str, list[Delivery]] = {}
+            for delivery in all_copies:
+                per_target.setdefault(delivery.headers.get(DEAD_LETTER_QUEUE) or self.queue, []).append(
+                    delivery
+                )
+            for target, copies in per_target.items():
+                refusal = self._refusal(copies[0], target)
+                if refusal is not None:
+                    self._fail(copies[0], refusal)
+                    continue
+                try:
+                    message = self._cleaned(copies[0])
+                except KqError as exc:  # a foreign message kq cannot publish as it is
+                    self._fail(copies[0], f"cannot be published again: {exc}")
+                    continue
+                self._add_target(message_id, target)
+                by_target.setdefault(target, []).append(_Copy(copies, message))
         for target, pending in by_target.items():
             for start in range(0, len(pending), REPUBLISH_BATCH):
                 self._republish(target, pending[start : start + REPUBLISH_BATCH])
+
+    def _add_target(self, message_id: str, target: str) -> None:
+        known = self.targets.get(message_id)
+        self.targets[message_id] = target if known is None else f"{known}, {target}"
 
     def _refusal(self, delivery: Delivery, target: str) -> str | None:
         """Why ``delivery`` must not be signed for ``target``, or ``None``."""
@@ -442,9 +455,7 @@ class _Retrier:
 
     def _signature_problem(self, delivery: Delivery, target: str) -> str | None:
         # Accept what a worker of ``target`` accepted when the message was published (App.consume_loop).
-        signed_for = self.instance.sources(target) | {
-            q.name for q in self.app.config.queues.values() if q.failed_queue == target
-        }
+        signed_for = self.app.signed_for(target, self.instance.name)
         try:
             self._verifier.verify(delivery, signed_for)
         except SignatureError as exc:

@@ -4,7 +4,8 @@ A producer with a signing key adds four headers to every message: ``kq-key-id``,
 (Unix seconds from which the message is valid: the publication time plus any delay), ``kq-nonce`` and
 ``kq-signature``. The signature covers, in a fixed canonical form: the logical queue it was published
 to, the message id, the routing key, the content type, the SHA-256 of the body, and every header
-except those kq itself changes in transit (the attempt counter, dead-letter notes, the signature).
+except those kq itself changes in transit (listed in ``UNSIGNED_HEADERS``: the signature, the attempt
+counter, the dead-letter notes, and what drivers carry for themselves).
 
 A consumer that requires signatures checks them **before decoding the body**: a message that is
 unsigned, signed with an unknown key, tampered with (body, routing key, headers...), not yet valid,
@@ -23,16 +24,18 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kq.core._errors import ConfigError, KqError
-from kq.core._message import Delivery, Message
+from kq.core._message import Delivery, Message, is_portable_header_name
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ UNSIGNED_HEADERS = frozenset(
         "kq-dead-letter-reason",
         "kq-dead-letter-error",
         "kq-dead-lettered-at",
+        "kq-dead-letter-foreign-headers",
     }
 )
 #: Seconds a signature may be dated in the future (clock differences between machines).
@@ -98,7 +102,7 @@ class Signer:
     """Signs messages with one key."""
 
     key_id: str
-    key: bytes
+    key: bytes = field(repr=False)  # a secret: never in a repr or a traceback's locals
 
     def sign(self, message: Message, queue: str, *, valid_from: float | None = None) -> Message:
         """Return ``message`` with fresh signing headers, for ``queue``, valid from ``valid_from``
@@ -153,7 +157,16 @@ class Verifier:
         try:
             signed_at = float(headers.get(SIGNED_AT, ""))
         except ValueError:
-            raise SignatureError("bad-signature", "the signature's kq-signed-at is not a time") from None
+            signed_at = math.nan
+        if not math.isfinite(signed_at):
+            raise SignatureError("bad-signature", "the signature's kq-signed-at is not a time")
+        for name in headers:
+            if not is_portable_header_name(name):
+                # No kq producer can send such a name, and "a:b" = "c" would sign like "a" = "b:c".
+                raise SignatureError(
+                    "bad-signature",
+                    f"header name {name[:60]!r} cannot come from a kq producer: the message was altered",
+                )
         # Bytes, not str: compare_digest refuses non-ASCII text, and a header can hold anything.
         given = signature.encode(errors="surrogateescape")
         if not any(
@@ -176,7 +189,12 @@ class Verifier:
                 f"the signature expired {now - signed_at - self.max_age:.0f}s ago "
                 f"(max_age {self.max_age:g}s)",
             )
-        self._remember(headers.get(NONCE, "") + signature, signed_at, now)
+        self._remember(_replay_token(delivery), signed_at, now)
+
+    def forget(self, delivery: Delivery) -> None:
+        """Take ``delivery``'s signature out of the replay cache: the worker did not settle it (its
+        connection was lost, or it was put back on the queue), so it may be delivered again."""
+        self._seen.pop(_replay_token(delivery), None)
 
     def _digest(self, key: bytes, queue: str, delivery: Delivery) -> str:
         payload = _canonical(
@@ -201,6 +219,13 @@ class Verifier:
         self._seen[token] = signed_at
 
 
+def _replay_token(delivery: Delivery) -> str:
+    """What the replay cache remembers: the signature, per queue received from (a dead letter carries
+    the signature its queue's worker accepted, and consuming the dead-letter queue is no replay)."""
+    headers = delivery.headers
+    return "\n".join((delivery.queue, headers.get(NONCE, ""), headers.get(SIGNATURE, "")))
+
+
 def read_key(value: str, *, key: str, source: str | None, root: str | None) -> bytes:
     """A key from the configuration: the value itself, or ``file:PATH`` (relative to the config file)."""
     if value.startswith("file:"):
@@ -209,12 +234,27 @@ def read_key(value: str, *, key: str, source: str | None, root: str | None) -> b
             path = Path(root) / path
         try:
             text = path.read_text().strip()
+            mode = path.stat().st_mode
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the key file {path}: {exc.strerror}", key=key, source=source
             ) from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.warning(
+                "signing key file %s can be read by other users (mode %o): anyone who reads it can sign "
+                "commands for your workers; run: chmod 600 %s",
+                path,
+                stat.S_IMODE(mode),
+                path,
+            )
     else:
         text = value.strip()
+        if _looks_like_a_path(text):
+            raise ConfigError(
+                'this looks like a path, not a key: write it as "file:PATH" to read the key from a file',
+                key=key,
+                source=source,
+            )
     raw = text.encode()
     if len(raw) < MIN_KEY_BYTES:
         # The value is a secret: say how long it is, never what it is.
@@ -225,6 +265,15 @@ def read_key(value: str, *, key: str, source: str | None, root: str | None) -> b
             source=source,
         )
     return raw
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """A key value that is surely a path missing its ``file:`` (base64 has no ``.`` or ``~``)."""
+    if any(c.isspace() for c in text):
+        return False
+    if text.startswith(("./", "../", "~/")):
+        return True
+    return text.startswith("/") and ("." in text.rsplit("/", 1)[-1] or Path(text).exists())
 
 
 def local_key(folder: Path) -> bytes:

@@ -35,6 +35,19 @@ if TYPE_CHECKING:
     from kq.drivers.rabbitmq._driver import RabbitMQDriver
 
 logger = logging.getLogger(__name__)
+#: Headers RabbitMQ itself adds to messages; kq takes them off deliveries.
+BROKER_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-delivery-count",
+    }
+)
 
 #: Longest single pump of the connection inside ``receive``, so that a stop request is seen promptly.
 _PUMP_SLICE = 0.5
@@ -87,7 +100,11 @@ class RabbitMQConsumer(Consumer):
         self, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes
     ) -> Delivery:
         raw_headers = properties.headers or {}
-        headers = {str(name): _text(value) for name, value in raw_headers.items()}
+        # What the broker adds on the way (dead-lettering through a delay queue, quorum delivery
+        # counts) is its bookkeeping, not the producer's headers: left in, it would break signatures.
+        headers = {
+            str(name): _text(value) for name, value in raw_headers.items() if str(name) not in BROKER_HEADERS
+        }
         # A retried copy came through the default exchange: its routing key is in a header.
         routing_key = headers.pop(ROUTING_KEY_HEADER, None)
         if routing_key is None:

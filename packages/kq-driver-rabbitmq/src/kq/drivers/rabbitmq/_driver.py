@@ -133,6 +133,12 @@ class RabbitMQDriver(Driver):
                 f"{connection_failure(exc)}"
             ) from exc
 
+    def sources(self, queue: str) -> set[str]:
+        """``queue`` and the configured queues publishing to its exchange: the broker routes their
+        messages into it (by binding), so signatures made for any of them are accepted."""
+        exchange = _exchange_of(self.queue(queue))
+        return {queue} | {q.name for q in self.configured_queues.values() if _exchange_of(q) == exchange}
+
     def describe(self) -> str:
         """``host:port/vhost`` for log lines (no credentials)."""
         return describe(self.parameters)
@@ -166,3 +172,8 @@ class RabbitMQDriver(Driver):
 def options_summary(queue: QueueSpec) -> dict[str, Any]:
     """The broker-facing settings of a queue, for ``info``."""
     return {k: queue.options[k] for k in ("exchange", "exchange_type", "queue_name", "queue_type", "durable")}
+
+
+def _exchange_of(queue: QueueSpec) -> str:
+    """The exchange a logical queue publishes to and binds from."""
+    return str(queue.options["exchange"] or queue.name)
