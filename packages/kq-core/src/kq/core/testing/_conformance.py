@@ -672,6 +672,31 @@ class SigningConformance(DriverTestBase):
             consumer.ack(got)
         Verifier({"k1": key}, max_age=600).verify(got, [queue])  # raises SignatureError if altered
 
+    def test_a_retried_copy_verifies_where_it_comes_back(self, queue: str) -> None:
+        """A worker's retried copy (through the driver's retry, and its delay where it has one) is signed
+        again and accepted by the same worker: nothing the driver or the broker adds on the way, such as
+        RabbitMQ's x-death headers, may break it."""
+        key = new_key().encode()
+        spec = self.make_queue(queue, retry=RetryPolicy(max_attempts=3, delay=0.2, jitter=0))
+        driver = self.build_driver([spec])
+        try:
+            self.publish(driver, queue, Signer("k1", key).sign(Message(b'"signed"'), queue))
+            loop = ConsumeLoop(
+                driver,
+                queue,
+                _FailingTwice(),
+                limits=Limits(messages=3, time=self.receive_timeout * 3),
+                poll_interval=0.2,
+                verifier=Verifier({"k1": key}, max_age=600),
+                signer=Signer("k1", key),
+            )
+            loop.run()
+            stats = loop.stats
+            assert (stats.consumed, stats.failed, stats.retried, stats.dead_lettered) == (1, 2, 2, 0)
+        finally:
+            self.cleanup(driver, [queue, spec.failed_queue])
+            driver.close()
+
     def test_a_tampered_message_does_not_verify(self, driver: Driver, queue: str) -> None:
         key = new_key().encode()
         signed = Signer("k1", key).sign(Message(b"original", content_type="text/plain"), queue)
