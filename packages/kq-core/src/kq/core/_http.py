@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import AllowList
-from kq.core._codecs import encode_json
 from kq.core._consumers import ConsumerContext, MessageConsumer
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
-from kq.core._message import JSON, Delivery, Message
+from kq.core._message import Delivery, Message
 from kq.core._producers import MessageProducer
-from kq.core._routing import check_routing_key, url_routing_key
+from kq.core._routing import url_routing_key
 
 logger = logging.getLogger(__name__)
 
@@ -303,14 +302,8 @@ class HttpProducer(MessageProducer):
     ) -> Message:
         """Build (without sending) the message requesting ``url`` with ``options``."""
         request = make_http_request(url, options)
-        return Message(
-            body=encode_json(request.to_body()),
-            content_type=JSON,
-            routing_key=check_routing_key(url_routing_key(url) if routing_key is None else routing_key),
-            ttl=ttl,
-            delay=delay,
-            headers=dict(headers or {}),
-        )
+        key = url_routing_key(url) if routing_key is None else routing_key
+        return self.json_message(request.to_body(), key, ttl=ttl, delay=delay, headers=headers)
 
     def publish(self, url: str, options: Mapping[str, Any] | None = None, **settings: Any) -> Message:
         """Queue one request; keyword settings as for :meth:`build`. Returns the sent message."""

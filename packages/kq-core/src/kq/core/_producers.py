@@ -64,6 +64,29 @@ class MessageProducer:
             self.dispatcher.dispatch(MessageSent(queue_name=self.queue, messages=messages))
         return messages
 
+    @staticmethod
+    def json_message(
+        body: Any,
+        routing_key: str,
+        *,
+        ttl: float | None = None,
+        delay: float = 0.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """The JSON message a typed producer's ``build`` makes: ``body`` encoded, the routing key checked.
+
+        Raises:
+            MessageFormatError: the routing key is not valid.
+        """
+        return Message(
+            body=encode_json(body),
+            content_type=JSON,
+            routing_key=check_routing_key(routing_key),
+            ttl=ttl,
+            delay=delay,
+            headers=dict(headers or {}),
+        )
+
 
 class GenericMessageProducer(MessageProducer):
     """Publishes bodies as they are, with any content type (``kq queuemessage``)."""
@@ -126,14 +149,7 @@ class ConsoleCommandProducer(MessageProducer):
         """
         call = command if isinstance(command, CommandCall) else make_command(command, arguments, options)
         key = command_routing_key(call.command) if routing_key is None else routing_key
-        return Message(
-            body=encode_json(call.to_body()),
-            content_type=JSON,
-            routing_key=check_routing_key(key),
-            ttl=ttl,
-            delay=delay,
-            headers=dict(headers or {}),
-        )
+        return self.json_message(call.to_body(), key, ttl=ttl, delay=delay, headers=headers)
 
     def publish(
         self,

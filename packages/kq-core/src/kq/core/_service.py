@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import AllowMap
-from kq.core._codecs import encode_json
 from kq.core._consumers import ConsumerContext, MessageConsumer
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
-from kq.core._message import JSON, Delivery, Message
+from kq.core._message import Delivery, Message
 from kq.core._producers import MessageProducer
-from kq.core._routing import check_routing_key
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +169,8 @@ class ServiceProducer(MessageProducer):
     ) -> Message:
         """Build (without sending) the message calling ``service.method(*arguments, **kwargs)``."""
         call = make_service_call(service, method, arguments, kwargs)
-        return Message(
-            body=encode_json(call.to_body()),
-            content_type=JSON,
-            routing_key=check_routing_key(call.routing_key if routing_key is None else routing_key),
-            ttl=ttl,
-            delay=delay,
-            headers=dict(headers or {}),
-        )
+        key = call.routing_key if routing_key is None else routing_key
+        return self.json_message(call.to_body(), key, ttl=ttl, delay=delay, headers=headers)
 
     def publish(
         self,

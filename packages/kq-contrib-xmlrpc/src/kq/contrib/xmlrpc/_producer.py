@@ -6,10 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kq.contrib.xmlrpc._call import make_xmlrpc_call
-from kq.core import JSON, Message, MessageProducer, encode_json
-
-# Not in kq.core's public API yet, though every producer needs it.
-from kq.core._routing import check_routing_key
+from kq.core import Message, MessageProducer
 
 
 class XmlRpcProducer(MessageProducer):
@@ -36,14 +33,8 @@ class XmlRpcProducer(MessageProducer):
             MessageFormatError: the server, the method or an argument would be refused by consumers.
         """
         call = make_xmlrpc_call(server, method, arguments)
-        return Message(
-            body=encode_json(call.to_body()),
-            content_type=JSON,
-            routing_key=check_routing_key(call.routing_key if routing_key is None else routing_key),
-            ttl=ttl,
-            delay=delay,
-            headers=dict(headers or {}),
-        )
+        key = call.routing_key if routing_key is None else routing_key
+        return self.json_message(call.to_body(), key, ttl=ttl, delay=delay, headers=headers)
 
     def publish(self, server: str, method: str, arguments: Iterable[Any] = (), **options: Any) -> Message:
         """Queue one call; keyword options as for :meth:`build`. Returns the sent message."""
