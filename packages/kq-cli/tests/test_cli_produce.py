@@ -236,3 +236,22 @@ def test_queuemessage_delay() -> None:
     data = info("demo")
     assert (data["messages"], data["delayed"]) == (0, 1)
     assert received("demo") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["queuecommand", "demo", "echoback", "hi"],
+        ["queueservice", "demo", "os.path", "join", "a", "b"],
+        ["queuehttp", "demo", "http://127.0.0.1:9/hook"],
+    ],
+    ids=["queuecommand", "queueservice", "queuehttp"],
+)
+def test_every_queueing_command_reports_the_same_json_fields(args: list[str]) -> None:
+    """queueservice and queuehttp used to leave the delay out of their --format json report."""
+    result = kq(*args, "--delay", "30", "-t", "600", "--format", "json")
+    assert result.exit_code == EXIT_OK, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"queue", "message_id", "routing_key", "ttl", "delay", "body"}
+    assert (data["queue"], data["ttl"], data["delay"]) == ("demo", 600, 30)
+    assert info("demo")["delayed"] == 1

@@ -84,6 +84,51 @@ def configure_logging(level: str, verbose: int, quiet: int) -> None:
         logging.getLogger(name).setLevel(libraries)
 
 
+DRIVER_HELP = "Driver instance to use (default: the queue's configured driver, else default_driver)."
+
+
+def driver_option(function: F) -> F:
+    """Add ``-i/--driver`` as the commands that queue messages have it."""
+    return click.option("-i", "--driver", help=DRIVER_HELP)(function)
+
+
+def expiry_options(function: F) -> F:
+    """Add ``-t/--ttl`` and ``--delay`` (seconds) as the commands that queue messages have them."""
+    with_delay = click.option(
+        "--delay",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        help="Seconds before the message becomes visible to workers.",
+    )(function)
+    return click.option(
+        "-t",
+        "--ttl",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Seconds after which the message expires if no worker took it.",
+    )(with_delay)
+
+
+def report_queued(
+    output_format: str, what: str, queue: str, message: Any, *, ttl: float | None, delay: float, body: Any
+) -> None:
+    """Say that ``message`` was queued: ``<what> on queue Q as message ID``, or the JSON document."""
+    if output_format == "json":
+        emit(
+            {
+                "queue": queue,
+                "message_id": message.message_id,
+                "routing_key": message.routing_key,
+                "ttl": ttl,
+                "delay": delay,
+                "body": body,
+            },
+            output_format,
+        )
+        return
+    validity = f", valid for {ttl:g} seconds" if ttl else ""
+    click.echo(f"{what} on queue {queue} as message {message.message_id}{validity}")
+
+
 def format_option(function: F) -> F:
     """Add ``--format text|json``."""
     return click.option(

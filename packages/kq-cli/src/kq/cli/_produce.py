@@ -6,11 +6,16 @@ import sys
 
 import click
 
-from kq.cli._common import State, emit, format_option, parse_pairs, pass_state
-
-_DRIVER_HELP = "Driver instance to use (default: the queue's configured driver, else default_driver)."
-_TTL_HELP = "Seconds after which the message expires if no worker took it."
-_DELAY_HELP = "Seconds before the message becomes visible to workers."
+from kq.cli._common import (
+    State,
+    driver_option,
+    emit,
+    expiry_options,
+    format_option,
+    parse_pairs,
+    pass_state,
+    report_queued,
+)
 
 
 @click.command()
@@ -26,10 +31,9 @@ _DELAY_HELP = "Seconds before the message becomes visible to workers."
     help="An option for the command, repeatable. 'f=out.txt' becomes -fout.txt, 'name=v' becomes "
     "--name=v, a bare 'flag' becomes --flag; names may carry their own dashes.",
 )
-@click.option("-i", "--driver", help=_DRIVER_HELP)
+@driver_option
 @click.option("-r", "--routing-key", help="Routing key (default: the command name with ':' turned into '.').")
-@click.option("-t", "--ttl", type=click.FloatRange(min=0, min_open=True), help=_TTL_HELP)
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help=_DELAY_HELP)
+@expiry_options
 @click.option(
     "--novalidate",
     is_flag=True,
@@ -71,21 +75,15 @@ def queuecommand(
                 "using this configuration would reject it; pass --novalidate to queue it anyway"
             )
     message = app.command_producer(queue, driver).publish(call, routing_key=routing_key, ttl=ttl, delay=delay)
-    if output_format == "json":
-        emit(
-            {
-                "queue": queue,
-                "message_id": message.message_id,
-                "routing_key": message.routing_key,
-                "ttl": ttl,
-                "delay": delay,
-                "body": call.to_body(),
-            },
-            output_format,
-        )
-        return
-    validity = f", valid for {ttl:g} seconds" if ttl else ""
-    click.echo(f"Command queued for execution on queue {queue} as message {message.message_id}{validity}")
+    report_queued(
+        output_format,
+        "Command queued for execution",
+        queue,
+        message,
+        ttl=ttl,
+        delay=delay,
+        body=call.to_body(),
+    )
 
 
 @click.command()
@@ -110,10 +108,9 @@ def queuecommand(
 @click.option(
     "-H", "--header", "headers", multiple=True, metavar="NAME=VALUE", help="A message header, repeatable."
 )
-@click.option("-i", "--driver", help=_DRIVER_HELP)
+@driver_option
 @click.option("-r", "--routing-key", default="", help="Routing key (default: none).")
-@click.option("-t", "--ttl", type=click.FloatRange(min=0, min_open=True), help=_TTL_HELP)
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help=_DELAY_HELP)
+@expiry_options
 @click.option("--novalidate", is_flag=True, help="Send a JSON content type even if BODY is not valid JSON.")
 @format_option
 @pass_state

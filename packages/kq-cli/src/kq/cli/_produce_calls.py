@@ -7,11 +7,15 @@ from typing import Any
 
 import click
 
-from kq.cli._common import State, emit, format_option, parse_pairs, pass_state
-
-_DRIVER_HELP = "Driver instance to use (default: the queue's configured driver, else default_driver)."
-_TTL_HELP = "Seconds after which the message expires if no worker took it."
-_DELAY_HELP = "Seconds before the message becomes visible to workers."
+from kq.cli._common import (
+    State,
+    driver_option,
+    expiry_options,
+    format_option,
+    parse_pairs,
+    pass_state,
+    report_queued,
+)
 
 
 def _json_option(value: str | None, what: str, kind: type) -> Any:
@@ -24,23 +28,6 @@ def _json_option(value: str | None, what: str, kind: type) -> Any:
     if not isinstance(parsed, kind):
         raise click.BadParameter(f"must be a JSON {'array' if kind is list else 'object'}", param_hint=what)
     return parsed
-
-
-def _report(output_format: str, queue: str, message: Any, what: str, ttl: float | None, body: Any) -> None:
-    if output_format == "json":
-        emit(
-            {
-                "queue": queue,
-                "message_id": message.message_id,
-                "routing_key": message.routing_key,
-                "ttl": ttl,
-                "body": body,
-            },
-            output_format,
-        )
-        return
-    validity = f", valid for {ttl:g} seconds" if ttl else ""
-    click.echo(f"{what} queued on queue {queue} as message {message.message_id}{validity}")
 
 
 @click.command()
@@ -63,10 +50,9 @@ def _report(output_format: str, queue: str, message: Any, what: str, ttl: float 
     help="A keyword argument (a string), repeatable.",
 )
 @click.option("--json-kwargs", metavar="JSON", help="Keyword arguments as a JSON object (merged over -k).")
-@click.option("-i", "--driver", help=_DRIVER_HELP)
+@driver_option
 @click.option("-r", "--routing-key", help="Routing key (default: SERVICE with ':' as '.', then '.METHOD').")
-@click.option("-t", "--ttl", type=click.FloatRange(min=0, min_open=True), help=_TTL_HELP)
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help=_DELAY_HELP)
+@expiry_options
 @format_option
 @pass_state
 def queueservice(
@@ -101,7 +87,8 @@ def queueservice(
     message = state.app.service_producer(queue, driver).publish(
         service, method, positional, keywords, routing_key=routing_key, ttl=ttl, delay=delay
     )
-    _report(output_format, queue, message, f"Call of {service}.{method}", ttl, json.loads(message.body))
+    what = f"Call of {service}.{method} queued"
+    report_queued(output_format, what, queue, message, ttl=ttl, delay=delay, body=json.loads(message.body))
 
 
 @click.command()
@@ -123,10 +110,9 @@ def queueservice(
 )
 @click.option("--no-redirects", is_flag=True, help="Do not follow redirects.")
 @click.option("--insecure", is_flag=True, help="Do not verify the server's TLS certificate.")
-@click.option("-i", "--driver", help=_DRIVER_HELP)
+@driver_option
 @click.option("-r", "--routing-key", help="Routing key (default: URL with ':' and '/' as '.').")
-@click.option("-t", "--ttl", type=click.FloatRange(min=0, min_open=True), help=_TTL_HELP)
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help=_DELAY_HELP)
+@expiry_options
 @format_option
 @pass_state
 def queuehttp(
@@ -180,4 +166,5 @@ def queuehttp(
     message = state.app.http_producer(queue, driver).publish(
         url, options, routing_key=routing_key, ttl=ttl, delay=delay
     )
-    _report(output_format, queue, message, f"HTTP {options['method']} {url}", ttl, json.loads(message.body))
+    what = f"HTTP {options['method']} {url} queued"
+    report_queued(output_format, what, queue, message, ttl=ttl, delay=delay, body=json.loads(message.body))

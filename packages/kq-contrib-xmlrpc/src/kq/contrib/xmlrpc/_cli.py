@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from kq.cli._common import State, emit, format_option, pass_state
+from kq.cli._common import State, driver_option, expiry_options, format_option, pass_state, report_queued
 
 
 @click.command()
@@ -25,28 +25,13 @@ from kq.cli._common import State, emit, format_option, pass_state
     help="The arguments as a JSON array, for other types than strings: -j '[2, 3.5, true, {\"a\": 1}]'. "
     "Replaces ARGUMENTS.",
 )
-@click.option(
-    "-i",
-    "--driver",
-    help="Driver instance to use (default: the queue's configured driver, else default_driver).",
-)
+@driver_option
 @click.option(
     "-r",
     "--routing-key",
     help="Routing key (default: SERVER.METHOD with ':' and '/' turned into '.').",
 )
-@click.option(
-    "-t",
-    "--ttl",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds after which the message expires if no worker took it.",
-)
-@click.option(
-    "--delay",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    help="Seconds before the message becomes visible to workers.",
-)
+@expiry_options
 @format_option
 @pass_state
 def queuexmlrpc(
@@ -80,23 +65,8 @@ def queuexmlrpc(
         values = _json_array(json_arguments)
     producer = state.app.producer_of(XmlRpcProducer, queue, driver)
     message = producer.publish(server, method, values, routing_key=routing_key, ttl=ttl, delay=delay)
-    if output_format == "json":
-        emit(
-            {
-                "queue": queue,
-                "message_id": message.message_id,
-                "routing_key": message.routing_key,
-                "ttl": ttl,
-                "delay": delay,
-                "body": json.loads(message.body),
-            },
-            output_format,
-        )
-        return
-    validity = f", valid for {ttl:g} seconds" if ttl else ""
-    click.echo(
-        f"XML-RPC call {method} on {server} queued on queue {queue} as message {message.message_id}{validity}"
-    )
+    what = f"XML-RPC call {method} on {server} queued"
+    report_queued(output_format, what, queue, message, ttl=ttl, delay=delay, body=json.loads(message.body))
 
 
 def _json_array(text: str) -> list[Any]:
