@@ -146,12 +146,8 @@ def run(
 @click.pass_context
 def workerswatchdog(ctx: click.Context, action: str) -> None:
     """The PHP library's name for `kq watchdog`: ACTION is start (default), stop or check."""
-    if action == "start":
-        ctx.invoke(start, wait=1.0, output_format="text")
-    elif action == "stop":
-        ctx.invoke(stop, grace=10.0, output_format="text")
-    else:
-        ctx.invoke(check, output_format="text")
+    # ctx.invoke fills in each command's own option defaults.
+    ctx.invoke({"start": start, "stop": stop, "check": check}[action])
 
 
 def _check_lines(rows: list[dict[str, Any]]) -> Iterable[str]:
