@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kq.core._allow import AllowList
-from kq.core._command import parse_command
+from kq.core._command import CommandCall, parse_command
 from kq.core._config import ConsoleSettings
 from kq.core._consumers import ConsumerContext, MessageConsumer
 from kq.core._errors import ExecutionFailedError, NotAllowedError
@@ -69,10 +69,9 @@ class ConsoleCommandConsumer(MessageConsumer):
     def __init__(self, settings: ConsoleSettings, allowed: AllowList, *, label: str | None = None) -> None:
         self.settings = settings
         self.allowed = allowed
+        self.label = label or ""
         self.prefix = settings.argv_prefix()
         self._env = {**os.environ, **settings.env}
-        # The worker's own environment may carry a KQ_LABEL of its parent: commands see this worker's.
-        self._env["KQ_LABEL"] = label or ""
 
     @classmethod
     def from_context(cls, context: ConsumerContext) -> ConsoleCommandConsumer:
@@ -92,11 +91,29 @@ class ConsoleCommandConsumer(MessageConsumer):
                 f"command {call.command!r} is not in the allow-list ([allow] commands = "
                 f"{list(self.allowed.entries)!r})"
             )
+        result = self._execute(call, delivery)
+        if not result.ok:
+            tail = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:]
+            detail = f": {tail[0][:300]}" if tail else ""
+            raise ExecutionFailedError(
+                f"command {call.command!r} exited with status {result.exit_code}{detail}", result
+            )
+        return result
+
+    def _message_variables(self, delivery: Delivery) -> dict[str, str]:
+        """What a command learns about its message, in its environment."""
+        return {
+            "KQ_QUEUE": delivery.queue,
+            "KQ_MESSAGE_ID": environment_value(delivery.message_id),
+            "KQ_DELIVERY_COUNT": str(delivery.delivery_count),
+            # The worker's own environment may carry a KQ_LABEL of its parent: commands see this worker's.
+            "KQ_LABEL": self.label,
+        }
+
+    def _execute(self, call: CommandCall, delivery: Delivery) -> CommandResult:
+        """Run the allowed ``call`` as a child process (a timeout raises ExecutionFailedError)."""
         argv = (*self.prefix, *call.argv())
-        env = dict(self._env)
-        env["KQ_QUEUE"] = delivery.queue
-        env["KQ_MESSAGE_ID"] = environment_value(delivery.message_id)
-        env["KQ_DELIVERY_COUNT"] = str(delivery.delivery_count)
+        env = {**self._env, **self._message_variables(delivery)}
         logger.debug("queue %s message %s: running %s", delivery.queue, delivery.message_id, list(argv))
         try:
             result = run_command(argv, timeout=self.settings.timeout, env=env, cwd=self.settings.cwd)
@@ -112,12 +129,6 @@ class ConsoleCommandConsumer(MessageConsumer):
             result.stdout[-2000:],
             result.stderr[-2000:],
         )
-        if not result.ok:
-            tail = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:]
-            detail = f": {tail[0][:300]}" if tail else ""
-            raise ExecutionFailedError(
-                f"command {call.command!r} exited with status {result.exit_code}{detail}", result
-            )
         return result
 
 

@@ -29,11 +29,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kq.core._allow import AllowList
-from kq.core._command import parse_command
+from kq.core._command import CommandCall
 from kq.core._config import ConsoleSettings
-from kq.core._console import CommandResult, ConsoleCommandConsumer, environment_value
+from kq.core._console import CommandResult, ConsoleCommandConsumer
 from kq.core._consumers import ConsumerContext
-from kq.core._errors import ConfigError, ExecutionFailedError, NotAllowedError
+from kq.core._errors import ConfigError
 from kq.core._imports import import_object
 from kq.core._message import Delivery
 
@@ -55,44 +55,24 @@ class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
         """Use ``[console]`` and ``[allow] commands``."""
         return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
 
-    def consume(self, body: Any, delivery: Delivery) -> CommandResult:
-        """Validate, check the allow-list, call; raise ExecutionFailedError on a non-zero exit code."""
-        call = parse_command(body)
-        if not self.allowed.allows(call.command):
-            raise NotAllowedError(
-                f"command {call.command!r} is not in the allow-list ([allow] commands = "
-                f"{list(self.allowed.entries)!r})"
-            )
+    def _execute(self, call: CommandCall, delivery: Delivery) -> CommandResult:
+        """Call the entry point with the allowed ``call``'s argv, its output captured."""
         argv = call.argv()
         stdout, stderr = io.StringIO(), io.StringIO()
         started = time.monotonic()
         with (
-            _environment(self._variables(delivery)),
+            _environment({**self.settings.env, **self._message_variables(delivery)}),
             contextlib.redirect_stdout(stdout),
             contextlib.redirect_stderr(stderr),
         ):
             code = self._run(argv)
-        result = CommandResult(
+        return CommandResult(
             argv=(self.entry_name, *argv),
             exit_code=code,
             stdout=stdout.getvalue(),
             stderr=stderr.getvalue(),
             duration=time.monotonic() - started,
         )
-        if not result.ok:
-            tail = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:]
-            detail = f": {tail[0][:300]}" if tail else ""
-            raise ExecutionFailedError(f"command {call.command!r} exited with status {code}{detail}", result)
-        return result
-
-    def _variables(self, delivery: Delivery) -> dict[str, str]:
-        return {
-            **self.settings.env,
-            "KQ_QUEUE": delivery.queue,
-            "KQ_MESSAGE_ID": environment_value(delivery.message_id),
-            "KQ_DELIVERY_COUNT": str(delivery.delivery_count),
-            "KQ_LABEL": self._env["KQ_LABEL"],
-        }
 
     def _run(self, argv: list[str]) -> int:
         if _is_click_command(self.entry):
