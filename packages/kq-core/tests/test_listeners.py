@@ -125,7 +125,7 @@ def test_monitor_logs_received_consumed_and_failed(
     assert lines[2] == ("INFO", f"received queue jobs message {bad.message_id} key 'k.x' delivery 1: bad")
     assert lines[3] == (
         "WARNING",
-        f"failed queue jobs message {bad.message_id} attempt 1 (failed, pending): picky says no",
+        f"failed queue jobs message {bad.message_id} attempt 1 (failed, to be dead-lettered): picky says no",
     )
     assert len(lines) == 4
 

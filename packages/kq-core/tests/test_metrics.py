@@ -86,3 +86,39 @@ def test_retries_are_counted(driver: MemoryDriver) -> None:
     loop.run()
     assert _value(registry, "kq_message_retries_total", queue="jobs") == 1
     assert _value(registry, "kq_message_dead_letters_total", queue="jobs") == 1
+
+
+def test_messages_refused_before_decoding_keep_the_gauge_at_zero(driver: MemoryDriver) -> None:
+    """Found in review: only 'undecodable' was known to fail before message_received, so an unsigned
+    message (or a poison one) left kq_messages_inprogress at -1 and was never counted as received."""
+    from kq.core import Verifier, new_key
+
+    registry = prometheus_client.CollectorRegistry()
+    dispatcher = EventDispatcher()
+    PrometheusMetrics(registry).register(dispatcher)
+    driver.producer("jobs").publish(Message(b'"unsigned"'))
+    verifier = Verifier({"k1": new_key().encode()}, max_age=60)
+    loop = ConsumeLoop(
+        driver, "jobs", _Mixed(), dispatcher=dispatcher, limits=Limits(messages=1), verifier=verifier
+    )
+    loop.run()
+    assert _value(registry, "kq_messages_total", queue="jobs") == 1
+    assert _value(registry, "kq_message_errors_total", queue="jobs", reason="unsigned") == 1
+    assert _value(registry, "kq_messages_inprogress", queue="jobs") == 0
+
+
+def test_retries_of_the_queue_policy_are_counted_as_retries(driver: MemoryDriver) -> None:
+    """Found in review: the policy's retry was decided after the listeners ran, so metrics counted it
+    as a dead letter."""
+    from kq.core import QueueSpec, RetryPolicy
+
+    registry = prometheus_client.CollectorRegistry()
+    dispatcher = EventDispatcher()
+    PrometheusMetrics(registry).register(dispatcher)
+    spec = QueueSpec(name="jobs", driver="m", retry=RetryPolicy(max_attempts=2, delay=0, jitter=0))
+    policy_driver = MemoryDriver(DriverSpec(name="m", type="memory"), [spec])
+    policy_driver.producer("jobs").publish(Message(b'"fail"'))
+    loop = ConsumeLoop(policy_driver, "jobs", _Mixed(), dispatcher=dispatcher, limits=Limits(messages=2))
+    loop.run()
+    assert _value(registry, "kq_message_retries_total", queue="jobs") == 1
+    assert _value(registry, "kq_message_dead_letters_total", queue="jobs") == 1

@@ -82,9 +82,11 @@ class MessageConsumed(Event):
 class MessageConsumptionFailed(Event):
     """Decoding or consuming a message failed; ``body`` is ``None`` when it could not be decoded.
 
-    Listeners run before kq acts. By default the message goes to the dead-letter queue; a listener may
-    call :meth:`retry` instead for an execution failure (``reason == "failed"``): a copy goes back on the
-    queue with ``kq-attempt`` increased. Messages that can never succeed are dead-lettered regardless.
+    Listeners run before kq acts. By default the message goes to the dead-letter queue, unless the
+    queue's retry policy plans a retry (``retry_delay`` is then already set); a listener may call
+    :meth:`retry` for an execution failure (``reason == "failed"``), replacing the planned delay: a copy
+    goes back on the queue with ``kq-attempt`` increased. Messages that can never succeed are
+    dead-lettered regardless.
 
     Attributes:
         reason: ``"failed"`` (the work ran and failed), ``"undecodable"``, ``"invalid"`` (malformed for
@@ -94,6 +96,7 @@ class MessageConsumptionFailed(Event):
         attempt: Which execution attempt this was (``kq-attempt`` header, 1 for the first).
         outcome: What kq did, set after the listeners ran: ``"dead-lettered"``, ``"retried"`` or
             ``"requeued"`` (the dead-letter publish failed).
+        retry_delay: The retry kq will attempt, in seconds (``None``: none planned).
     """
 
     name: ClassVar[str] = "message_consumption_failed"

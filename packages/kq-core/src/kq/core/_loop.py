@@ -40,6 +40,9 @@ DEAD_LETTER_ERROR = "kq-dead-letter-error"
 DEAD_LETTER_QUEUE = "kq-original-queue"
 DEAD_LETTER_TIME = "kq-dead-lettered-at"
 DEAD_LETTER_DELIVERIES = "kq-delivery-count"
+#: Failure reasons of messages that were decoded and announced (``message_received``) first; the
+#: others (undecodable, poison, signature problems) failed before that.
+RECEIVED_FAILURE_REASONS = frozenset({"failed", "invalid", "not-allowed"})
 #: Headers of a dead letter whose names kq cannot publish, as a JSON object.
 DEAD_LETTER_FOREIGN_HEADERS = "kq-dead-letter-foreign-headers"
 
@@ -350,11 +353,11 @@ class ConsumeLoop:
             attempt=attempt_of(delivery),
             duration=time.monotonic() - started,
         )
+        policy = self.spec.retry
+        if failure.reason == "failed" and policy.retries_after(event.attempt):
+            event.retry(policy.delay_after(event.attempt))  # planned before listeners, who may change it
         if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
             self.dispatcher.dispatch(event)
-        policy = self.spec.retry
-        if event.retry_delay is None and failure.reason == "failed" and policy.retries_after(event.attempt):
-            event.retry(policy.delay_after(event.attempt))
         what = self.handler.describe(failure.body) if failure.body is not None else "message"
         if event.retry_delay is not None:
             if failure.reason == "failed" and self._retry(consumer, delivery, event, what):

@@ -65,7 +65,7 @@ class Monitor:
                 event.delivery.message_id,
                 event.attempt,
                 event.reason,
-                event.outcome or "pending",
+                event.outcome or _planned(event),
                 event.error,
             )
 
@@ -161,6 +161,12 @@ class RequeueFailedCommands:
             return
         if event.attempt < self.max_attempts:
             event.retry(self.delay)
+
+
+def _planned(event: MessageConsumptionFailed) -> str:
+    """What kq will do once the listeners ran."""
+    retrying = event.reason == "failed" and event.retry_delay is not None
+    return "to be retried" if retrying else "to be dead-lettered"
 
 
 __all__ = ["Accumulator", "Monitor", "RequeueFailedCommands", "Stopwatch"]

@@ -24,6 +24,7 @@ from kq.core._events import (
     MessageConsumptionFailed,
     MessageReceived,
 )
+from kq.core._loop import RECEIVED_FAILURE_REASONS
 
 #: Lower than any listener's priority: metrics see the outcome other listeners chose (veto, retry).
 PRIORITY = -(2**31)
@@ -102,12 +103,13 @@ class PrometheusMetrics:
         self.duration.labels(queue).observe(event.duration)
 
     def on_failed(self, event: MessageConsumptionFailed) -> None:
-        """A message failed; undecodable ones were never 'received', so they are counted here."""
+        """A message failed; one that failed before being announced (undecodable, poison, refused
+        signature) was never counted as received, so it is counted here."""
         queue = event.delivery.queue
-        if event.reason == "undecodable":
-            self.received.labels(queue).inc()
-        else:
+        if event.reason in RECEIVED_FAILURE_REASONS:
             self.in_progress.labels(queue).dec()
+        else:
+            self.received.labels(queue).inc()
         self.errors.labels(queue, event.reason).inc()
         self.duration.labels(queue).observe(event.duration)
         if event.retry_delay is not None and event.reason == "failed":
