@@ -87,6 +87,12 @@ from kq.core._http import (
 from kq.core._imports import import_object, load_check
 from kq.core._inprocess import InProcessConsoleCommandConsumer
 from kq.core._loop import (
+    ConsumeLoop,
+    Limits,
+    LoopStats,
+    attempt_of,
+)
+from kq.core._message import (
     ATTEMPT,
     DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_ERROR,
@@ -94,12 +100,15 @@ from kq.core._loop import (
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON,
     DEAD_LETTER_TIME,
-    ConsumeLoop,
-    Limits,
-    LoopStats,
-    attempt_of,
+    DRIVER_REDELIVERY,
+    DRIVER_ROUTING_KEY,
+    JSON,
+    KQ_HEADER_PREFIX,
+    TRANSIT_HEADERS,
+    Delivery,
+    Message,
+    new_message_id,
 )
-from kq.core._message import JSON, KQ_HEADER_PREFIX, Delivery, Message, new_message_id
 from kq.core._options import Option
 from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
 from kq.core._redrive import RedriveResult, remove_failed, retry_failed, show_failed
@@ -141,6 +150,7 @@ __all__ = [
     # messages and routing
     "JSON",
     "KQ_HEADER_PREFIX",
+    "TRANSIT_HEADERS",
     "Delivery",
     "Message",
     "check_routing_key",
@@ -210,6 +220,8 @@ __all__ = [
     "DEAD_LETTER_QUEUE",
     "DEAD_LETTER_REASON",
     "DEAD_LETTER_TIME",
+    "DRIVER_REDELIVERY",
+    "DRIVER_ROUTING_KEY",
     "RedriveResult",
     "remove_failed",
     "retry_failed",

@@ -26,25 +26,25 @@ from kq.core._consumers import MessageConsumer
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import KqError, MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
-from kq.core._message import Delivery, is_portable_header_name
+from kq.core._message import (
+    ATTEMPT,
+    DEAD_LETTER_DELIVERIES,
+    DEAD_LETTER_ERROR,
+    DEAD_LETTER_FOREIGN_HEADERS,
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_REASON,
+    DEAD_LETTER_TIME,
+    Delivery,
+    is_portable_header_name,
+)
 from kq.core._resources import MemoryGauge
 from kq.core._signing import SignatureError, Signer, Verifier
 
 logger = logging.getLogger(__name__)
 
-#: Header counting execution attempts (absent: the first).
-ATTEMPT = "kq-attempt"
-#: Headers added to a dead-lettered message.
-DEAD_LETTER_REASON = "kq-dead-letter-reason"
-DEAD_LETTER_ERROR = "kq-dead-letter-error"
-DEAD_LETTER_QUEUE = "kq-original-queue"
-DEAD_LETTER_TIME = "kq-dead-lettered-at"
-DEAD_LETTER_DELIVERIES = "kq-delivery-count"
 #: Failure reasons of messages that were decoded and announced (``message_received``) first; the
 #: others (undecodable, poison, signature problems) failed before that.
 RECEIVED_FAILURE_REASONS = frozenset({"failed", "invalid", "not-allowed"})
-#: Headers of a dead letter whose names kq cannot publish, as a JSON object.
-DEAD_LETTER_FOREIGN_HEADERS = "kq-dead-letter-foreign-headers"
 
 #: Seconds before a message that could not be dead-lettered is tried again.
 RETRY_DEAD_LETTER_AFTER = 5.0
@@ -390,10 +390,10 @@ class ConsumeLoop:
         headers = dict(delivery.headers)
         headers[ATTEMPT] = str(event.attempt + 1)
         try:
-            if self.signer is not None and all(map(is_portable_header_name, headers)):
+            if self.signer is not None:
                 # A copy is a new message for the replay cache: a new nonce, valid from when it is due.
-                # (A message with header names kq cannot send was not checked: no queue verifying
-                # signatures accepts one. It is retried as it came.)
+                # (A message with header names kq cannot publish fails here, or in the driver's retry:
+                # it is dead-lettered below, those headers kept.)
                 copy = delivery.to_message(headers=headers, delay=delay)
                 headers = dict(self.signer.sign(copy, delivery.queue, valid_from=time.time() + delay).headers)
             consumer.retry(delivery, headers, delay=delay)
@@ -469,17 +469,18 @@ class ConsumeLoop:
         return "dead-lettered"
 
     def _dead_letter(self, delivery: Delivery, reason: str, error: Exception, target: str) -> None:
-        headers = dict(delivery.headers)
+        headers: dict[str, str] = {}
+        # Names a foreign producer may send but kq cannot publish ("X-Php Trace") are kept, in one header.
+        foreign: dict[str, str] = {}
+        for name, value in delivery.headers.items():
+            (headers if is_portable_header_name(name) else foreign)[name] = value
+        if foreign:
+            headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False)
         headers[DEAD_LETTER_REASON] = reason
         headers[DEAD_LETTER_ERROR] = f"{type(error).__name__}: {error}"[:MAX_ERROR_HEADER]
         headers[DEAD_LETTER_QUEUE] = delivery.queue
         headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
-        foreign = {name: value for name, value in headers.items() if not is_portable_header_name(name)}
-        if foreign:
-            # Names a foreign producer may send but kq cannot publish ("X-Php Trace"): kept, in one header.
-            headers = {name: value for name, value in headers.items() if name not in foreign}
-            headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False)
         self.driver.producer(target).publish(delivery.to_message(headers=headers))
 
 

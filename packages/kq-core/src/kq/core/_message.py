@@ -21,6 +21,37 @@ JSON = "application/json"
 #: Prefix of the headers kq uses for its own metadata (attempts, signatures, dead-letter reasons, ...).
 KQ_HEADER_PREFIX = "kq-"
 
+# Headers kq writes on a message after it was published. They are listed here, once, because signatures
+# must leave out exactly these.
+#: Header counting execution attempts (absent: the first).
+ATTEMPT = "kq-attempt"
+#: Headers added to a dead-lettered message.
+DEAD_LETTER_REASON = "kq-dead-letter-reason"
+DEAD_LETTER_ERROR = "kq-dead-letter-error"
+DEAD_LETTER_QUEUE = "kq-original-queue"
+DEAD_LETTER_TIME = "kq-dead-lettered-at"
+DEAD_LETTER_DELIVERIES = "kq-delivery-count"
+#: Headers of a dead letter whose names kq cannot publish, as a JSON object.
+DEAD_LETTER_FOREIGN_HEADERS = "kq-dead-letter-foreign-headers"
+#: A driver's own bookkeeping (RabbitMQ: the routing key of a copy sent straight to one queue, and how
+#: often the original of a delayed requeue was delivered).
+DRIVER_ROUTING_KEY = "kq-routing-key"
+DRIVER_REDELIVERY = "kq-redelivery"
+#: Every header kq or a driver may change in transit.
+TRANSIT_HEADERS = frozenset(
+    {
+        ATTEMPT,
+        DEAD_LETTER_REASON,
+        DEAD_LETTER_ERROR,
+        DEAD_LETTER_QUEUE,
+        DEAD_LETTER_TIME,
+        DEAD_LETTER_DELIVERIES,
+        DEAD_LETTER_FOREIGN_HEADERS,
+        DRIVER_ROUTING_KEY,
+        DRIVER_REDELIVERY,
+    }
+)
+
 # Header names must survive every broker: SQS message attribute names allow letters, digits, "-", "_" and
 # "."; STOMP and AMQP accept more. Values are strings for the same reason (STOMP headers are text).
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
@@ -124,7 +155,7 @@ class Delivery:
             "body": self.body,
             # A foreign message may have no content type; kq reads such bodies as JSON, so says so.
             "content_type": self.content_type or JSON,
-            "headers": dict(self.headers),
+            "headers": self.headers,  # Message checks and copies them
             "routing_key": self.routing_key,
             "message_id": self.message_id,
         }

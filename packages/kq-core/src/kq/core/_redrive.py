@@ -30,17 +30,18 @@ from typing import TYPE_CHECKING, Any
 
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import KqError
-from kq.core._loop import (
-    ATTEMPT,
+from kq.core._loop import attempt_of
+from kq.core._message import (
     DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_ERROR,
-    DEAD_LETTER_FOREIGN_HEADERS,
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON,
     DEAD_LETTER_TIME,
-    attempt_of,
+    KQ_HEADER_PREFIX,
+    TRANSIT_HEADERS,
+    Delivery,
+    Message,
 )
-from kq.core._message import KQ_HEADER_PREFIX, Delivery, Message
 from kq.core._producers import GenericMessageProducer
 from kq.core._signing import KEY_ID, SignatureError, Verifier
 
@@ -59,17 +60,7 @@ PREVIEW_CHARS = 200
 #: Messages republished per batch by :func:`retry_failed` (confirms and commits are paid once per batch).
 REPUBLISH_BATCH = 100
 #: Headers :func:`retry_failed` takes off before queueing a message again.
-REDRIVE_DROPPED_HEADERS = frozenset(
-    {
-        ATTEMPT,
-        DEAD_LETTER_REASON,
-        DEAD_LETTER_ERROR,
-        DEAD_LETTER_QUEUE,
-        DEAD_LETTER_TIME,
-        DEAD_LETTER_DELIVERIES,
-        DEAD_LETTER_FOREIGN_HEADERS,
-    }
-)
+REDRIVE_DROPPED_HEADERS = TRANSIT_HEADERS
 #: Signature outcomes that still prove the content is authentic (only its age or reuse is wrong).
 _AUTHENTIC = frozenset({"expired", "not-yet-valid", "replayed"})
 

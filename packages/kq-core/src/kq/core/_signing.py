@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kq.core._errors import ConfigError, KqError
-from kq.core._message import Delivery, Message, is_portable_header_name
+from kq.core._message import TRANSIT_HEADERS, Delivery, Message, is_portable_header_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +44,7 @@ SIGNED_AT = "kq-signed-at"
 NONCE = "kq-nonce"
 SIGNATURE = "kq-signature"
 #: Headers kq changes after publication, so they cannot be signed.
-UNSIGNED_HEADERS = frozenset(
-    {
-        SIGNATURE,
-        "kq-attempt",
-        "kq-routing-key",
-        "kq-redelivery",
-        "kq-original-queue",
-        "kq-delivery-count",
-        "kq-dead-letter-reason",
-        "kq-dead-letter-error",
-        "kq-dead-lettered-at",
-        "kq-dead-letter-foreign-headers",
-    }
-)
+UNSIGNED_HEADERS = TRANSIT_HEADERS | {SIGNATURE}
 #: Seconds a signature may be dated in the future (clock differences between machines).
 CLOCK_SKEW = 60.0
 #: Shortest accepted key, in bytes.

@@ -32,8 +32,8 @@ import pytest
 from kq.core._consumers import MessageConsumer, NoopConsumer
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import ConsumerClosedError, DeliveryStateError, UnsupportedOperationError
-from kq.core._loop import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, ConsumeLoop, Limits
-from kq.core._message import Delivery, Message
+from kq.core._loop import ConsumeLoop, Limits
+from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Delivery, Message
 from kq.core._registry import load_driver_class
 from kq.core._retry import RetryPolicy
 from kq.core._signing import SignatureError, Signer, Verifier, new_key

@@ -23,7 +23,16 @@ import pika
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.core import ConsumerClosedError, KqError, Message, Producer, QueueSpec, UnsupportedOperationError
+from kq.core import (
+    DRIVER_REDELIVERY,
+    DRIVER_ROUTING_KEY,
+    ConsumerClosedError,
+    KqError,
+    Message,
+    Producer,
+    QueueSpec,
+    UnsupportedOperationError,
+)
 from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._delays import declare_for_exchange, declare_for_queue, step_ms
 from kq.drivers.rabbitmq._topology import Topology
@@ -34,9 +43,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
-ROUTING_KEY_HEADER = "kq-routing-key"
+ROUTING_KEY_HEADER = DRIVER_ROUTING_KEY
 #: Header of a delayed requeue's copy: how often the original was delivered.
-REDELIVERY_HEADER = "kq-redelivery"
+REDELIVERY_HEADER = DRIVER_REDELIVERY
 
 
 class PublishError(KqError):
