@@ -66,22 +66,25 @@ def new_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
 
-def _canonical(
-    queue: str, message_id: str, routing_key: str, content_type: str, headers: Mapping[str, str], body: bytes
-) -> bytes:
-    lines = [
-        "kq-signature-v1",
-        queue,
-        message_id,
-        routing_key,
-        content_type,
-        hashlib.sha256(body).hexdigest(),
-    ]
-    for name in sorted(headers):
-        if name not in UNSIGNED_HEADERS:
-            lines.append(f"{name}:{headers[name]}")
+def _escape(line: str) -> str:
     # Newlines cannot appear in names, and values are escaped, so fields cannot run into each other.
-    return "\n".join(line.replace("\\", "\\\\").replace("\n", "\\n") for line in lines).encode()
+    if "\\" in line or "\n" in line:
+        return line.replace("\\", "\\\\").replace("\n", "\\n")
+    return line
+
+
+def _signed_fields(
+    message_id: str, routing_key: str, content_type: str, headers: Mapping[str, str], body: bytes
+) -> bytes:
+    """What a signature covers besides the queue, in canonical form (computed once per message)."""
+    lines = [message_id, routing_key, content_type, hashlib.sha256(body).hexdigest()]
+    lines += [f"{name}:{headers[name]}" for name in sorted(headers) if name not in UNSIGNED_HEADERS]
+    return "\n".join(map(_escape, lines)).encode()
+
+
+def _canonical(queue: str, fields: bytes) -> bytes:
+    """The signed text: a version line, the queue the message was published to, then ``fields``."""
+    return b"kq-signature-v1\n" + _escape(queue).encode() + b"\n" + fields
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,10 @@ class Signer:
         headers[KEY_ID] = self.key_id
         headers[SIGNED_AT] = f"{start:.3f}"
         headers[NONCE] = secrets.token_hex(16)
-        payload = _canonical(
-            queue, message.message_id, message.routing_key, message.content_type, headers, message.body
+        fields = _signed_fields(
+            message.message_id, message.routing_key, message.content_type, headers, message.body
         )
+        payload = _canonical(queue, fields)
         headers[SIGNATURE] = hmac.new(self.key, payload, hashlib.sha256).hexdigest()
         return Message(
             body=message.body,
@@ -156,8 +160,14 @@ class Verifier:
                 )
         # Bytes, not str: compare_digest refuses non-ASCII text, and a header can hold anything.
         given = signature.encode(errors="surrogateescape")
+        fields = _signed_fields(
+            delivery.message_id, delivery.routing_key, delivery.content_type, headers, delivery.body
+        )
         if not any(
-            hmac.compare_digest(given, self._digest(key, queue, delivery).encode()) for queue in queues
+            hmac.compare_digest(
+                given, hmac.new(key, _canonical(queue, fields), hashlib.sha256).hexdigest().encode()
+            )
+            for queue in queues
         ):
             raise SignatureError(
                 "bad-signature",
@@ -182,17 +192,6 @@ class Verifier:
         """Take ``delivery``'s signature out of the replay cache: the worker did not settle it (its
         connection was lost, or it was put back on the queue), so it may be delivered again."""
         self._seen.pop(_replay_token(delivery), None)
-
-    def _digest(self, key: bytes, queue: str, delivery: Delivery) -> str:
-        payload = _canonical(
-            queue,
-            delivery.message_id,
-            delivery.routing_key,
-            delivery.content_type,
-            delivery.headers,
-            delivery.body,
-        )
-        return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
     def _remember(self, token: str, signed_at: float, now: float) -> None:
         # Forget what is past the validity window (those messages are refused as expired anyway).
