@@ -38,9 +38,14 @@ class SqliteConsumer(Consumer):
         self._leases: dict[int, str] = {}
         condition, params = routing_filter(routing_keys)
         # Only placeholders are interpolated: the condition is "kq_match(?, routing_key)" repeated.
-        self._select = (
-            "SELECT id FROM kq_messages WHERE queue = ? AND available_at <= ?"  # noqa: S608
+        available = (
+            " FROM kq_messages WHERE queue = ? AND available_at <= ?"
             f" AND (expires_at IS NULL OR expires_at > ?){condition} ORDER BY id LIMIT 1"
+        )
+        # The plain read outside the transaction needs the id only; inside, the whole row.
+        self._select = "SELECT id" + available
+        self._select_row = (
+            "SELECT id, message_id, body, content_type, headers, routing_key, delivery_count" + available
         )
         self._select_params = params
         self._next_cleanup = 0.0
@@ -70,27 +75,21 @@ class SqliteConsumer(Consumer):
                 return None
             connection.execute("BEGIN IMMEDIATE")
             try:
-                row = connection.execute(self._select, params).fetchone()
+                row = connection.execute(self._select_row, params).fetchone()
                 if row is None:
                     connection.execute("COMMIT")
                     return None
+                row_id, message_id, body, content_type, headers, routing_key, previous = row
                 lease = uuid.uuid4().hex
                 connection.execute(
-                    "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = delivery_count + 1"
-                    " WHERE id = ?",
-                    (now + (self.lease_duration or 0.0), lease, row[0]),
+                    "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = ? WHERE id = ?",
+                    (now + (self.lease_duration or 0.0), lease, previous + 1, row_id),
                 )
-                found = connection.execute(
-                    "SELECT message_id, body, content_type, headers, routing_key, delivery_count"
-                    " FROM kq_messages WHERE id = ?",
-                    (row[0],),
-                ).fetchone()
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            self._leases[row[0]] = lease
-        message_id, body, content_type, headers, routing_key, count = found
+            self._leases[row_id] = lease
         return Delivery(
             body=bytes(body),
             content_type=content_type,
@@ -98,8 +97,8 @@ class SqliteConsumer(Consumer):
             routing_key=routing_key,
             message_id=message_id,
             queue=self.queue.name,
-            delivery_count=count,
-            handle=(row[0], lease),
+            delivery_count=previous + 1,
+            handle=(row_id, lease),
         )
 
     def _cleanup(self, now: float) -> None:
