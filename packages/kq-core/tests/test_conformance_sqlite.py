@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from kq.core import Consumer, DriverSpec
+from kq.core import Consumer, Driver, DriverSpec
 from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,
@@ -55,3 +57,38 @@ class TestSqliteDriver(
     def crash_consumer(self, consumer: Consumer) -> None:
         assert isinstance(consumer, SqliteConsumer)
         consumer.abandon()
+
+    def inject_malformed(self, driver: Driver, queue: str) -> int:
+        """Rows another tool, a bad migration or corruption could leave: every column kq reads."""
+        rows = malformed_rows(queue)
+        with contextlib.closing(sqlite3.connect(self.path)) as connection, connection:
+            connection.executemany(
+                "INSERT INTO kq_messages (queue, message_id, body, content_type, headers, routing_key,"
+                " available_at, delivery_count, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0)",
+                rows,
+            )
+        return len(rows)
+
+
+def malformed_rows(queue: str) -> list[tuple[object, ...]]:
+    """(queue, message_id, body, content_type, headers, routing_key, delivery_count) rows kq must survive."""
+    ok = ("m", b"{}", "application/json", "{}", "", 0)
+    changes: list[dict[int, object]] = [
+        {3: "[1, 2]"},  # headers: JSON, but not an object
+        {3: "not json at all"},
+        {3: '{"x-count": 1, "fine": "yes"}'},  # a value that is not a string
+        {3: "[" * 100_000},  # deeper than json can parse
+        {3: b"\x00\x01"},  # a blob, not text
+        {1: 42},  # body: an integer
+        {1: "a text body"},  # body: text instead of a blob (readable: fails as undecodable)
+        {0: 12345, 2: 7, 4: 3.5},  # message id, content type and routing key of the wrong types
+        {0: ""},  # an empty message id
+        {5: "many"},  # delivery count: not a number
+    ]
+    rows = []
+    for number, change in enumerate(changes):
+        row = [f"{ok[0]}{number}", *ok[1:]]
+        for index, value in change.items():
+            row[index] = value
+        rows.append((queue, *row))
+    return rows

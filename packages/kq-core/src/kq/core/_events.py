@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from kq.core._message import Delivery, Message
+from kq.core._numbers import check_number
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,11 @@ class MessageConsumptionFailed(Event):
     dead-lettered regardless.
 
     Attributes:
-        reason: ``"failed"`` (the work ran and failed), ``"undecodable"``, ``"invalid"`` (malformed for
-            its consumer), ``"not-allowed"``, ``"poison"`` (delivered more than ``max_deliveries``
-            times), or a signature problem (``"unsigned"``, ``"unknown-key"``, ``"bad-signature"``,
-            ``"not-yet-valid"``, ``"expired"``, ``"replayed"``).
+        reason: ``"failed"`` (the work ran and failed), ``"malformed"`` (the driver could not read
+            it), ``"undecodable"``, ``"invalid"`` (malformed for its consumer), ``"not-allowed"``,
+            ``"poison"`` (delivered more than ``max_deliveries`` times), or a signature problem
+            (``"unsigned"``, ``"unknown-key"``, ``"bad-signature"``, ``"not-yet-valid"``,
+            ``"expired"``, ``"replayed"``).
         attempt: Which execution attempt this was (``kq-attempt`` header, 1 for the first).
         outcome: What kq did, set after the listeners ran: ``"dead-lettered"``, ``"retried"`` or
             ``"requeued"`` (the dead-letter publish failed).
@@ -116,9 +118,7 @@ class MessageConsumptionFailed(Event):
 
     def retry(self, delay: float = 0.0) -> None:
         """Ask kq to queue the message again (after ``delay`` seconds) instead of dead-lettering it."""
-        if delay < 0:
-            raise ValueError(f"delay must not be negative, not {delay}")
-        self.retry_delay = delay
+        self.retry_delay = check_number(delay, "delay")
 
 
 @dataclass
@@ -223,18 +223,23 @@ class EventDispatcher:
                 continue
             try:
                 registration.listener(event)
-            except Exception:
-                logger.exception(
-                    "listener %s for %s failed on queue %s; the other listeners still run",
-                    _describe(registration.listener),
+            except Exception as exc:
+                # One line a failure; the traceback only where the operator asked for details.
+                logger.error(
+                    "listener %s for %s failed on queue %s (%s: %s); the other listeners still run",
+                    describe_callable(registration.listener),
                     event.name,
                     queue,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
                 )
             vetoed = isinstance(event, MessageReceived) and event.vetoed_by is not None
         return event
 
 
-def _describe(listener: Listener) -> str:
-    module = getattr(listener, "__module__", None) or ""
-    name = getattr(listener, "__qualname__", None) or type(listener).__qualname__
+def describe_callable(function: object) -> str:
+    """``module:qualname`` of a listener or check, for log lines."""
+    module = getattr(function, "__module__", None) or ""
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
     return f"{module}:{name}" if module else name

@@ -25,7 +25,13 @@ from typing import Any
 from kq.core._consumers import MessageConsumer
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import KqError, MessageFormatError, NotAllowedError
-from kq.core._events import EventDispatcher, MessageConsumed, MessageConsumptionFailed, MessageReceived
+from kq.core._events import (
+    EventDispatcher,
+    MessageConsumed,
+    MessageConsumptionFailed,
+    MessageReceived,
+    describe_callable,
+)
 from kq.core._message import (
     ATTEMPT,
     DEAD_LETTER_DELIVERIES,
@@ -145,6 +151,7 @@ class ConsumeLoop:
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._memory: MemoryGauge | None = None
+        self._check_errors: dict[int, str] = {}
 
     def stop(self, reason: str) -> None:
         """Ask the loop to stop after the current message (safe from signal handlers and threads)."""
@@ -179,13 +186,15 @@ class ConsumeLoop:
                     timeout = self.poll_interval
                     if deadline is not None:
                         timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-                    delivery = self._consumer.receive(timeout)
+                    delivery = self._receive(self._consumer, timeout)
                     if delivery is not None:
                         self.stats.received += 1
                         self._handle(self._consumer, delivery, keeper)
                     backoff.reset()
                 except self.driver.connection_errors as exc:
                     self._reconnect(exc, backoff)
+                except _ReceiveError as failed:
+                    self._reconnect(failed.error, backoff, driver_fault=True)
         finally:
             if keeper is not None:
                 keeper.shutdown()
@@ -219,24 +228,63 @@ class ConsumeLoop:
         for check in limits.checks:
             try:
                 reason = check()
-            except Exception:
-                logger.exception("queue %s: the stop check %r failed; ignoring it", self.queue, check)
+            except Exception as exc:
+                self._check_failed(check, exc)
                 continue
             if reason:
                 return reason
         return None
 
-    def _reconnect(self, exc: BaseException, backoff: _Backoff) -> None:
+    def _check_failed(self, check: Callable[[], str | None], exc: Exception) -> None:
+        # Checks run at every poll: an error is said once (again only when it changes), not every second.
+        error = f"{type(exc).__name__}: {exc}"
+        repeated = self._check_errors.get(id(check)) == error
+        self._check_errors[id(check)] = error
+        logger.log(
+            logging.DEBUG if repeated else logging.ERROR,
+            "queue %s: the stop check %s failed (%s); ignoring it%s",
+            self.queue,
+            describe_callable(check),
+            error,
+            "" if repeated else " (the same failure again is logged at DEBUG only)",
+            exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+
+    def _receive(self, consumer: Consumer, timeout: float) -> Delivery | None:
+        """The driver's next delivery; anything but a connection error is wrapped in _ReceiveError."""
+        try:
+            return consumer.receive(timeout)
+        except self.driver.connection_errors:
+            raise
+        except Exception as exc:
+            raise _ReceiveError(exc) from exc
+
+    def _reconnect(self, exc: BaseException, backoff: _Backoff, *, driver_fault: bool = False) -> None:
         self.stats.reconnects += 1
         wait = backoff.next()
-        logger.warning(
-            "queue %s: connection to driver %s lost (%s: %s); reconnecting in %.1fs",
-            self.queue,
-            self.driver.name,
-            type(exc).__name__,
-            exc,
-            wait,
-        )
+        if driver_fault:
+            # Whatever the broker handed over must never stop the worker: a driver that could not turn
+            # it into a delivery is rebuilt like a lost connection, and the error is kept for its author.
+            logger.error(
+                "queue %s: driver %s failed while receiving (%s: %s); this is a bug in the driver, "
+                "which should hand over unreadable messages as malformed deliveries; rebuilding the "
+                "consumer in %.1fs",
+                self.queue,
+                self.driver.name,
+                type(exc).__name__,
+                exc,
+                wait,
+                exc_info=exc,
+            )
+        else:
+            logger.warning(
+                "queue %s: connection to driver %s lost (%s: %s); reconnecting in %.1fs",
+                self.queue,
+                self.driver.name,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
         self._close_consumer()
         self._stop.wait(wait)
 
@@ -307,6 +355,15 @@ class ConsumeLoop:
                 )
 
     def _process(self, delivery: Delivery) -> _Success | _Vetoed | _Failure:
+        if delivery.defect is not None:
+            # The driver could not read all of it: nothing about it can be trusted, so nothing runs.
+            return _Failure(None, MessageFormatError(delivery.defect), "malformed")
+        # Authenticity first: a forged delivery count must not decide why a forged message is refused.
+        if self.verifier is not None:
+            try:
+                self.verifier.verify(delivery, self.signed_for)
+            except SignatureError as exc:
+                return _Failure(None, exc, exc.reason)
         limit = self.spec.max_deliveries
         if limit and delivery.delivery_count > limit:
             # Delivered again and again without being settled: its handler kills or hangs the worker.
@@ -316,11 +373,6 @@ class ConsumeLoop:
                 "died or lost its connection while handling it each time"
             )
             return _Failure(None, error, "poison")
-        if self.verifier is not None:
-            try:
-                self.verifier.verify(delivery, self.signed_for)
-            except SignatureError as exc:
-                return _Failure(None, exc, exc.reason)
         try:
             body = self.handler.decode(delivery)
         except MessageFormatError as exc:
@@ -482,6 +534,14 @@ class ConsumeLoop:
         headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
         self.driver.producer(target).publish(delivery.to_message(headers=headers))
+
+
+class _ReceiveError(Exception):
+    """A driver's ``receive`` raised something other than one of its connection errors."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,10 @@ class Delivery:
             ``ApproximateReceiveCount`` and STOMP redelivery headers onto it.
         handle: Driver-private data needed to settle the delivery (delivery tag, receipt handle, ...).
         settled: Set by the consumer once the delivery is acked or rejected.
+        defect: Set by the driver when part of what the broker handed over could not be read (headers
+            that are not a string mapping, a body of the wrong type, ...): what was wrong, in words. The
+            other fields then hold what could be salvaged, and the consume loop dead-letters the
+            delivery with reason ``malformed`` instead of handling it. ``None`` for a sound delivery.
     """
 
     body: bytes
@@ -143,6 +147,7 @@ class Delivery:
     handle: Any = None
     owner: object = None
     settled: bool = False
+    defect: str | None = None
 
     @property
     def redelivered(self) -> bool:

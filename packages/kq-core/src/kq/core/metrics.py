@@ -4,8 +4,8 @@
 on an app's dispatcher and serve the registry yourself. Every metric has a ``queue`` label:
 
 - ``kq_messages_total`` — messages received;
-- ``kq_message_errors_total`` — failed messages, with a ``reason`` label (failed, undecodable, invalid,
-  not-allowed);
+- ``kq_message_errors_total`` — failed messages, with a ``reason`` label (failed, malformed, undecodable,
+  invalid, not-allowed, poison, signature reasons);
 - ``kq_message_retries_total`` — failures queued again by a listener;
 - ``kq_message_dead_letters_total`` — messages sent to the dead-letter queue;
 - ``kq_messages_vetoed_total`` — messages skipped by a ``message_received`` listener;

@@ -33,7 +33,14 @@ from kq.core._consumers import MessageConsumer, NoopConsumer
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import ConsumerClosedError, DeliveryStateError, UnsupportedOperationError
 from kq.core._loop import ConsumeLoop, Limits
-from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Delivery, Message
+from kq.core._message import (
+    DEAD_LETTER_ERROR,
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_REASON,
+    JSON,
+    Delivery,
+    Message,
+)
 from kq.core._registry import load_driver_class
 from kq.core._retry import RetryPolicy
 from kq.core._signing import SignatureError, Signer, Verifier, new_key
@@ -86,6 +93,16 @@ class DriverTestBase:
             f"{type(self).__name__} must override crash_consumer() to drop a consumer the way a crash does "
             "(close its connection without releasing deliveries)"
         )
+
+    def inject_malformed(self, driver: Driver, queue: str) -> int:
+        """Put into ``queue`` what the broker accepts but kq's producers never send; return how many.
+
+        Override it with your broker's plain client: headers of types kq does not use, missing or odd
+        properties, rows or attributes written by another tool. The consume loop must dead-letter each
+        of them (or consume it, if it is readable after all) and go on. The default puts nothing: say in
+        your tests why, when your broker stores only what kq's producers can send.
+        """
+        return 0
 
     def cleanup(self, driver: Driver, queues: Sequence[str]) -> None:
         """Delete the test queues (best effort)."""
@@ -547,6 +564,57 @@ class ConsumeLoopConformance(DriverTestBase):
         assert "cannot handle" in got.headers[DEAD_LETTER_ERROR]
         with driver.consumer(queue) as consumer:
             assert consumer.receive(self.idle_timeout) is None
+
+    def test_nothing_a_broker_hands_over_crashes_the_loop(self, driver: Driver, queue: str) -> None:
+        """Hostile bodies and whatever :meth:`inject_malformed` puts in are dead-lettered, the loop goes on,
+        and a good message behind them is consumed: nothing is lost, nothing stops the worker."""
+        hostile = [
+            Message(b"\xff\xfe not UTF-8 \x00", content_type=JSON),
+            Message(b"", content_type=JSON),
+            Message(b"[" * 50_000 + b"]" * 50_000, content_type=JSON),  # deeper than json can parse
+            Message(b"{}", content_type="application/x-unknown-to-kq"),
+            Message(b"\x00" * 1000, content_type="application/json; charset=utf-16"),
+        ]
+        self.publish(driver, queue, *hostile)
+        injected = self.inject_malformed(driver, queue)
+        good = Message(b'"behind them"', content_type=JSON)
+        self.publish(driver, queue, good)
+        total = len(hostile) + injected + 1
+        handler = _Recording()
+        loop = ConsumeLoop(
+            driver,
+            queue,
+            handler,
+            limits=Limits(messages=total, time=self.receive_timeout * 3),
+            poll_interval=0.5,
+        )
+        reason = loop.run()  # must return, not raise
+        assert loop.stats.received == total, reason
+        assert good.message_id in handler.ids, "the good message behind the hostile ones was not consumed"
+        failed_queue = driver.queue(queue).failed_queue
+        with driver.consumer(failed_queue) as consumer:
+            dead = drain(consumer, idle=self.idle_timeout * 2)
+        reasons = {d.message_id: d.headers.get(DEAD_LETTER_REASON) for d in dead}
+        for message in hostile:
+            assert reasons.get(message.message_id) == "undecodable", (message, reasons)
+        assert len(dead) + loop.stats.consumed == total, "a message was lost or handled twice"
+        assert all(reasons.values()), f"a dead letter has no reason: {reasons}"
+        with driver.consumer(queue) as consumer:
+            assert consumer.receive(self.idle_timeout) is None
+
+
+class _Recording(MessageConsumer):
+    """Accepts JSON only and records the ids of what it consumed."""
+
+    accepted_content_types = frozenset({JSON})
+    kind = "recording"
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        self.ids.append(delivery.message_id)
+        return body
 
 
 class _FailingTwice(MessageConsumer):

@@ -8,10 +8,11 @@ import sqlite3
 import threading
 import time
 import uuid
+from typing import Any
 
 from kq.core import Consumer, Delivery, DeliveryStateError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
-from kq.drivers.sqlite._store import routing_filter
+from kq.drivers.sqlite._store import file_identity, rollback, routing_filter
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,73 @@ logger = logging.getLogger(__name__)
 _FIRST_PAUSE = 0.01
 # How often expired messages are deleted, in seconds.
 _CLEANUP_EVERY = 60.0
+# How often an idle consumer checks that its database file is still the one at the path, in seconds.
+_FILE_CHECK_EVERY = 1.0
+
+
+class DatabaseFileChangedError(sqlite3.OperationalError):
+    """The database file was deleted or replaced under an open connection (a connection error: the
+    consume loop reopens it)."""
+
+
+def read_row(row: tuple[Any, ...], queue: str, count: int, handle: Any) -> Delivery:
+    """The delivery of a leased row, whatever another tool, a migration or corruption put in it.
+
+    Nothing in a row may stop a worker: a value that cannot be read is replaced by what can be salvaged
+    and named in ``Delivery.defect``, and the consume loop dead-letters such a delivery as ``malformed``.
+    """
+    _, message_id, body, content_type, headers, routing_key, _ = row
+    defects: list[str] = []
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogateescape")
+    elif isinstance(body, bytes):
+        pass
+    else:
+        defects.append(f"the body column holds {_kind(body)}, not bytes")
+        body = b"" if body is None else str(body).encode()
+    salvaged: dict[str, str] = {}
+    try:
+        parsed = json.loads(headers) if isinstance(headers, str) else _NOT_TEXT
+    except (ValueError, RecursionError) as exc:
+        defects.append(f"the headers column is not readable JSON ({type(exc).__name__}: {exc})"[:200])
+    else:
+        if parsed is _NOT_TEXT:
+            defects.append(f"the headers column holds {_kind(headers)}, not JSON text")
+        elif not isinstance(parsed, dict):
+            defects.append(f"the headers column holds a JSON {_kind(parsed)}, not an object")
+        else:
+            salvaged = {name: value for name, value in parsed.items() if isinstance(value, str)}
+            if len(salvaged) < len(parsed):
+                defects.append("the headers column has values that are not strings")
+    if not isinstance(content_type, str):
+        defects.append(f"the content_type column holds {_kind(content_type)}, not text")
+        content_type = "application/octet-stream"
+    if not isinstance(routing_key, str):
+        defects.append(f"the routing_key column holds {_kind(routing_key)}, not text")
+        routing_key = ""
+    if not isinstance(message_id, str) or not message_id:
+        defects.append(f"the message_id column holds {_kind(message_id)}, not text")
+        message_id = f"row-{handle[0]}"
+    return Delivery(
+        body=body,
+        content_type=content_type,
+        headers=salvaged,
+        routing_key=routing_key,
+        message_id=message_id,
+        queue=queue,
+        delivery_count=count,
+        handle=handle,
+        defect="; ".join(defects) or None,
+    )
+
+
+_NOT_TEXT = object()
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return repr(value)[:40] if isinstance(value, (int, float)) else type(value).__name__
 
 
 class SqliteConsumer(Consumer):
@@ -49,19 +117,50 @@ class SqliteConsumer(Consumer):
         )
         self._select_params = params
         self._next_cleanup = 0.0
+        # Which file the connection has open, to notice it being deleted or replaced.
+        self._file = file_identity(driver.path)
+        self._next_file_check = time.monotonic() + _FILE_CHECK_EVERY
 
     def _receive(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + timeout
         pause = _FIRST_PAUSE
         while True:
-            delivery = self._try_lease()
+            try:
+                delivery = self._try_lease()
+            except sqlite3.OperationalError:
+                self._check_file(now=True)  # when the file is why, say so
+                raise
             if delivery is not None:
                 return delivery
+            # Only an idle consumer looks: a busy one is still draining the file it has open.
+            self._check_file()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, self._poll_interval)
+
+    def _check_file(self, *, now: bool = False) -> None:
+        """Raise a connection error once the database file was deleted or replaced under this consumer.
+
+        Its connection still reads the old file, which nothing writes to any more, while producers
+        write to the new one: the consume loop rebuilds the consumer, which opens the file at the path.
+        """
+        clock = time.monotonic()
+        if clock < self._next_file_check and not now:
+            return
+        self._next_file_check = clock + _FILE_CHECK_EVERY
+        identity = file_identity(self.driver.path)
+        if identity == self._file:
+            return
+        what = "deleted" if identity is None else "deleted or replaced by another file"
+        logger.warning(
+            "queue %s: database file %s was %s while this worker had it open; reopening it",
+            self.queue.name,
+            self.driver.path,
+            what,
+        )
+        raise DatabaseFileChangedError(f"database file {self.driver.path} was {what}")
 
     def _try_lease(self) -> Delivery | None:
         now = time.time()
@@ -79,27 +178,20 @@ class SqliteConsumer(Consumer):
                 if row is None:
                     connection.execute("COMMIT")
                     return None
-                row_id, message_id, body, content_type, headers, routing_key, previous = row
+                row_id, previous = row[0], row[-1]
+                # Another tool may have written the row: a count that is not a number starts again.
+                count = previous + 1 if type(previous) is int and previous >= 0 else 1
                 lease = uuid.uuid4().hex
                 connection.execute(
                     "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = ? WHERE id = ?",
-                    (now + (self.lease_duration or 0.0), lease, previous + 1, row_id),
+                    (now + (self.lease_duration or 0.0), lease, count, row_id),
                 )
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                rollback(connection)
                 raise
             self._leases[row_id] = lease
-        return Delivery(
-            body=bytes(body),
-            content_type=content_type,
-            headers=json.loads(headers),
-            routing_key=routing_key,
-            message_id=message_id,
-            queue=self.queue.name,
-            delivery_count=previous + 1,
-            handle=(row_id, lease),
-        )
+        return read_row(row, self.queue.name, count, (row_id, lease))
 
     def _cleanup(self, now: float) -> None:
         self._next_cleanup = now + _CLEANUP_EVERY

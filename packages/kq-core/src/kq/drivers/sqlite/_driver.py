@@ -32,7 +32,8 @@ class SqliteDriver(Driver):
         lease_extension=True,
         cross_process=True,
     )
-    # "database is locked" past the busy timeout, or a vanished file: rebuild the consumer and retry.
+    # "database is locked" past the busy timeout, or a file deleted or replaced under the consumer
+    # (DatabaseFileChangedError): rebuild the consumer, which opens the file at the path again.
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.OperationalError,)
     driver_options: ClassVar[dict[str, Option]] = {
         "path": Option(

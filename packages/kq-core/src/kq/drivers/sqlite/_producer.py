@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 
 from kq.core import Message, Producer, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
+from kq.drivers.sqlite._store import file_identity, rollback
+
+logger = logging.getLogger(__name__)
 
 
 class SqliteProducer(Producer):
@@ -18,6 +22,7 @@ class SqliteProducer(Producer):
     def __init__(self, driver: SqliteDriver, queue: QueueSpec) -> None:
         super().__init__(driver, queue)
         self._connection = driver.connect()
+        self._file = file_identity(driver.path)
         self._registered = False
 
     def _publish_batch(self, messages: Sequence[Message]) -> None:
@@ -36,6 +41,8 @@ class SqliteProducer(Producer):
             )
             for m in messages
         ]
+        if file_identity(self.driver.path) != self._file:
+            self._reopen()
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -50,9 +57,22 @@ class SqliteProducer(Producer):
             )
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            rollback(connection)
             raise
         self._registered = True
+
+    def _reopen(self) -> None:
+        # Writing on would put messages in a file that no consumer will ever open again.
+        logger.warning(
+            "queue %s: database file %s was deleted or replaced since this producer opened it; "
+            "reopening it before publishing",
+            self.queue.name,
+            self.driver.path,
+        )
+        self._connection.close()
+        self._connection = self.driver.connect()
+        self._file = file_identity(self.driver.path)
+        self._registered = False
 
     def _close(self) -> None:
         self._connection.close()

@@ -8,6 +8,7 @@ are wall-clock seconds because several processes share the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -39,12 +40,25 @@ CREATE TABLE IF NOT EXISTS kq_messages (
 CREATE INDEX IF NOT EXISTS kq_messages_queue ON kq_messages (queue, id);
 """
 
-_initialised: set[str] = set()
-_initialised_lock = threading.Lock()
+# Threads of one process initialise one at a time; processes are kept apart by BEGIN IMMEDIATE.
+_initialise_lock = threading.Lock()
 
 
 def _match(pattern: str, key: str) -> int:
     return 1 if topic_matches(pattern, key) else 0
+
+
+FileIdentity = tuple[int, int]
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """The device and inode of ``path`` (``None`` when it does not exist): a database file deleted or
+    replaced under an open connection has another identity, or none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def connect(path: Path, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
@@ -55,12 +69,23 @@ def connect(path: Path, *, busy_timeout: float, synchronous: str) -> sqlite3.Con
     )
     connection.create_function("kq_match", 2, _match, deterministic=True)
     connection.execute(f"PRAGMA synchronous = {synchronous}")
-    key = os.path.realpath(path)
-    with _initialised_lock:
-        if key not in _initialised:
+    # A read of the header is enough to know the schema is there; a file deleted and made again (whose
+    # inode number may be the old one's) has version 0 and gets it anew.
+    if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        with _initialise_lock:
             _initialise(connection)
-            _initialised.add(key)
     return connection
+
+
+def rollback(connection: sqlite3.Connection) -> None:
+    """Roll back after a failed statement, without hiding why it failed.
+
+    On "database or disk is full", I/O errors and the like, sqlite has often rolled back already; a
+    ROLLBACK then raises "cannot rollback - no transaction is active", which would replace the real error.
+    """
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
 
 
 def _initialise(connection: sqlite3.Connection) -> None:
@@ -79,7 +104,7 @@ def _initialise(connection: sqlite3.Connection) -> None:
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        rollback(connection)
         raise
 
 

@@ -1,0 +1,276 @@
+"""What a broker hands over, and what happens to its files, never stops a worker or loses a message.
+
+Each test failed before its fix (issue 10: a malformed sqlite row, a deleted database, masked sqlite
+errors, a forged delivery count, failing checks and listeners printing tracebacks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kq.core import (
+    App,
+    ConsumeLoop,
+    Delivery,
+    DriverSpec,
+    Limits,
+    Message,
+    MessageConsumer,
+    QueueSpec,
+    encode_json,
+    parse_config,
+)
+from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_REASON
+from kq.core.testing import drain, receive_within
+from kq.drivers.memory import MemoryConsumer, MemoryDriver
+from kq.drivers.sqlite import SqliteDriver
+
+
+class _Recording(MessageConsumer):
+    accepted_content_types = None
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+
+    def consume(self, body: Any, delivery: Delivery) -> Any:
+        self.bodies.append(body)
+        return body
+
+
+def _sqlite(path: Path, *queues: str, visibility: float = 30.0) -> SqliteDriver:
+    spec = DriverSpec(
+        name="db",
+        type="sqlite",
+        options={"path": str(path), "poll_interval": 0.05, "visibility_timeout": visibility},
+    )
+    return SqliteDriver(spec, [QueueSpec(name=q, driver="db") for q in queues])
+
+
+def _insert(path: Path, queue: str, headers: object, *, body: object = b'"x"', count: int = 0) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute(
+            "INSERT INTO kq_messages (queue, message_id, body, content_type, headers, routing_key,"
+            " available_at, delivery_count, enqueued_at)"
+            " VALUES (?, 'raw', ?, 'application/json', ?, '', 0, ?, 0)",
+            (queue, body, headers, count),
+        )
+
+
+# --- a malformed row -------------------------------------------------------------------------------
+
+
+def test_a_row_whose_headers_are_not_an_object_is_dead_lettered_and_the_worker_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "q.sqlite3"
+    with _sqlite(path, "jobs") as driver:
+        driver.producer("jobs").publish(Message(b'"first"'))
+        _insert(path, "jobs", "[1, 2, 3]")
+        driver.producer("jobs").publish(Message(b'"behind it"'))
+        handler = _Recording()
+        loop = ConsumeLoop(driver, "jobs", handler, limits=Limits(messages=3, time=10), poll_interval=0.1)
+        loop.run()
+        assert handler.bodies == ["first", "behind it"]
+        with driver.consumer("jobs.failed") as consumer:
+            dead = receive_within(consumer, 5)
+            consumer.ack(dead)
+        assert dead.headers[DEAD_LETTER_REASON] == "malformed"
+        assert "not an object" in dead.headers[DEAD_LETTER_ERROR]
+        assert dead.body == b'"x"'
+
+
+def test_a_receive_that_raises_is_logged_and_the_consumer_rebuilt(caplog: pytest.LogCaptureFixture) -> None:
+    """A driver bug in receive() is not a reason to stop the worker: the consumer is rebuilt."""
+    MemoryDriver.reset()
+    calls = {"n": 0}
+    original = MemoryConsumer._receive
+
+    def flaky(self: MemoryConsumer, timeout: float) -> Delivery | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("what the broker sent")
+        return original(self, timeout)
+
+    driver = MemoryDriver(DriverSpec(name="mem", type="memory"), [QueueSpec(name="jobs", driver="mem")])
+    driver.producer("jobs").publish(Message(b'"ok"'))
+    handler = _Recording()
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.ERROR, "kq.core._loop"):
+        patch.setattr(MemoryConsumer, "_receive", flaky)
+        loop = ConsumeLoop(driver, "jobs", handler, limits=Limits(messages=1, time=10), poll_interval=0.1)
+        loop.run()
+    assert handler.bodies == ["ok"]
+    assert loop.stats.reconnects == 1
+    assert "failed while receiving (KeyError" in caplog.text
+    MemoryDriver.reset()
+
+
+# --- the database deleted or replaced under a running worker ------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["folder removed", "file replaced"])
+def test_a_worker_follows_its_database_when_it_is_deleted(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / ".kq"
+    path = folder / "kq.sqlite3"
+    handler = _Recording()
+    with _sqlite(path, "jobs") as worker_driver:
+        loop = ConsumeLoop(
+            worker_driver, "jobs", handler, limits=Limits(messages=1, time=15), poll_interval=0.2
+        )
+        worker = threading.Thread(target=loop.run)
+        with caplog.at_level(logging.WARNING):
+            worker.start()
+            time.sleep(0.5)  # the worker is polling the file
+            if how == "folder removed":
+                shutil.rmtree(folder)
+            else:
+                replacement = tmp_path / "new.sqlite3"
+                with _sqlite(replacement, "jobs") as other:
+                    other.producer("jobs")  # creates the file and its schema
+                replacement.replace(path)
+            with _sqlite(path, "jobs") as producer_driver:  # what `kq queuecommand` does next
+                producer_driver.producer("jobs").publish(Message(b'"to the new file"'))
+            worker.join(timeout=15)
+    assert handler.bodies == ["to the new file"], f"the worker stalled on the old file ({loop.stop_reason})"
+    assert "was deleted" in caplog.text or "was replaced" in caplog.text
+
+
+def test_a_producer_follows_its_database_when_it_is_deleted(tmp_path: Path) -> None:
+    path = tmp_path / ".kq" / "kq.sqlite3"
+    with _sqlite(path, "jobs") as driver:
+        producer = driver.producer("jobs")
+        producer.publish(Message(b'"before"'))
+        shutil.rmtree(path.parent)
+        producer.publish(Message(b'"after"'))
+    with _sqlite(path, "jobs") as reader, reader.consumer("jobs") as consumer:
+        got = drain(consumer, idle=0.3)
+    assert [d.body for d in got] == [b'"after"'], "the message went to the deleted file"
+
+
+# --- sqlite errors are reported as they are --------------------------------------------------------------
+
+
+def test_a_full_database_is_reported_as_full_not_as_a_failed_rollback(tmp_path: Path) -> None:
+    with _sqlite(tmp_path / "q.sqlite3", "jobs") as driver:
+        producer = driver.producer("jobs")
+        producer.publish(Message(b'"small"'))
+        pages = producer._connection.execute("PRAGMA page_count").fetchone()[0]  # type: ignore[attr-defined]
+        producer._connection.execute(f"PRAGMA max_page_count = {pages}")  # type: ignore[attr-defined]
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            producer.publish_batch([Message(b'"' + b"x" * 20_000 + b'"') for _ in range(20)])
+
+
+# --- authenticity before the delivery count ----------------------------------------------------------
+
+
+def test_an_unsigned_row_with_an_inflated_count_is_refused_as_unsigned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = App(
+        parse_config(
+            {
+                "default_driver": "db",
+                "drivers": {"db": {"type": "sqlite", "path": "q.sqlite3", "poll_interval": 0.05}},
+                "queues": {"jobs": {"consumer": "noop", "require_signature": True, "max_deliveries": 3}},
+                "signing": {"keys": {"k": "a" * 64}},
+            },
+            source=str(tmp_path / "kq.toml"),
+        )
+    )
+    with app:
+        driver, _ = app.queue("jobs")
+        driver.producer("jobs").publish(Message(encode_json("warm-up")))  # creates the schema
+        with driver.consumer("jobs") as consumer:
+            consumer.ack(receive_within(consumer, 5))
+        _insert(tmp_path / "q.sqlite3", "jobs", "{}", count=50)
+        failures: list[Any] = []
+        app.dispatcher.add_listener("message_consumption_failed", failures.append)
+        app.consume_loop(
+            "jobs", handler=_Recording(), limits=Limits(messages=1, time=10), poll_interval=0.1
+        ).run()
+    assert [f.reason for f in failures] == ["unsigned"]
+
+
+# --- failing checks and listeners: one line each ---------------------------------------------------------
+
+
+@pytest.fixture
+def memory_queue() -> Iterator[MemoryDriver]:
+    MemoryDriver.reset()
+    driver = MemoryDriver(DriverSpec(name="mem", type="memory"), [QueueSpec(name="jobs", driver="mem")])
+    yield driver
+    driver.close()
+    MemoryDriver.reset()
+
+
+def _broken_check() -> str | None:
+    raise RuntimeError("the check is broken")
+
+
+def test_a_failing_check_is_one_line_once_not_a_traceback_every_poll(
+    memory_queue: MemoryDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = ConsumeLoop(
+        memory_queue,
+        "jobs",
+        _Recording(),
+        limits=Limits(time=0.5, checks=(_broken_check,)),
+        poll_interval=0.02,
+    )
+    with caplog.at_level(logging.INFO, "kq.core._loop"):
+        loop.run()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "RuntimeError: the check is broken" in errors[0].getMessage()
+    assert not errors[0].exc_info, "a traceback at INFO level"
+
+
+def test_a_failing_listener_is_one_line_without_traceback(
+    memory_queue: MemoryDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kq.core import EventDispatcher
+
+    def broken(event: object) -> None:
+        raise ValueError("listener bug")
+
+    dispatcher = EventDispatcher()
+    dispatcher.add_listener("message_consumed", broken)
+    memory_queue.producer("jobs").publish(Message(b'"x"'))
+    loop = ConsumeLoop(
+        memory_queue,
+        "jobs",
+        _Recording(),
+        dispatcher=dispatcher,
+        limits=Limits(messages=1, time=5),
+        poll_interval=0.05,
+    )
+    with caplog.at_level(logging.INFO):
+        loop.run()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "ValueError: listener bug" in errors[0].getMessage()
+    assert not errors[0].exc_info
+    caplog.clear()
+    memory_queue.producer("jobs").publish(Message(b'"y"'))
+    with caplog.at_level(logging.DEBUG):
+        ConsumeLoop(
+            memory_queue,
+            "jobs",
+            _Recording(),
+            dispatcher=dispatcher,
+            limits=Limits(messages=1, time=5),
+            poll_interval=0.05,
+        ).run()
+    assert any(r.exc_info for r in caplog.records if r.levelno >= logging.ERROR), "no traceback at DEBUG"
