@@ -4,6 +4,10 @@ Publishing, persistent messages with publisher confirms:
   pika    BlockingChannel.confirm_delivery + basic_publish (waits for each confirm)
   kq      Producer.publish (one message per call, confirmed)
   kq      Producer.publish_batch of 100 (confirms awaited once per batch)
+First publish of a new producer (what every `kq queuecommand` and a worker's first dead letter pay),
+timed from connecting to the confirmed message:
+  pika    connect, declare, confirm_delivery, basic_publish (confirmed), close
+  kq      a new driver: Producer.publish of one message (connect, declare, confirm mode, confirm), close
 Consuming with manual acks, prefetch 1 and prefetch 50, timed from connecting to closing on both sides:
   pika    basic_consume + basic_ack in the callback (start_consuming)
   kq      ConsumeLoop + NoopConsumer (declare, decode, events, ack after the handler)
@@ -49,6 +53,29 @@ def pika_publish(url: str, queue: str, count: int) -> float:
     elapsed = time.perf_counter() - started
     connection.close()
     return count / elapsed
+
+
+def pika_first_publish(url: str, queue: str) -> float:
+    """Seconds from connecting to a confirmed first message, closing included."""
+    started = time.perf_counter()
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    _queue(channel, queue)
+    channel.confirm_delivery()
+    channel.basic_publish(
+        queue, "bench", BODY, pika.BasicProperties(content_type="application/json", delivery_mode=2)
+    )
+    connection.close()
+    return time.perf_counter() - started
+
+
+def kq_first_publish(url: str, queue: str) -> float:
+    """Seconds for a new driver's producer to publish its first (confirmed) message, closing included."""
+    started = time.perf_counter()
+    driver = kq_driver(url)
+    driver.producer(queue).publish(Message(BODY, routing_key="bench"))
+    driver.close()
+    return time.perf_counter() - started
 
 
 def pika_consume(url: str, queue: str, count: int, prefetch: int) -> float:
@@ -114,12 +141,15 @@ def run(url: str, count: int, rounds: int) -> None:
     machine must not decide a ratio."""
     queue = f"bench_{uuid.uuid4().hex[:8]}"
     samples: dict[str, list[float]] = {}
+    firsts: dict[str, list[float]] = {}
 
     def record(name: str, rate: float) -> None:
         samples.setdefault(name, []).append(rate)
 
     try:
         for _ in range(rounds):
+            firsts.setdefault("pika first publish", []).append(pika_first_publish(url, queue))
+            firsts.setdefault("kq first publish", []).append(kq_first_publish(url, queue))
             record("pika publish (confirm each)", pika_publish(url, queue, count))
             record("kq publish (confirm each)", kq_publish(url, queue, count, 1))
             record("kq publish_batch(100)", kq_publish(url, queue, count, 100))
@@ -130,9 +160,14 @@ def run(url: str, count: int, rounds: int) -> None:
                 pika_publish(url, queue, count)
                 record(f"kq consume prefetch {prefetch}", kq_consume(url, queue, count, prefetch))
         rates = {name: statistics.median(values) for name, values in samples.items()}
+        latencies = {name: statistics.median(values) for name, values in firsts.items()}
         print(f"{count} messages, median of {rounds} alternating rounds")
+        for name, seconds in latencies.items():
+            print(f"{name:<32} {seconds * 1000:9.1f} ms")
         for name, rate in rates.items():
             print(f"{name:<32} {rate:9.0f} msg/s")
+        first = latencies["kq first publish"] / latencies["pika first publish"]
+        print(f"first publish: kq/pika time = {first:.2f}")
         one = rates["kq publish (confirm each)"] / rates["pika publish (confirm each)"]
         batch = rates["kq publish_batch(100)"] / rates["pika publish (confirm each)"]
         print(f"publish one:   kq/pika = {one:.2f}")

@@ -319,6 +319,51 @@ def test_stop_and_start_next_to_a_supervisor(space: Workspace) -> None:
     assert _workers(space) == {}
 
 
+def test_stop_reports_the_workers_a_supervisor_stopped(space: Workspace) -> None:
+    """`stop` next to `run`: the supervisor stops the workers, and `stop` still says which and how."""
+    supervisor = _supervise(space)
+    pids = _wait(lambda: len(p := _pids(space)) == 3 and p, 15, "three workers")
+
+    done = space.kq("watchdog", "stop", "--format", "json")
+
+    outcomes = json.loads(done.stdout)
+    by = supervisor.pid
+    assert sorted(outcomes, key=lambda o: o["label"]) == [
+        {"worker": "jobs", "label": "jobs-1", "pid": pids["jobs-1"], "killed": False, "supervisor": by},
+        {"worker": "jobs", "label": "jobs-2", "pid": pids["jobs-2"], "killed": False, "supervisor": by},
+        {"worker": "mail", "label": "mail-1", "pid": pids["mail-1"], "killed": False, "supervisor": by},
+    ]
+    # The text output (the log on stderr) names them too, and who stopped them.
+    assert (
+        f"worker jobs-2 (pid {pids['jobs-2']}) was stopped by kq watchdog run (pid {supervisor.pid}): "
+        "exited after SIGTERM" in done.stderr
+    )
+    assert supervisor.wait(timeout=20) == 0
+    assert _workers(space) == {}
+
+
+def test_stop_says_what_it_cannot_know_when_a_supervisor_leaves_no_report(space: Workspace) -> None:
+    """A supervisor that cannot write its report: `stop` lists the workers it had, `killed` unknown."""
+    report = space.root / ".kq" / "watchdog" / "kq.toml.stopped.json"
+    report.mkdir(parents=True)  # a folder where the file should go: the supervisor cannot write it
+    supervisor = _supervise(space)
+    pids = _wait(lambda: len(p := _pids(space)) == 3 and p, 15, "three workers")
+
+    done = space.kq("watchdog", "stop", "--format", "json")
+
+    by = supervisor.pid
+    assert {o["label"]: (o["pid"], o["killed"], o["supervisor"]) for o in json.loads(done.stdout)} == {
+        label: (pid, None, by) for label, pid in pids.items()
+    }
+    assert f"kq watchdog run (pid {by}) left no report of the workers it stopped" in done.stderr
+    assert (
+        f"worker mail-1 (pid {pids['mail-1']}) was stopped by kq watchdog run (pid {by}): how is not known"
+        in (done.stderr)
+    )
+    assert supervisor.wait(timeout=20) == 0
+    assert _workers(space) == {}
+
+
 def test_projects_with_the_same_worker_names_are_kept_apart(space: Workspace, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     other = Workspace(tmp_path / "other")

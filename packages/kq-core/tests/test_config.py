@@ -212,7 +212,7 @@ ERRORS: list[tuple[dict[str, Any], str, str]] = [
     ({"queues": {"q": {"dead_letter_queue": ""}}}, "queues.q.dead_letter_queue", "queue name"),
     ({"queues": {"q": 1}}, "queues.q", "expected a table"),
     ({"console": {"prefix": []}}, "console.prefix", "non-empty list"),
-    ({"console": {"timeout": True}}, "console.timeout", "positive number"),
+    ({"console": {"timeout": True}}, "console.timeout", "finite number"),
     ({"console": {"env": {"A": 1}}}, "console.env", "table of strings"),
     ({"allow": {"commands": "echoback"}}, "allow.commands", "list of command names"),
     ({"allow": {"commands": ["re:("]}}, "allow.commands", r"invalid regular expression 're:\('"),

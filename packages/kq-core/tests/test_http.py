@@ -145,7 +145,7 @@ NOT_HTTP = "must be an http:// or https:// URL"
         ({"method": "TRACE"}, "HTTP method 'TRACE' is not one of"),
         ({"timeout": "5"}, "'timeout' has the wrong type (str)"),
         ({"timeout": True}, "'timeout' has the wrong type (bool)"),
-        ({"timeout": 0}, "'timeout' must be positive"),
+        ({"timeout": 0}, "'timeout' must be a finite number between 0 (excluded)"),
         ({"headers": ["a"]}, "'headers' has the wrong type (list)"),
         ({"headers": {"a": 1}}, "'headers' must map strings to strings"),
         ({"params": {"a": None}}, "'params' must map strings to strings"),

@@ -149,7 +149,7 @@ def test_stopwatch_logs_every_n_messages(driver: MemoryDriver, caplog: pytest.Lo
     messages = [r.getMessage() for r in caplog.records if r.name == "kq.stopwatch"]
     assert len(messages) == 2  # after 2 and 4 messages, failures counted too
     assert all(m.startswith("2 messages in ") and m.endswith(" msg/s)") for m in messages)
-    with pytest.raises(ValueError, match="every must be at least 1"):
+    with pytest.raises(ValueError, match="every must be a whole number between 1 and"):
         Stopwatch(every=0)
 
 
@@ -223,7 +223,7 @@ def test_requeue_failed_commands_ignores_other_consumers_and_delays(driver: Memo
     assert loop(driver, _console("flaky"), 1, RequeueFailedCommands(delay=30)).stats.retried == 1
     info = driver.queue_manager().info("jobs")
     assert (info["messages"], info["delayed"]) == (0, 1)
-    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
+    with pytest.raises(ValueError, match="max_attempts must be a whole number between 1 and"):
         RequeueFailedCommands(max_attempts=0)
 
 
@@ -294,7 +294,7 @@ def test_configured_requeue_listener_with_options() -> None:
         (
             {"handler": "kq.core.listeners:Stopwatch", "options": {"every": 0}},
             "listeners[0].options",
-            "every must be at least 1",
+            "every must be a whole number between 1 and",
         ),
         (
             {"handler": "kqtest_nowhere:f", "event": "message_sent"},

@@ -145,5 +145,5 @@ def test_text_from_environment_variables_is_converted(option: Option, text: str,
 
 @pytest.mark.parametrize("value", [0, -5, 0.0, "-1"])
 def test_positive_options_reject_zero_and_negatives(value: object) -> None:
-    with pytest.raises(ConfigError, match="must be greater than zero"):
+    with pytest.raises(ConfigError, match=r"must be a finite number between 0 \(excluded\)"):
         Option(30.0, float, "x", positive=True).check("drivers.d.visibility_timeout", value, "f.toml")

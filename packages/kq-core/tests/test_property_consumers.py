@@ -68,6 +68,7 @@ from kq.core import (
     parse_command,
     parse_service_call,
 )
+from kq.core._message import is_reserved_header_name
 from kq.core._signing import KEY_ID, NONCE, SIGNATURE, SIGNED_AT
 from kq.drivers.memory import MemoryDriver
 
@@ -708,7 +709,7 @@ HEADER_NAMES = weighted(
     (4, st.sampled_from(SPECIAL_HEADERS)),
     (1, st.builds(str.__add__, st.sampled_from(PORTABLE_FIRST), st.text(PORTABLE, max_size=12))),
     (1, st.text(PORTABLE, max_size=8).map("kq-".__add__)),
-)
+).filter(lambda name: not is_reserved_header_name(name))  # refused at publish, by Message itself
 HEX64 = st.text("0123456789abcdef", min_size=64, max_size=64)
 HEADER_VALUES = weighted(
     (

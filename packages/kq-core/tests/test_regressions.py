@@ -80,13 +80,13 @@ def test_ttl_on_a_driver_without_expiry_is_refused_not_ignored() -> None:
 
 def test_queue_level_visibility_timeout_must_be_positive(tmp_path: Path) -> None:
     queue = QueueSpec(name="jobs", driver="d", options={"visibility_timeout": -5}, source="kq.toml")
-    with pytest.raises(ConfigError, match=r"greater than zero.*key 'queues\.jobs\.visibility_timeout'"):
+    with pytest.raises(ConfigError, match=r"between 0 \(excluded\).*key 'queues\.jobs\.visibility_timeout'"):
         SqliteDriver(DriverSpec(name="d", type="sqlite", options={"path": str(tmp_path / "q.db")}), [queue])
 
 
 @pytest.mark.parametrize("kind", [MemoryDriver, SqliteDriver])
 def test_driver_visibility_timeout_must_be_positive(kind: type[MemoryDriver] | type[SqliteDriver]) -> None:
-    with pytest.raises(ConfigError, match="greater than zero"):
+    with pytest.raises(ConfigError, match=r"between 0 \(excluded\)"):
         kind(DriverSpec(name="d", type="x", options={"visibility_timeout": 0}))
 
 

@@ -258,7 +258,7 @@ def test_keys_from_files_relative_to_the_configuration(tmp_path: Path) -> None:
     [
         ({"keys": {"a": KEY_1, "b": KEY_2}}, "signing.sign_with", "must name one of the keys"),
         ({"keys": {"a": KEY_1}, "sign_with": "b"}, "signing.sign_with", "must name one of the keys"),
-        ({"max_age": 0}, "signing.max_age", "positive"),
+        ({"max_age": 0}, "signing.max_age", "finite number"),
         ({"require": "service"}, "signing.require", "list of consumer names"),
         ({"keyring": {}}, "signing.keyring", "unknown key"),
     ],

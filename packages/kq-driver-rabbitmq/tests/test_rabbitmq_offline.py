@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
 import socket
 from pathlib import Path
 from typing import Any
@@ -10,10 +13,23 @@ import pika
 import pika.spec
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kq.cli import EXIT_UNAVAILABLE, cli
-from kq.core import BrokerUnavailableError, ConfigError, DriverSpec, QueueSpec, load_driver_class
-from kq.drivers.rabbitmq import RabbitMQDriver
+from kq.core import (
+    BrokerUnavailableError,
+    ConfigError,
+    Delivery,
+    DriverSpec,
+    Message,
+    QueueSpec,
+    Signer,
+    Verifier,
+    load_driver_class,
+)
+from kq.core._message import is_portable_header_name
+from kq.drivers.rabbitmq import RabbitMQDriver, _consumer
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 from kq.drivers.rabbitmq._topology import Topology
 
@@ -51,7 +67,7 @@ def test_url_gives_host_port_vhost_and_credentials() -> None:
         ({"url": "http://host/"}, "drivers.rabbit.url", "must start with amqp:// or amqps://"),
         ({"heartbeat": -1}, "drivers.rabbit.heartbeat", "must not be negative"),
         ({"heartbeat": "often"}, "drivers.rabbit.heartbeat", "expected int"),
-        ({"confirm_timeout": 0}, "drivers.rabbit.confirm_timeout", "greater than zero"),
+        ({"confirm_timeout": 0}, "drivers.rabbit.confirm_timeout", r"between 0 \(excluded\)"),
         ({"tls_ca_file": "/nonexistent/ca.pem"}, "drivers.rabbit.tls_ca_file", "cannot set up TLS"),
         ({"vhost": "x"}, "drivers.rabbit.vhost", "unknown option"),
     ],
@@ -149,7 +165,8 @@ def test_foreign_headers_become_text_and_missing_ids_are_stable() -> None:
     consumer = _bare_consumer()
     first = RabbitMQConsumer._delivery(consumer, method, properties, b'{"command": "x"}')
     again = RabbitMQConsumer._delivery(consumer, method, properties, b'{"command": "x"}')
-    assert first.headers == {"n": "3", "b": "raw", "t": "True", "s": "x"}
+    assert first.headers == {"n": "3", "b": "raw", "t": "true", "s": "x"}
+    assert first.defect is None
     assert first.message_id == again.message_id
     assert first.message_id.startswith("sha256-")
 
@@ -218,3 +235,415 @@ def test_broker_bookkeeping_headers_are_not_the_producers() -> None:
     )
     delivery = consumer._delivery(method, properties, b"{}")
     assert delivery.headers == {"x-user": "ops"}
+
+
+# What other AMQP clients put in a message, as pika hands it over: every shape goes through pika's own
+# wire encoding and decoding, so the tests see what a consumer sees (pika decodes bytes that are not
+# UTF-8 as bytes, floats as integers, timestamps as aware datetimes).
+
+
+def _wire(
+    headers: dict[Any, Any] | None = None,
+    *,
+    routing_key: str | bytes = "a.b",
+    content_type: str | bytes | None = "application/json",
+    message_id: str | bytes | None = "m1",
+    redelivered: bool = False,
+) -> Delivery:
+    method = pika.spec.Basic.Deliver(
+        consumer_tag="ctag", delivery_tag=7, redelivered=redelivered, exchange="x", routing_key=routing_key
+    )
+    properties = pika.BasicProperties(content_type=content_type, message_id=message_id, headers=headers)
+    decoded_method = pika.spec.Basic.Deliver()
+    decoded_method.decode(b"".join(method.encode()))
+    decoded_properties = pika.spec.BasicProperties()
+    decoded_properties.decode(b"".join(properties.encode()))
+    return RabbitMQConsumer._delivery(_bare_consumer(), decoded_method, decoded_properties, b'"body"')
+
+
+_NOON = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("plain ✓", "plain ✓"),
+        ("", ""),
+        (42, "42"),
+        (-(2**63), str(-(2**63))),
+        (True, "true"),
+        (False, "false"),
+        (None, "null"),
+        (decimal.Decimal("3.14"), "3.14"),
+        (decimal.Decimal("-0.001"), "-0.001"),
+        (decimal.Decimal("7"), "7"),
+        (_NOON, "2024-05-01T12:00:00+00:00"),
+        (b"bytes that are UTF-8 \xe2\x9c\x93", "bytes that are UTF-8 ✓"),
+        (b"", ""),
+        ({"a": 1, "b": [True, None, "x"]}, '{"a": 1, "b": [true, null, "x"]}'),
+        ([], "[]"),
+        ({}, "{}"),
+        ([decimal.Decimal("1.5"), _NOON, b"raw"], '["1.5", "2024-05-01T12:00:00+00:00", "raw"]'),
+        ({"deep": {"er": {"est": ["ü"]}}}, '{"deep": {"er": {"est": ["ü"]}}}'),
+    ],
+)
+def test_typed_header_values_become_text_deterministically(value: Any, text: str) -> None:
+    delivery = _wire({"h": value})
+    assert delivery.headers == {"h": text}
+    assert delivery.defect is None
+
+
+def test_float_and_unknown_values_read_without_the_wire() -> None:
+    """pika cannot encode floats (and decodes AMQP floats as integers); other clients' libraries may hand
+    over floats, or types kq does not know: never an exception."""
+    method, properties = _deliver(headers={"f": 2.5, "nan": float("nan"), "weird": object()})
+    delivery = RabbitMQConsumer._delivery(_bare_consumer(), method, properties, b"{}")
+    assert delivery.headers["f"] == "2.5"
+    assert delivery.headers["nan"] == "NaN"
+    assert delivery.headers["weird"].startswith("<object object")
+    assert delivery.defect == "header 'weird': a value of type object"
+
+
+def test_header_names_with_spaces_and_unicode_are_kept() -> None:
+    """kq's producers cannot send them, but they are readable: the loop keeps them (a dead letter moves
+    them into kq-dead-letter-foreign-headers), and a signature check refuses them."""
+    delivery = _wire({"X Php Trace": "abc", "naïve ✓": 1, "": "empty name"})
+    assert delivery.headers == {"X Php Trace": "abc", "naïve ✓": "1", "": "empty name"}
+    assert delivery.defect is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "defect"),
+    [
+        ({"h": b"\xff\xfe binary"}, "header 'h': 9 bytes that are not UTF-8 text"),
+        ({"h": {"k": [b"\x80"]}}, "header 'h': 1 bytes that are not UTF-8 text"),
+        ({b"\xffname": "v"}, "header name b'\\xffname' is not UTF-8 text"),
+        ({"h": {b"\xff": 1}}, "header 'h': header name b'\\xff' is not UTF-8 text"),
+        ({"kq-routing-key": b"\xff"}, "its kq-routing-key header holds b'\\xff', not a routing key"),
+        (
+            {"kq-routing-key": {"a": 1}},
+            "its kq-routing-key header holds a table of 1 entries, not a routing key",
+        ),
+        ({"kq-routing-key": 5}, "its kq-routing-key header holds 5, not a routing key"),
+        ({"kq-routing-key": "k" * 256}, "its kq-routing-key header holds 'kkkk"),
+        ({"kq-redelivery": "three"}, "its kq-redelivery header holds 'three', not a delivery count"),
+        ({"kq-redelivery": "²"}, "its kq-redelivery header holds '²', not a delivery count"),
+        ({"kq-redelivery": "9" * 5000}, "its kq-redelivery header holds '99999"),
+        ({"kq-redelivery": "-1"}, "its kq-redelivery header holds '-1', not a delivery count"),
+        ({"kq-redelivery": 3}, "its kq-redelivery header holds 3, not a delivery count"),
+        ({"kq-redelivery": b"3"}, "its kq-redelivery header holds b'3', not a delivery count"),
+        ({"kq-redelivery": [1]}, "its kq-redelivery header holds an array of 1 items, not a delivery count"),
+    ],
+)
+def test_what_has_no_faithful_text_is_a_defect(headers: dict[Any, Any], defect: str) -> None:
+    delivery = _wire(headers)
+    assert delivery.defect is not None
+    assert delivery.defect.startswith(defect)
+    # Salvaged: everything is text, the driver's bookkeeping is taken off, the routing key is the broker's.
+    assert all(isinstance(n, str) and isinstance(v, str) for n, v in delivery.headers.items())
+    assert "kq-routing-key" not in delivery.headers
+    assert "kq-redelivery" not in delivery.headers
+    assert delivery.routing_key == "a.b"
+    assert delivery.delivery_count == 1
+
+
+def test_unreadable_values_are_salvaged_with_escapes() -> None:
+    delivery = _wire({b"n\xff": b"v\xfe", "t": {"k": b"\x80"}})
+    assert delivery.headers == {"n\\xff": "v\\xfe", "t": '{"k": "\\\\x80"}'}
+
+
+def test_too_deeply_nested_tables_are_a_defect() -> None:
+    nested: dict[str, Any] = {"leaf": 1}
+    for _ in range(40):
+        nested = {"n": nested}
+    delivery = _wire({"deep": nested})
+    assert delivery.defect == "header 'deep': tables or arrays nested deeper than 32 levels"
+    assert delivery.headers["deep"].count('{"n": ') == 32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "defect", "field", "salvaged"),
+    [
+        ({"routing_key": b"\xff.bin"}, "its routing key b'\\xff.bin' is not UTF-8 text", "routing_key", ""),
+        (
+            {"content_type": b"text/\xff"},
+            "its content type b'text/\\xff' is not UTF-8 text",
+            "content_type",
+            "application/octet-stream",
+        ),
+        ({"message_id": b"\xfe\xff"}, "its message id b'\\xfe\\xff' is not UTF-8 text", "message_id", None),
+    ],
+)
+def test_binary_properties_are_a_defect(
+    kwargs: dict[str, Any], defect: str, field: str, salvaged: Any
+) -> None:
+    delivery = _wire(**kwargs)
+    assert delivery.defect == defect
+    value = getattr(delivery, field)
+    if salvaged is None:
+        assert value.startswith("sha256-")  # like a message without an id
+    else:
+        assert value == salvaged
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "content_type", "message_id"),
+    [
+        ({"content_type": None}, "", "m1"),
+        (
+            {"content_type": 'application/json; charset="utf-8"; x=(y); ;'},
+            'application/json; charset="utf-8"; x=(y); ;',
+            "m1",
+        ),
+        ({"message_id": None}, "application/json", None),
+        ({"message_id": ""}, "application/json", None),
+    ],
+)
+def test_missing_or_odd_properties_are_readable(
+    kwargs: dict[str, Any], content_type: str, message_id: str | None
+) -> None:
+    delivery = _wire(**kwargs)
+    assert delivery.defect is None
+    assert delivery.content_type == content_type
+    if message_id is None:
+        assert delivery.message_id.startswith("sha256-")
+    else:
+        assert delivery.message_id == message_id
+
+
+@pytest.mark.parametrize("value", ["3", b"3", decimal.Decimal("2.5"), True, -1, {"n": 3}, [3], None])
+def test_an_x_delivery_count_of_the_wrong_type_is_ignored(value: Any) -> None:
+    """Only RabbitMQ writes x-delivery-count, as a non-negative integer: anything else (a foreign
+    producer's) does not decide the count, and is taken off like the broker's."""
+    assert _wire({"x-delivery-count": value}, redelivered=True).delivery_count == 2
+    delivery = _wire({"x-delivery-count": value, "x-user": "ops"})
+    assert (delivery.delivery_count, delivery.headers, delivery.defect) == (1, {"x-user": "ops"}, None)
+
+
+def test_the_drivers_bookkeeping_is_read_when_it_is_its_own() -> None:
+    delivery = _wire({"kq-routing-key": "orders.new", "kq-redelivery": "4", "x-user": "ops"})
+    assert (delivery.routing_key, delivery.delivery_count) == ("orders.new", 5)
+    assert (delivery.headers, delivery.defect) == ({"x-user": "ops"}, None)
+
+
+def test_a_huge_header_table_is_read() -> None:
+    headers = {f"h{i:04d}": "v" * 20 for i in range(3000)}
+    delivery = _wire(headers)
+    assert delivery.headers == headers
+    assert delivery.defect is None
+
+
+def test_a_bug_in_reading_a_delivery_still_hands_it_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_delivery runs in pika's callback: an exception there would escape receive()."""
+
+    def broken(*args: Any) -> Delivery:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_consumer, "read_delivery", broken)
+    method, properties = _deliver(redelivered=True)
+    delivery = RabbitMQConsumer._delivery(_bare_consumer(), method, properties, b"kept")
+    assert delivery.defect == "the RabbitMQ driver could not read it (RuntimeError: boom)"
+    assert (delivery.body, delivery.handle, delivery.delivery_count) == (b"kept", 7, 2)
+
+
+def test_kqs_own_messages_keep_their_signatures() -> None:
+    """kq sends string headers only: taken as they are, a signature still verifies."""
+    key = b"k" * 32
+    message = Message(
+        "héllo ✓".encode(),
+        content_type="text/plain; charset=utf-8",
+        routing_key="signed.trip",
+        headers={"x-user": "ops ✓", "x-empty": "", "x-number": "42", "x-true": "true"},
+    )
+    signed = Signer("k1", key).sign(message, "demo")
+    method = pika.spec.Basic.Deliver(delivery_tag=1, routing_key=signed.routing_key)
+    properties = pika.spec.BasicProperties()
+    properties.decode(
+        b"".join(
+            pika.BasicProperties(
+                content_type=signed.content_type, headers=dict(signed.headers), message_id=signed.message_id
+            ).encode()
+        )
+    )
+    delivery = RabbitMQConsumer._delivery(_bare_consumer(), method, properties, signed.body)
+    assert delivery.headers == dict(signed.headers)
+    assert delivery.defect is None
+    Verifier({"k1": key}, max_age=600).verify(delivery, ["demo"])
+
+
+_SHORT = st.text(max_size=20).filter(lambda t: len(t.encode()) <= 255) | st.binary(max_size=20)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=3, min_value=-(10**5), max_value=10**5)
+    | st.datetimes(min_value=datetime.datetime(1971, 1, 1), max_value=datetime.datetime(9999, 1, 1))
+    | st.text(max_size=30)
+    | st.binary(max_size=30)
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_SHORT, children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    headers=st.dictionaries(_SHORT, _VALUES, max_size=6), routing_key=_SHORT, content_type=_SHORT | st.none()
+)
+def test_whatever_pika_hands_over_reads_and_can_be_dead_lettered(
+    headers: dict[Any, Any], routing_key: str | bytes, content_type: str | bytes | None
+) -> None:
+    """Any header table pika can carry: reading never raises, every header is text, and the message
+    can be published again as a dead letter (what the consume loop does with a malformed one)."""
+    delivery = _wire(headers, routing_key=routing_key, content_type=content_type)
+    assert all(isinstance(n, str) and isinstance(v, str) for n, v in delivery.headers.items())
+    # The consume loop's dead letter: portable names as headers, the others as one JSON header.
+    portable = {n: v for n, v in delivery.headers.items() if is_portable_header_name(n)}
+    copy = delivery.to_message(headers=portable)
+    properties = pika.BasicProperties(
+        content_type=copy.content_type, headers=dict(copy.headers), message_id=copy.message_id
+    )
+    b"".join(properties.encode())  # raises if pika could not publish it
+    assert len(copy.routing_key.encode()) <= 255
+
+
+# --- capabilities per queue (queue type, exchange type) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "count"),
+    [
+        ({}, "flag"),  # the broker's default type: classic
+        ({"queue_type": "classic"}, "flag"),
+        ({"queue_type": "quorum"}, "exact"),  # x-delivery-count
+        ({"queue_arguments": {"x-queue-type": "quorum"}}, "exact"),
+        ({"queue_type": "classic", "queue_arguments": {"x-queue-type": "quorum"}}, "flag"),  # as declared
+        ({"queue_type": "stream"}, "flag"),
+    ],
+)
+def test_the_delivery_count_depends_on_the_queue_type(options: dict[str, Any], count: str) -> None:
+    driver = _driver([_queue("demo", **options)])
+    capabilities = driver.capabilities_for("demo")
+    assert capabilities.delivery_count == count
+    assert (capabilities.routing_keys, capabilities.consumer_routing) == ("native", "own-queue")
+    assert capabilities.message_ttl is (options.get("queue_type") != "stream")  # streams keep no TTL
+    declared = Topology.of(driver.queue("demo")).queue_arguments.get("x-queue-type")
+    assert declared == (options.get("queue_type") or options.get("queue_arguments", {}).get("x-queue-type"))
+
+
+def test_the_type_defaults_are_a_classic_queue_on_a_topic_exchange() -> None:
+    from kq.drivers.rabbitmq._driver import MAX_DELAY
+
+    driver = _driver([_queue("demo")])
+    assert driver.capabilities_for() is RabbitMQDriver.capabilities
+    assert driver.capabilities_for("demo") == RabbitMQDriver.capabilities
+    assert RabbitMQDriver.capabilities.delivery_count == "flag"
+    assert RabbitMQDriver.capabilities.consumer_routing == "own-queue"
+    assert RabbitMQDriver.capabilities.max_publish_delay == MAX_DELAY
+    assert RabbitMQDriver.capabilities.max_requeue_delay == MAX_DELAY
+    assert driver.capabilities_for("adhoc").delivery_count == "flag"  # unconfigured: created on demand
+
+
+@pytest.mark.parametrize(
+    ("exchange_type", "routing", "consumer"),
+    [
+        ("topic", "native", "own-queue"),
+        ("direct", "native", "own-queue"),
+        ("fanout", "none", "none"),
+        ("headers", "none", "none"),
+    ],
+)
+def test_routing_depends_on_the_exchange_type(exchange_type: str, routing: str, consumer: str) -> None:
+    capabilities = _driver([_queue("demo", exchange_type=exchange_type)]).capabilities_for("demo")
+    assert (capabilities.routing_keys, capabilities.consumer_routing) == (routing, consumer)
+
+
+def test_a_narrower_consumer_key_is_refused_where_routing_keys_route_nothing() -> None:
+    from kq.core import UnsupportedOperationError
+
+    driver = _driver([_queue("demo", exchange_type="fanout")])
+    with pytest.raises(
+        UnsupportedOperationError, match=r"cannot narrow queue 'demo' to routing key 'hello\.\*'"
+    ):
+        driver.consumer("demo", routing_key="hello.*")  # refused before connecting
+
+
+def test_stream_queues_are_not_consumed() -> None:
+    from kq.core import UnsupportedOperationError
+
+    driver = _driver(
+        [_queue("log", queue_type="stream")], url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/"
+    )
+    with pytest.raises(UnsupportedOperationError, match="kq does not consume RabbitMQ stream queues"):
+        driver.consumer("log")  # refused before connecting: no BrokerUnavailableError
+
+
+def test_capabilities_are_cached_per_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kq.drivers.rabbitmq import _driver as driver_module
+
+    driver = _driver([_queue("a", queue_type="quorum"), _queue("b")])
+    computed: list[str] = []
+    real = driver_module.queue_capabilities
+
+    def counting(queue: QueueSpec, defaults: Any = None) -> Any:
+        computed.append(queue.name)
+        return real(queue, defaults)
+
+    monkeypatch.setattr(driver_module, "queue_capabilities", counting)
+    first = [driver.capabilities_for(name) for name in ("a", "b", "a", "b", "a")]
+    assert computed == ["a", "b"]
+    assert first[0] is first[2] is first[4]
+    assert (first[0].delivery_count, first[1].delivery_count) == ("exact", "flag")
+
+
+def test_the_longest_delay_fits_rabbitmqs_ttl_limit() -> None:
+    """RabbitMQ refuses an ``x-message-ttl`` or ``x-expires`` above ten years (315,360,000,000 ms,
+    measured on 3.10.8); a delay queue's x-expires is its delay plus a margin."""
+    from kq.drivers.rabbitmq._delays import EXPIRY_MARGIN_MS, _queue_arguments, step_ms
+    from kq.drivers.rabbitmq._driver import MAX_DELAY
+
+    limit = 315_360_000_000
+    arguments = _queue_arguments(step_ms(MAX_DELAY), "demo", None)
+    assert arguments["x-message-ttl"] <= limit  # type: ignore[operator]
+    assert arguments["x-expires"] <= limit  # type: ignore[operator]
+    assert step_ms(MAX_DELAY + 1) + EXPIRY_MARGIN_MS > limit  # one second more would be refused
+    assert MAX_DELAY == 315_359_700
+
+
+def test_publishing_past_the_limits_is_refused_before_connecting() -> None:
+    from kq.core import UnsupportedOperationError
+
+    driver = _driver(
+        [_queue("demo"), _queue("log", queue_type="stream")],
+        url=f"amqp://guest:guest@127.0.0.1:{_closed_port()}/",
+        publish_timeout=0.1,
+    )
+    with pytest.raises(UnsupportedOperationError, match="delays a published message by at most"):
+        driver.producer("demo").publish(Message(b"{}", delay=315_360_000))  # ten years: over the limit
+    assert driver.capabilities_for("demo").delay_problem(315_359_700, requeue=True) is None
+    with pytest.raises(UnsupportedOperationError, match="cannot expire messages"):
+        driver.producer("log").publish(Message(b"{}", ttl=60))
+
+
+def test_managequeue_shows_the_queues_capabilities_and_the_poison_warning() -> None:
+    """What ``kq managequeue info`` and ``list-configured`` add to a RabbitMQ queue (their JSON)."""
+    from kq.cli._manage import capabilities_text, queue_capabilities
+
+    driver = _driver(
+        [_queue("classic"), _queue("quorum", queue_type="quorum"), _queue("fan", exchange_type="fanout")]
+    )
+    classic = queue_capabilities(driver, driver.queue("classic"))
+    assert classic["capabilities"]["delivery_count"] == "flag"
+    (warning,) = classic["warnings"]
+    assert warning.startswith("max_deliveries = 10 cannot work: the broker only flags a redelivery")
+    quorum = queue_capabilities(driver, driver.queue("quorum"))
+    assert (quorum["capabilities"]["delivery_count"], quorum["warnings"]) == ("exact", [])
+    once = dataclasses.replace(driver.queue("classic"), max_deliveries=1)
+    assert queue_capabilities(driver, once)["warnings"] == []  # the flag is enough for 1
+    assert capabilities_text(classic["capabilities"]) == (
+        "routing keys native (-r reads its own queue), delivery count flag, delays (max 10y), TTL, batch send"
+    )
+    fan = queue_capabilities(driver, driver.queue("fan"))["capabilities"]
+    assert capabilities_text(fan).startswith("routing keys none (no -r), delivery count flag")

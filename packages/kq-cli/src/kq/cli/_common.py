@@ -59,6 +59,51 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
+if TYPE_CHECKING:
+    _FloatParamType = click.ParamType[float, Any]
+else:  # click < 8.2 has no generic ParamType
+    _FloatParamType = click.ParamType
+
+
+class FiniteFloat(_FloatParamType):
+    """A float option that must be a finite number in range (click's FLOAT reads "nan", "inf" and
+    "1e309", and ``nan`` passes every range check). Checked by kq-core's one number check, imported
+    only when a value is given, so ``kq --help`` stays fast.
+
+    Args:
+        minimum: The smallest value accepted.
+        maximum: The largest value accepted (``None``: kq-core's ``MAX_SECONDS``, ten years).
+        exclusive_minimum: ``minimum`` itself is refused (``0`` for "greater than zero").
+    """
+
+    name = "float"
+
+    def __init__(
+        self, minimum: float = 0.0, maximum: float | None = None, *, exclusive_minimum: bool = False
+    ) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.exclusive_minimum = exclusive_minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """``value`` (text, or a default) as a checked float; a usage error naming the option otherwise."""
+        from kq.core._numbers import MAX_SECONDS, check_number
+
+        try:
+            return check_number(
+                value,
+                minimum=self.minimum,
+                maximum=MAX_SECONDS if self.maximum is None else self.maximum,
+                exclusive_minimum=self.exclusive_minimum,
+                text=True,
+            )
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def __repr__(self) -> str:
+        return f"FiniteFloat({self.minimum!r}, {self.maximum!r})"
+
+
 #: Loggers of the broker client libraries the drivers use.
 CLIENT_LIBRARY_LOGGERS = ("pika", "botocore", "boto3", "urllib3", "stomp", "stomp.py")
 
@@ -96,14 +141,14 @@ def expiry_options(function: F) -> F:
     """Add ``-t/--ttl`` and ``--delay`` (seconds) as the commands that queue messages have them."""
     with_delay = click.option(
         "--delay",
-        type=click.FloatRange(min=0),
+        type=FiniteFloat(),
         default=0.0,
         help="Seconds before the message becomes visible to workers.",
     )(function)
     return click.option(
         "-t",
         "--ttl",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(exclusive_minimum=True),
         help="Seconds after which the message expires if no worker took it.",
     )(with_delay)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kq.cli._common import EXIT_INTERRUPTED, State, pass_state
+from kq.cli._common import EXIT_INTERRUPTED, FiniteFloat, State, pass_state
 
 if TYPE_CHECKING:
     from kq.core import ConsumeLoop
@@ -31,7 +31,7 @@ class _ForcedStop(BaseException):
 @click.option(
     "-t",
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(),
     default=0.0,
     show_default=True,
     help="Stop after this many seconds in total, checked between messages (0: no limit).",
@@ -39,7 +39,7 @@ class _ForcedStop(BaseException):
 @click.option(
     "-l",
     "--memory-limit",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(),
     default=0.0,
     show_default=True,
     help="Stop once the resident memory (RSS) of this worker and its children exceeds this many MB, "
@@ -62,7 +62,7 @@ class _ForcedStop(BaseException):
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(),
     default=0.0,
     show_default=True,
     help="After SIGTERM/SIGINT, seconds the current message may still take before it is abandoned "
@@ -103,7 +103,7 @@ class _ForcedStop(BaseException):
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0.01),
+    type=FiniteFloat(0.01),
     default=1.0,
     show_default=True,
     help="Longest single wait for a message; a stop request is noticed within it.",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from kq.cli._common import EXIT_FAILURE, State, emit, format_option, pass_state
+from kq.cli._common import EXIT_FAILURE, FiniteFloat, State, emit, format_option, pass_state
 
 if TYPE_CHECKING:
     from kq.core._redrive import RedriveResult
@@ -24,7 +24,7 @@ def _common_options(function: F) -> F:
     function = format_option(function)
     function = click.option(
         "--idle",
-        type=click.FloatRange(min=0.0),
+        type=FiniteFloat(),
         default=1.0,
         show_default=True,
         metavar="SECONDS",

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from kq.cli._common import (
+    FiniteFloat,
     State,
     driver_option,
     expiry_options,
@@ -105,7 +106,7 @@ def queueservice(
 @click.option("--json", "json_body", metavar="JSON", help="Request body as JSON (sent as application/json).")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(exclusive_minimum=True),
     help="Seconds the worker waits for the response (default 30).",
 )
 @click.option("--no-redirects", is_flag=True, help="Do not follow redirects.")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kq.cli._common import EXIT_FAILURE, State, emit, format_option, pass_state
+from kq.cli._common import EXIT_FAILURE, FiniteFloat, State, emit, format_option, pass_state
 
 if TYPE_CHECKING:
     from kq.core._watchdog import Watchdog
@@ -39,7 +39,7 @@ def watchdog() -> None:
 @watchdog.command()
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(),
     default=1.0,
     show_default=True,
     help="Seconds a new worker must survive to count as started; one that exits sooner is reported.",
@@ -60,13 +60,16 @@ def start(state: State, wait: float, output_format: str) -> None:
 
 
 @watchdog.command()
-@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True, help=_GRACE_HELP)
+@click.option("--grace", type=FiniteFloat(), default=10.0, show_default=True, help=_GRACE_HELP)
 @format_option
 @pass_state
 def stop(state: State, grace: float, output_format: str) -> None:
     """Stop every worker process of this configuration: SIGTERM, then SIGKILL after --grace.
 
-    A `kq watchdog run` of the same configuration is asked to stop first, since it would restart them.
+    A `kq watchdog run` of the same configuration is asked to stop first, since it would restart them;
+    it stops its workers itself and reports them back. What was stopped, and how, is logged on stderr;
+    --format json prints each process (worker, label, pid, killed, and supervisor: the pid of the
+    `kq watchdog run` that stopped it, or null).
     """
     outcomes = _watchdog(state).stop(grace)
     if output_format == "json":
@@ -87,10 +90,10 @@ def check(state: State, output_format: str) -> None:
 
 
 @watchdog.command()
-@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True, help=_GRACE_HELP)
+@click.option("--grace", type=FiniteFloat(), default=10.0, show_default=True, help=_GRACE_HELP)
 @click.option(
     "--start-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(),
     default=3.0,
     show_default=True,
     help="A worker exiting within this many seconds of starting exited 'at once' and is restarted "
@@ -105,14 +108,14 @@ def check(state: State, output_format: str) -> None:
 )
 @click.option(
     "--max-backoff",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(),
     default=60.0,
     show_default=True,
     help="Longest delay between two restarts (the delay doubles from 1 s with each quick exit).",
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0.05),
+    type=FiniteFloat(0.05),
     default=1.0,
     show_default=True,
     help="Seconds between two looks at the workers.",

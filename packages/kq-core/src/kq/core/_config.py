@@ -19,8 +19,9 @@ from typing import Any
 
 from kq.core._errors import ConfigError
 from kq.core._events import EVENTS
+from kq.core._numbers import MAX_COUNT, MAX_SECONDS, check_number, check_whole_number
 from kq.core._registry import consumer_names
-from kq.core._retry import RetryPolicy
+from kq.core._retry import RetryPolicy, check_retry_field
 from kq.core._spec import DriverSpec, QueueSpec
 
 if sys.version_info >= (3, 11):
@@ -37,6 +38,7 @@ DEFAULT_ALLOWED_COMMANDS = ("echoback",)
 #: Event names listeners can subscribe to.
 EVENT_NAMES = tuple(EVENTS)
 
+_TOO_DEEP = "arrays or tables are nested too deeply"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _CALLABLE_NAME = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\Z")
 _TOP_LEVEL = ("default_driver", "drivers", "queues", "console", "allow", "listeners", "workers", "signing")
@@ -53,6 +55,16 @@ WORKER_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "prefetch": int,
     "poll_interval": (int, float),
     "grace": (int, float),
+}
+#: The range of each number among the worker options: (minimum, maximum, whole number).
+_WORKER_NUMBERS: dict[str, tuple[float, float, bool]] = {
+    "messages": (0, MAX_COUNT, True),
+    "timeout": (0, MAX_SECONDS, False),
+    "memory_limit": (0, MAX_SECONDS, False),
+    "failure_limit": (0, MAX_COUNT, True),
+    "prefetch": (1, MAX_COUNT, True),
+    "poll_interval": (0.01, MAX_SECONDS, False),
+    "grace": (0, MAX_SECONDS, False),
 }
 _QUEUE_KEYS = (
     "driver",
@@ -74,6 +86,11 @@ class ConsoleSettings:
             (``python -m kq.cli``); ``["python", "manage.py"]`` runs Django commands.
         timeout: Seconds a command may run before it is killed and the message fails.
         env: Extra environment variables for commands.
+        inherit_env: Whether commands inherit the worker's environment (``False``: only ``env`` and
+            kq's ``KQ_*`` message variables).
+        withheld_env: Variables commands never inherit: those ``[signing]`` reads (set by the loader).
+        withheld_keys: The configured signing keys (values, or ``file:ABSOLUTE-PATH``): an inherited
+            variable holding one of them is not passed on either (set by the loader).
         cwd: Working directory of commands (default: the consumer's); relative to the configuration file.
         callable: The entry point the in-process consumer calls (``module:attr``; a click command or a
             ``main(argv)`` function).
@@ -84,6 +101,24 @@ class ConsoleSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     callable: str = "kq.cli:cli"
+    inherit_env: bool = True
+    withheld_env: frozenset[str] = frozenset()
+    withheld_keys: tuple[str, ...] = field(default=(), repr=False)  # secrets: never in a repr
+
+    def withheld_secrets(self) -> frozenset[str]:
+        """The signing keys an inherited variable must not hold (key files that cannot be read are
+        skipped: the worker reports them when it needs the key)."""
+        found: set[str] = set()
+        for entry in self.withheld_keys:
+            secret = entry
+            if entry.startswith("file:"):
+                try:
+                    secret = Path(entry[5:]).read_text()
+                except (OSError, UnicodeDecodeError):
+                    continue
+            if secret.strip():
+                found.add(secret.strip())
+        return frozenset(found)
 
     def argv_prefix(self) -> tuple[str, ...]:
         """The prefix to run, with the default resolved to this interpreter's kq."""
@@ -133,6 +168,7 @@ class SigningSettings:
         keys: Key id -> key, or ``file:PATH``; empty means the local key in ``.kq/signing.key``.
         sign_with: The key id producers sign with (default: the only key).
         max_age: Seconds a signature stays valid.
+        env_names: The environment variables the section reads (``${VAR}``, ``${VAR:-default}``).
         require: Consumer names whose queues accept only signed messages (a queue's
             ``require_signature`` overrides).
     """
@@ -141,6 +177,7 @@ class SigningSettings:
     sign_with: str | None = None
     max_age: float = 86400.0
     require: tuple[str, ...] = SIGNED_CONSUMERS
+    env_names: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -264,6 +301,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return data
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+    except RecursionError:
+        # The TOML parser recurses once per level of nested arrays or inline tables.
+        raise ConfigError(_TOO_DEEP, source=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the configuration: {exc.strerror}", source=str(path)) from None
 
@@ -276,7 +316,20 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: st
         source: Where it came from, for error messages.
         root: Directory that relative paths (such as a sqlite database) are relative to.
     """
-    data = _expand(data, "", source)
+    console = data.get("console")
+    console_env = console.get("env") if isinstance(console, dict) else None
+    try:
+        # What [signing] and [console] env read from the environment, before it is expanded away:
+        # commands must never receive a variable that holds (or leads to) a signing key.
+        signing_names = frozenset(_references(data.get("signing")))
+        console_references = (
+            {name: _references(value) for name, value in console_env.items()}
+            if isinstance(console_env, dict)
+            else {}
+        )
+        data = _expand(data, "", source)
+    except RecursionError:  # a parsed document can be nested as deeply as the parser recursed
+        raise ConfigError(_TOO_DEEP, source=source) from None
     _only(data, _TOP_LEVEL, "", source)
 
     drivers: dict[str, DriverSpec] = {DEFAULT_DRIVER_NAME: default_driver_spec(source, root)}
@@ -299,6 +352,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: st
             source=source,
         )
 
+    signing = _parse_signing(_table(data, "signing", source), source, signing_names)
     queues: dict[str, QueueSpec] = {}
     for name, table in _table(data, "queues", source).items():
         queues[name] = _parse_queue(
@@ -310,14 +364,20 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None, root: st
         default_driver=default_driver,
         drivers=drivers,
         queues=queues,
-        console=_parse_console(_table(data, "console", source), source, root),
+        console=_withhold_signing(
+            _parse_console(_table(data, "console", source), source, root),
+            signing,
+            console_references,
+            source,
+            root,
+        ),
         allow=_parse_allow(_table(data, "allow", source), source),
         listeners=_parse_listeners(data.get("listeners", []), source),
         workers={
             name: _parse_worker(name, _as_table(table, f"workers.{name}", source), source)
             for name, table in _table(data, "workers", source).items()
         },
-        signing=_parse_signing(_table(data, "signing", source), source),
+        signing=signing,
         root=root,
     )
 
@@ -361,11 +421,9 @@ def _parse_queue(
         raise ConfigError(
             "require_signature must be true or false", key=f"{key}.require_signature", source=source
         )
-    max_deliveries = table.get("max_deliveries", 10)
-    if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 0:
-        raise ConfigError(
-            "max_deliveries must be a whole number (0: no limit)", key=f"{key}.max_deliveries", source=source
-        )
+    max_deliveries = _whole(
+        table.get("max_deliveries", 10), f"{key}.max_deliveries", source, note="0: no limit"
+    )
     options = {k: v for k, v in table.items() if k not in _QUEUE_KEYS}
     return QueueSpec(
         retry=_parse_retry(_as_table(table.get("retry", {}), f"{key}.retry", source), f"{key}.retry", source),
@@ -382,22 +440,15 @@ def _parse_queue(
 
 
 def _parse_retry(table: Mapping[str, Any], key: str, source: str | None) -> RetryPolicy:
-    fields = {"max_attempts": int, "delay": float, "multiplier": float, "max_delay": float, "jitter": float}
-    _only(table, tuple(fields), key, source)
+    fields = ("max_attempts", "delay", "multiplier", "max_delay", "jitter")
+    _only(table, fields, key, source)
     values: dict[str, Any] = {}
-    for name, kind in fields.items():
-        if name not in table:
-            continue
-        value = table[name]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or (kind is int and isinstance(value, float))
-        ):
-            raise ConfigError(
-                f"must be a number{' (whole)' if kind is int else ''}", key=f"{key}.{name}", source=source
-            )
-        values[name] = kind(value)
+    for name in fields:
+        if name in table:
+            try:
+                values[name] = check_retry_field(name, table[name])
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=f"{key}.{name}", source=source) from None
     try:
         return RetryPolicy(**values)
     except ValueError as exc:
@@ -405,7 +456,7 @@ def _parse_retry(table: Mapping[str, Any], key: str, source: str | None) -> Retr
 
 
 def _parse_console(table: Mapping[str, Any], source: str | None, root: str | None) -> ConsoleSettings:
-    _only(table, ("prefix", "timeout", "env", "cwd", "callable"), "console", source)
+    _only(table, ("prefix", "timeout", "env", "inherit_env", "cwd", "callable"), "console", source)
     prefix = table.get("prefix")
     if prefix is not None:
         if isinstance(prefix, str):
@@ -417,14 +468,13 @@ def _parse_console(table: Mapping[str, Any], source: str | None, root: str | Non
                 source=source,
             )
         prefix = tuple(prefix)
-    timeout = table.get("timeout", 3600.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(
-            "timeout must be a positive number of seconds", key="console.timeout", source=source
-        )
+    timeout = _number(table.get("timeout", 3600.0), "console.timeout", source, exclusive_minimum=True)
     env = table.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise ConfigError("env must be a table of strings", key="console.env", source=source)
+    inherit_env = table.get("inherit_env", True)
+    if not isinstance(inherit_env, bool):
+        raise ConfigError("inherit_env must be true or false", key="console.inherit_env", source=source)
     cwd = table.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise ConfigError("cwd must be a string", key="console.cwd", source=source)
@@ -433,7 +483,51 @@ def _parse_console(table: Mapping[str, Any], source: str | None, root: str | Non
     entry = table.get("callable", "kq.cli:cli")
     if not isinstance(entry, str) or not _CALLABLE_NAME.match(entry):
         raise ConfigError("callable must be 'module:attribute'", key="console.callable", source=source)
-    return ConsoleSettings(prefix=prefix, timeout=float(timeout), env=dict(env), cwd=cwd, callable=entry)
+    return ConsoleSettings(
+        prefix=prefix,
+        timeout=timeout,
+        env=dict(env),
+        inherit_env=inherit_env,
+        cwd=cwd,
+        callable=entry,
+    )
+
+
+def _withhold_signing(
+    console: ConsoleSettings,
+    signing: SigningSettings,
+    references: Mapping[str, set[str]],
+    source: str | None,
+    root: str | None,
+) -> ConsoleSettings:
+    """``console`` set up to keep the signing secrets from commands; an ``env`` that passes one on is an
+    error (it would hand the key to every command by configuration)."""
+    secrets = {value.strip() for value in signing.keys.values() if not value.startswith("file:")} - {""}
+    for name, value in console.env.items():
+        read = sorted(references.get(name, set()) & signing.env_names)
+        if name in signing.env_names:
+            why = f"{name} is read by [signing]"
+        elif read:
+            why = f"its value reads ${{{read[0]}}}, which [signing] reads"
+        elif value.strip() in secrets:
+            why = "its value is a signing key"
+        else:
+            continue
+        raise ConfigError(
+            f"commands must not receive the signing key: {why}; remove it from [console] env",
+            key=f"console.env.{name}",
+            source=source,
+        )
+    keys = []
+    for value in signing.keys.values():
+        if value.startswith("file:"):
+            path = Path(value[5:]).expanduser()
+            if not path.is_absolute() and root is not None:
+                path = Path(root) / path
+            keys.append(f"file:{path}")
+        else:
+            keys.append(value)
+    return dataclasses.replace(console, withheld_env=signing.env_names, withheld_keys=tuple(keys))
 
 
 def _parse_allow(table: Mapping[str, Any], source: str | None) -> AllowSettings:
@@ -465,10 +559,16 @@ def _patterns(entries: Any, key: str, what: str, source: str | None) -> tuple[st
 
 
 def _pattern(entry: str, key: str, source: str | None) -> str:
-    """Check one allow-list entry: an exact name, or ``re:`` and a valid regular expression."""
+    """Check one allow-list entry: an exact name, or ``re:`` and a valid, not exponential, expression."""
     if entry.startswith("re:"):
+        from kq.core._allow import UnsafePatternError, compile_pattern
+
         try:
-            re.compile(entry[3:])
+            compile_pattern(entry[3:])
+        except UnsafePatternError as exc:
+            raise ConfigError(
+                f"regular expression {entry!r} refused: {exc}", key=key, source=source
+            ) from None
         except re.error as exc:
             raise ConfigError(
                 f"invalid regular expression {entry!r}: {exc}", key=key, source=source
@@ -476,7 +576,9 @@ def _pattern(entry: str, key: str, source: str | None) -> str:
     return entry
 
 
-def _parse_signing(table: Mapping[str, Any], source: str | None) -> SigningSettings:
+def _parse_signing(
+    table: Mapping[str, Any], source: str | None, env_names: frozenset[str] = frozenset()
+) -> SigningSettings:
     _only(table, ("keys", "sign_with", "max_age", "require"), "signing", source)
     keys = _as_table(table.get("keys", {}), "signing.keys", source)
     for key_id, value in keys.items():
@@ -489,16 +591,16 @@ def _parse_signing(table: Mapping[str, Any], source: str | None) -> SigningSetti
         raise ConfigError(
             f"must name one of the keys ({', '.join(keys)})", key="signing.sign_with", source=source
         )
-    max_age = table.get("max_age", 86400.0)
-    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age <= 0:
-        raise ConfigError(
-            "max_age must be a positive number of seconds", key="signing.max_age", source=source
-        )
+    max_age = _number(table.get("max_age", 86400.0), "signing.max_age", source, exclusive_minimum=True)
     require = table.get("require", list(SIGNED_CONSUMERS))
     if not isinstance(require, list) or not all(isinstance(r, str) for r in require):
         raise ConfigError("require must be a list of consumer names", key="signing.require", source=source)
     return SigningSettings(
-        keys=dict(keys), sign_with=sign_with, max_age=float(max_age), require=tuple(require)
+        keys=dict(keys),
+        sign_with=sign_with,
+        max_age=max_age,
+        require=tuple(require),
+        env_names=env_names,
     )
 
 
@@ -533,6 +635,12 @@ def _parse_worker(name: str, table: Mapping[str, Any], source: str | None) -> Wo
             raise ConfigError(
                 f"has the wrong type ({type(value).__name__})", key=f"{key}.options.{option}", source=source
             )
+        if option in _WORKER_NUMBERS:
+            minimum, maximum, whole = _WORKER_NUMBERS[option]
+            if whole:
+                _whole(value, f"{key}.options.{option}", source, minimum=int(minimum), maximum=int(maximum))
+            else:
+                _number(value, f"{key}.options.{option}", source, minimum=minimum, maximum=maximum)
     env = table.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise ConfigError("env must be a table of strings", key=f"{key}.env", source=source)
@@ -578,6 +686,32 @@ def _parse_listeners(entries: Any, source: str | None) -> tuple[ListenerSpec, ..
     return tuple(listeners)
 
 
+def _number(
+    value: Any,
+    key: str,
+    source: str | None,
+    *,
+    minimum: float = 0.0,
+    maximum: float = MAX_SECONDS,
+    exclusive_minimum: bool = False,
+) -> float:
+    """``value`` checked by :func:`~kq.core._numbers.check_number`, or a ConfigError naming ``key``."""
+    try:
+        return check_number(value, minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key, source=source) from None
+
+
+def _whole(
+    value: Any, key: str, source: str | None, *, minimum: int = 0, maximum: int = MAX_COUNT, note: str = ""
+) -> int:
+    """``value`` checked by :func:`~kq.core._numbers.check_whole_number`, or a ConfigError naming ``key``."""
+    try:
+        return check_whole_number(value, minimum=minimum, maximum=maximum)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}{f' ({note})' if note else ''}", key=key, source=source) from None
+
+
 def _table(data: Mapping[str, Any], key: str, source: str | None) -> Mapping[str, Any]:
     return _as_table(data.get(key, {}), key, source)
 
@@ -593,6 +727,17 @@ def _only(table: Mapping[str, Any], known: tuple[str, ...], prefix: str, source:
         if name not in known:
             key = f"{prefix}.{name}" if prefix else name
             raise ConfigError(f"unknown key (known: {', '.join(known)})", key=key, source=source)
+
+
+def _references(value: Any) -> set[str]:
+    """The environment variables ``${VAR}`` and ``${VAR:-default}`` in the strings of ``value``."""
+    if isinstance(value, str):
+        return {match.group(1) for match in _ENV_REFERENCE.finditer(value)}
+    if isinstance(value, dict):
+        return set().union(*map(_references, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_references, value))
+    return set()
 
 
 def _expand(value: Any, key: str, source: str | None) -> Any:

@@ -46,6 +46,7 @@ import abc
 import dataclasses
 import inspect
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -53,10 +54,12 @@ from typing import Any, ClassVar
 from kq.core._errors import (
     ConsumerClosedError,
     DeliveryStateError,
+    LeaseLostError,
     UnknownQueueError,
     UnsupportedOperationError,
 )
 from kq.core._message import Delivery, Message
+from kq.core._numbers import check_number
 from kq.core._options import Option, resolve_options
 from kq.core._spec import DriverSpec, QueueSpec
 
@@ -66,15 +69,35 @@ logger = logging.getLogger(__name__)
 STANDARD_ACTIONS = ("list-configured", "list-available", "info", "purge", "delete")
 
 
+#: How far ``Delivery.delivery_count`` can be trusted (``Capabilities.delivery_count``).
+DELIVERY_COUNTS = ("exact", "receives", "flag")
+#: What a consumer's own routing key does (``Capabilities.consumer_routing``).
+CONSUMER_ROUTINGS = ("filter", "own-queue", "none")
+
+
 @dataclass(frozen=True)
 class Capabilities:
-    """What a driver can do natively; ``kq managedriver list`` shows them.
+    """What a driver instance can do for a queue; ``kq managedriver list`` and ``kq managequeue info``
+    show them, and the core's policies read them (:meth:`Driver.capabilities_for`), never assume them.
 
     Attributes:
         routing_keys: ``"native"`` (the broker routes by topic), ``"emulated"`` (kq filters with its own
             AMQP topic matcher) or ``"none"``.
+        consumer_routing: What a consumer's own routing key (``kq consume -r``) does: ``"filter"`` (it
+            takes only matching messages from the shared queue and leaves the others to other consumers:
+            sqlite, memory), ``"own-queue"`` (it reads a queue of its own bound with that key, a copy of
+            each matching message: RabbitMQ) or ``"none"`` (refused, with an error: a broker that cannot
+            filter without losing or delaying other consumers' messages, such as SQS).
         delayed_delivery: Messages and requeues can be delayed.
-        max_delay: Longest delay in seconds (``None``: unbounded).
+        max_publish_delay: Longest delay of a published message, retry copies included, in seconds
+            (``None``: unbounded; SQS: 900, SQS FIFO: 0).
+        max_requeue_delay: Longest delay of a rejected, requeued delivery, in seconds (``None``:
+            unbounded; SQS: 43200, its visibility timeout limit).
+        delivery_count: How ``Delivery.delivery_count`` counts: ``"exact"`` (handing-outs that were not
+            settled: sqlite, memory, RabbitMQ quorum queues), ``"receives"`` (every receive, including
+            releases, browses and routing skips: SQS's ApproximateReceiveCount) or ``"flag"`` (only
+            whether it was delivered before: 1 or 2; RabbitMQ classic queues, ActiveMQ). Poison
+            protection (``max_deliveries``) works only where the count is exact; see docs/failures.md.
         priorities: Messages can carry a priority.
         native_dead_letter: The broker itself can route rejected messages to a dead-letter queue.
         batch_send: Publishing a batch is cheaper than publishing its messages one by one.
@@ -86,8 +109,11 @@ class Capabilities:
     """
 
     routing_keys: str = "emulated"
+    consumer_routing: str = "filter"
     delayed_delivery: bool = False
-    max_delay: float | None = None
+    max_publish_delay: float | None = None
+    max_requeue_delay: float | None = None
+    delivery_count: str = "exact"
     priorities: bool = False
     native_dead_letter: bool = False
     batch_send: bool = False
@@ -97,11 +123,35 @@ class Capabilities:
     cross_process: bool = True
     queue_actions: tuple[str, ...] = STANDARD_ACTIONS
 
+    def __post_init__(self) -> None:
+        if self.delivery_count not in DELIVERY_COUNTS:
+            raise ValueError(f"delivery_count must be one of {DELIVERY_COUNTS}, not {self.delivery_count!r}")
+        if self.consumer_routing not in CONSUMER_ROUTINGS:
+            raise ValueError(
+                f"consumer_routing must be one of {CONSUMER_ROUTINGS}, not {self.consumer_routing!r}"
+            )
+        for name in ("max_publish_delay", "max_requeue_delay"):
+            value = getattr(self, name)
+            if value is not None:
+                check_number(value, name)
+
     def as_dict(self) -> dict[str, Any]:
         """Return the capabilities as a JSON-friendly dict."""
         values = asdict(self)
         values["queue_actions"] = list(self.queue_actions)
         return values
+
+    def delay_problem(self, delay: float, *, requeue: bool) -> str | None:
+        """Why ``delay`` seconds cannot be honoured for a publish (or a requeue), or ``None`` if it can."""
+        if not delay:
+            return None
+        if not self.delayed_delivery:
+            return "cannot delay messages"
+        limit = self.max_requeue_delay if requeue else self.max_publish_delay
+        if limit is not None and delay > limit:
+            what = "a requeue" if requeue else "a published message"
+            return f"delays {what} by at most {limit:g}s"
+        return None
 
 
 class Driver(abc.ABC):
@@ -174,6 +224,16 @@ class Driver(abc.ABC):
         self._queues[name] = spec
         return spec
 
+    def capabilities_for(self, queue: str | None = None) -> Capabilities:
+        """What this driver instance can do, for ``queue`` when one is named.
+
+        The class attribute ``capabilities`` describes the driver type with its default options; drivers
+        whose options or queues change what they can do (a broker flavour, a scheduler switched on, FIFO
+        queues, quorum queues) override this. The core reads capabilities only through it. It is called
+        for every published batch: cache what it computes.
+        """
+        return self.capabilities
+
     def sources(self, queue: str) -> set[str]:
         """The logical queues whose published messages can arrive in ``queue``: itself, and others
         where the broker routes (RabbitMQ queues sharing an exchange). Signatures name the queue a
@@ -202,6 +262,13 @@ class Driver(abc.ABC):
             raise ValueError(f"prefetch must be at least 1, not {prefetch}")
         spec = self.queue(queue)
         keys = (routing_key,) if routing_key is not None else spec.routing_keys
+        narrowed = routing_key is not None and tuple(keys) != tuple(spec.routing_keys)
+        if narrowed and self.capabilities_for(queue).consumer_routing == "none":
+            raise UnsupportedOperationError(
+                f"driver '{self.name}' cannot narrow queue '{queue}' to routing key {routing_key!r} for "
+                "one consumer without losing or delaying the other consumers' messages: set the "
+                f"queue's routing_keys instead (now {list(spec.routing_keys) or 'all'})"
+            )
         return self._create_consumer(spec, tuple(keys), prefetch)
 
     def queue_manager(self) -> QueueManager:
@@ -278,30 +345,31 @@ class Producer(abc.ABC):
     def publish_batch(self, messages: Sequence[Message]) -> None:
         """Publish ``messages``; confirms, transactions and batch calls are paid once per batch.
 
+        A message id and a body are not unique per publication: retry copies, requeue copies and
+        re-drives publish them again. A driver must never derive a broker de-duplication id from them
+        (an SQS FIFO ``MessageDeduplicationId`` is fresh per publish call), or copies are dropped.
+
         Raises:
-            UnsupportedOperationError: a message asks for a delay the driver cannot honour.
+            UnsupportedOperationError: a message asks for a delay or a TTL the queue cannot honour.
+            PublishError: the batch failed part-way; it says which messages were published.
         """
         if self.closed:
             raise ConsumerClosedError(f"the producer of queue '{self.queue.name}' is closed")
         if not messages:
             return
-        caps = self.driver.capabilities
+        caps = self.driver.capabilities_for(self.queue.name)
         for message in messages:
             if message.ttl is not None and not caps.message_ttl:
                 raise UnsupportedOperationError(
                     f"driver '{self.driver.name}' cannot expire messages "
                     f"(message {message.message_id} has a TTL)"
                 )
-            if message.delay:
-                if not caps.delayed_delivery:
-                    raise UnsupportedOperationError(
-                        f"driver '{self.driver.name}' cannot delay messages (message {message.message_id})"
-                    )
-                if caps.max_delay is not None and message.delay > caps.max_delay:
-                    raise UnsupportedOperationError(
-                        f"delay {message.delay:g}s of message {message.message_id} exceeds the maximum "
-                        f"of driver '{self.driver.name}' ({caps.max_delay:g}s)"
-                    )
+            problem = caps.delay_problem(message.delay, requeue=False)
+            if problem:
+                raise UnsupportedOperationError(
+                    f"driver '{self.driver.name}' {problem} on queue '{self.queue.name}' "
+                    f"(message {message.message_id} asks for {message.delay:g}s)"
+                )
         self._publish_batch(messages)
 
     def close(self) -> None:
@@ -341,14 +409,41 @@ class Consumer(abc.ABC):
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
         delivery = self._receive(timeout)
-        if delivery is not None:
-            delivery.owner = self
+        if delivery is None:
+            return None
+        if delivery.lease_expires is not None and delivery.lease_expires <= time.monotonic():
+            # A driver bug (a buffered delivery handed out after its lease lapsed): another consumer may
+            # hold it now, so this one must not run it. It comes back by itself; nothing is lost.
+            logger.warning(
+                "queue %s message %s: the driver handed over a delivery whose lease had already "
+                "lapsed; skipping it (it is redelivered to whoever holds it now)",
+                self.queue.name,
+                delivery.message_id,
+            )
+            return None
+        delivery.owner = self
         return delivery
 
     def ack(self, delivery: Delivery) -> None:
-        """Acknowledge ``delivery``: the broker forgets the message."""
+        """Acknowledge ``delivery``: the broker forgets the message.
+
+        If its lease was lost meanwhile (the driver raises :class:`LeaseLostError`), the copy another
+        consumer now holds is left alone and a warning says the message may run again.
+        """
         self._settle(delivery, "ack")
-        self._ack(delivery)
+        try:
+            self._ack(delivery)
+        except LeaseLostError as exc:
+            self._lease_lost(delivery, "acknowledgement", exc)
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge several deliveries; drivers with batch calls (SQS) make it one round trip per batch."""
+        for delivery in deliveries:
+            self._settle(delivery, "ack")
+        try:
+            self._ack_many(deliveries)
+        except LeaseLostError as exc:
+            self._lease_lost(None, "acknowledgement", exc)
 
     def reject(self, delivery: Delivery, *, requeue: bool = True, delay: float = 0.0) -> None:
         """Reject ``delivery``.
@@ -361,11 +456,14 @@ class Consumer(abc.ABC):
             delay: With ``requeue``, seconds before the message becomes visible again.
         """
         if requeue:
-            self._check_delay(delay)
-        elif delay < 0:
-            raise ValueError(f"delay must not be negative, not {delay}")
+            self._check_delay(delay, requeue=True)
+        else:
+            check_number(delay, "delay")
         self._settle(delivery, "reject")
-        self._reject(delivery, requeue, delay)
+        try:
+            self._reject(delivery, requeue, delay)
+        except LeaseLostError as exc:
+            self._lease_lost(delivery, "rejection", exc)
 
     def retry(self, delivery: Delivery, headers: Mapping[str, str], *, delay: float = 0.0) -> None:
         """Put a copy of ``delivery`` with ``headers`` back on this consumer's queue, visible after
@@ -375,18 +473,65 @@ class Consumer(abc.ABC):
         (not to other queues sharing an exchange). If queueing the copy fails, the delivery stays
         unsettled so that the caller can still dead-letter or reject it.
         """
-        self._check_delay(delay)
+        self._check_delay(delay, requeue=False)
         self._check_owned(delivery, "retry")
-        self._retry(delivery, dict(headers), delay)
+        try:
+            self._retry(delivery, dict(headers), delay)
+        except LeaseLostError as exc:
+            # The copy is queued; the original's lease lapsed before it could be settled.
+            delivery.settled = True
+            self._lease_lost(delivery, "acknowledgement of the retried original", exc)
+            return
         delivery.settled = True
 
     def extend(self, delivery: Delivery, seconds: float) -> None:
-        """Keep ``delivery`` invisible to other consumers for ``seconds`` more (a no-op where unneeded)."""
+        """Keep ``delivery`` invisible to other consumers for ``seconds`` more (a no-op where unneeded).
+
+        Raises:
+            LeaseLostError: the lease had lapsed; another consumer may hold the message now.
+        """
+        self._check_extendable(delivery)
+        self._extend(delivery, seconds)
+        if delivery.lease_expires is not None:
+            delivery.lease_expires = time.monotonic() + seconds
+
+    def extend_many(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Extend several deliveries (one round trip per batch where the broker has batch calls).
+
+        Raises:
+            LeaseLostError: some leases had lapsed (``exc.deliveries`` says which); the others were
+                extended.
+        """
+        for delivery in deliveries:
+            self._check_extendable(delivery)
+        until = time.monotonic() + seconds
+        lost: list[Delivery] = []
+        try:
+            self._extend_many(deliveries, seconds)
+        except LeaseLostError as exc:
+            lost = exc.deliveries
+            raise
+        finally:
+            for delivery in deliveries:
+                if delivery.lease_expires is not None and not any(d is delivery for d in lost):
+                    delivery.lease_expires = until
+
+    def _check_extendable(self, delivery: Delivery) -> None:
         if delivery.owner is not self or delivery.settled:
             raise DeliveryStateError(
                 f"cannot extend {delivery!r}: it is settled or not owned by this consumer"
             )
-        self._extend(delivery, seconds)
+
+    def _lease_lost(self, delivery: Delivery | None, what: str, exc: LeaseLostError) -> None:
+        ids = [d.message_id for d in exc.deliveries] or ([delivery.message_id] if delivery else [])
+        logger.warning(
+            "queue %s message %s: the %s came after the lease had lapsed (%s); the copy another consumer "
+            "may hold was left alone, so the message may run again",
+            self.queue.name,
+            ", ".join(ids) or "?",
+            what,
+            exc,
+        )
 
     def close(self) -> None:
         """Stop consuming and release the deliveries received but not settled."""
@@ -394,18 +539,13 @@ class Consumer(abc.ABC):
             self.closed = True
             self._close()
 
-    def _check_delay(self, delay: float) -> None:
-        if delay < 0:
-            raise ValueError(f"delay must not be negative, not {delay}")
-        if delay:
-            caps = self.driver.capabilities
-            if not caps.delayed_delivery:
-                raise UnsupportedOperationError(f"driver '{self.driver.name}' cannot delay a requeue")
-            if caps.max_delay is not None and delay > caps.max_delay:
-                raise UnsupportedOperationError(
-                    f"delay {delay:g}s exceeds the maximum of driver '{self.driver.name}' "
-                    f"({caps.max_delay:g}s)"
-                )
+    def _check_delay(self, delay: float, *, requeue: bool) -> None:
+        check_number(delay, "delay")
+        problem = self.driver.capabilities_for(self.queue.name).delay_problem(delay, requeue=requeue)
+        if problem:
+            raise UnsupportedOperationError(
+                f"driver '{self.driver.name}' {problem} on queue '{self.queue.name}' (asked for {delay:g}s)"
+            )
 
     def _settle(self, delivery: Delivery, what: str) -> None:
         self._check_owned(delivery, what)
@@ -431,11 +571,23 @@ class Consumer(abc.ABC):
 
     @abc.abstractmethod
     def _ack(self, delivery: Delivery) -> None:
-        """Acknowledge."""
+        """Acknowledge; raise :class:`LeaseLostError` (and change nothing) if the lease had lapsed."""
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge several deliveries; the default acknowledges them one by one."""
+        lost: list[Delivery] = []
+        for delivery in deliveries:
+            try:
+                self._ack(delivery)
+            except LeaseLostError:
+                lost.append(delivery)
+        if lost:
+            raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
 
     @abc.abstractmethod
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
-        """Reject, requeueing after ``delay`` seconds when ``requeue``."""
+        """Reject, requeueing after ``delay`` seconds when ``requeue``; raise :class:`LeaseLostError`
+        (and change nothing) if the lease had lapsed."""
 
     def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
         """Queue the copy, then acknowledge the original. The default publishes through the driver's
@@ -445,7 +597,19 @@ class Consumer(abc.ABC):
         self._ack(delivery)
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:  # noqa: B027 - optional hook
-        """Extend the delivery's lease (no-op by default)."""
+        """Extend the delivery's lease to ``seconds`` from now (no-op by default); raise
+        :class:`LeaseLostError` (and change nothing) if the lease had lapsed."""
+
+    def _extend_many(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Extend several leases; the default extends them one by one."""
+        lost: list[Delivery] = []
+        for delivery in deliveries:
+            try:
+                self._extend(delivery, seconds)
+            except LeaseLostError:
+                lost.append(delivery)
+        if lost:
+            raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
 
     @abc.abstractmethod
     def _close(self) -> None:

@@ -6,7 +6,11 @@ Every error a user can cause (bad configuration, unknown driver or queue, malfor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kq.core._message import Delivery
 
 
 class KqError(Exception):
@@ -75,6 +79,33 @@ class ExecutionFailedError(KqError):
 
 class DeliveryStateError(KqError):
     """A delivery was settled twice, or settled through a consumer that does not own it."""
+
+
+class LeaseLostError(DeliveryStateError):
+    """A delivery's lease had lapsed before it was settled or extended: another consumer may hold the
+    message now, and the driver left that copy alone.
+
+    Attributes:
+        deliveries: The deliveries whose leases were lost (for the batch calls; may be empty).
+    """
+
+    def __init__(self, message: str, deliveries: Sequence[Delivery] = ()) -> None:
+        super().__init__(message)
+        self.deliveries = list(deliveries)
+
+
+class PublishError(KqError):
+    """A batch was published only in part.
+
+    Attributes:
+        published: Ids of the messages the broker accepted (in the order given).
+        failed: Ids of the messages that were not published.
+    """
+
+    def __init__(self, message: str, *, published: Sequence[str], failed: Sequence[str]) -> None:
+        super().__init__(message)
+        self.published = list(published)
+        self.failed = list(failed)
 
 
 class ConsumerClosedError(KqError):

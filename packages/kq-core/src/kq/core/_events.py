@@ -96,8 +96,9 @@ class MessageConsumptionFailed(Event):
             (``"unsigned"``, ``"unknown-key"``, ``"bad-signature"``, ``"not-yet-valid"``,
             ``"expired"``, ``"replayed"``).
         attempt: Which execution attempt this was (``kq-attempt`` header, 1 for the first).
-        outcome: What kq did, set after the listeners ran: ``"dead-lettered"``, ``"retried"`` or
-            ``"requeued"`` (the dead-letter publish failed).
+        outcome: What kq did, set after the listeners ran: ``"dead-lettered"``, ``"retried"``,
+            ``"requeued"`` (the dead-letter publish failed, to be tried again in seconds) or ``"parked"``
+            (the dead-letter queue refuses it for good: back on its queue for an hour).
         retry_delay: The retry kq will attempt, in seconds (``None``: none planned).
     """
 

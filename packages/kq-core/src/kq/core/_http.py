@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kq.core._allow import AllowList
+from kq.core._allow import MAX_URL_SUBJECT, AllowList
 from kq.core._consumers import ConsumerContext, MessageConsumer
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
 from kq.core._message import Delivery, Message
+from kq.core._numbers import check_number
 from kq.core._producers import MessageProducer
 from kq.core._routing import url_routing_key
 
@@ -108,8 +109,12 @@ def make_http_request(url: str, options: Mapping[str, Any] | None = None) -> Htt
         table = options.get(name, {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
             raise MessageFormatError(f"HTTP option {name!r} must map strings to strings")
-    if "timeout" in options and options["timeout"] <= 0:
-        raise MessageFormatError("HTTP option 'timeout' must be positive")
+    if "timeout" in options:
+        try:
+            # Finite and bounded: nan passes "<= 0", and inf or 1e300 overflow the socket timeout.
+            check_number(options["timeout"], "HTTP option 'timeout'", exclusive_minimum=True)
+        except ValueError as exc:
+            raise MessageFormatError(str(exc)) from None
     return HttpRequest(url=url, options=options)
 
 
@@ -182,8 +187,8 @@ class HttpConsumer(MessageConsumer):
 
     @classmethod
     def from_context(cls, context: ConsumerContext) -> HttpConsumer:
-        """Use ``[allow] urls``."""
-        return cls(AllowList(context.config.allow.urls))
+        """Use ``[allow] urls`` (``re:`` entries match URLs of up to ``MAX_URL_SUBJECT`` characters)."""
+        return cls(AllowList(context.config.allow.urls, max_subject=MAX_URL_SUBJECT))
 
     def describe(self, body: Any) -> str:
         """``HTTP GET url``."""
@@ -271,7 +276,8 @@ class HttpConsumer(MessageConsumer):
         if target_host(url) is None:
             raise NotAllowedError(f"URL {url[:200]!r} is not a plain http(s) URL")
         if not url_allowed(url, self.allowed):
-            raise NotAllowedError(f"URL {url[:200]!r} is not in the allow-list ([allow] urls)")
+            note = self.allowed.length_note(url, "the URL")
+            raise NotAllowedError(f"URL {url[:200]!r} is not in the allow-list ([allow] urls){note}")
 
     def close(self) -> None:
         """Close the HTTP session."""

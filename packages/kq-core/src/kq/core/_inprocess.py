@@ -10,7 +10,8 @@ program the subprocess mode runs by default too):
 - anything else is called as ``f(argv)`` with the argument list (no program name), like an argparse
   ``main(argv)``; it returns an exit code (``None`` is 0) or raises ``SystemExit``.
 
-stdout and stderr are captured for the result; the exit code decides success. There is no per-message
+stdout and stderr are captured for the result (the last 1 MiB of each, as in the subprocess mode); the
+exit code decides success. There is no per-message
 timeout in this mode (a call cannot be killed without killing the worker): use the worker limits
 (``-m``, ``-t``) and the subprocess mode for commands that may hang.
 
@@ -31,7 +32,7 @@ from typing import Any
 from kq.core._allow import AllowList
 from kq.core._command import CommandCall
 from kq.core._config import ConsoleSettings
-from kq.core._console import CommandResult, ConsoleCommandConsumer
+from kq.core._console import CommandResult, ConsoleCommandConsumer, OutputTail
 from kq.core._consumers import ConsumerContext
 from kq.core._errors import ConfigError
 from kq.core._imports import import_object
@@ -55,10 +56,21 @@ class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
         """Use ``[console]`` and ``[allow] commands``."""
         return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
 
+    def _inherited_environment(self) -> dict[str, str]:
+        """Nothing to build: the command runs inside the worker and sees the worker's whole environment
+        (signing variables included), whatever ``[console] inherit_env`` says."""
+        if not self.settings.inherit_env:
+            logger.warning(
+                "[console] inherit_env = false does not apply to in-process commands: they run inside the "
+                'worker and can read its whole environment; use consumer = "console_command" to keep '
+                "it from them"
+            )
+        return {}
+
     def _execute(self, call: CommandCall, delivery: Delivery) -> CommandResult:
         """Call the entry point with the allowed ``call``'s argv, its output captured."""
         argv = call.argv()
-        stdout, stderr = io.StringIO(), io.StringIO()
+        stdout, stderr = _CapturedOutput(), _CapturedOutput()
         started = time.monotonic()
         with (
             _environment({**self.settings.env, **self._message_variables(delivery)}),
@@ -82,6 +94,30 @@ class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
         except SystemExit as exit_:
             return _exit_code(exit_.code)
         return _exit_code(returned)
+
+
+class _CapturedOutput(io.TextIOBase):
+    """A text stream that keeps the last MAX_OUTPUT bytes (as UTF-8) written to it, as the subprocess
+    mode keeps of a child's output, so a chatty command cannot grow the worker's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tail = OutputTail()
+
+    def writable(self) -> bool:
+        """Always: this is an output stream."""
+        return True
+
+    def write(self, text: str) -> int:
+        """Keep ``text``'s UTF-8 bytes (a lone surrogate as ``\\udXXX``); return its length, as StringIO."""
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._tail.feed(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def getvalue(self) -> str:
+        """What was kept, decoded."""
+        return self._tail.text()
 
 
 def _load(name: str) -> Callable[..., Any]:

@@ -24,7 +24,15 @@ from typing import Any
 
 from kq.core._consumers import MessageConsumer
 from kq.core._driver import Consumer, Driver
-from kq.core._errors import KqError, MessageFormatError, NotAllowedError
+from kq.core._errors import (
+    ConfigError,
+    KqError,
+    LeaseLostError,
+    MessageFormatError,
+    NotAllowedError,
+    UnknownQueueError,
+    UnsupportedOperationError,
+)
 from kq.core._events import (
     EventDispatcher,
     MessageConsumed,
@@ -43,6 +51,7 @@ from kq.core._message import (
     Delivery,
     is_portable_header_name,
 )
+from kq.core._numbers import check_number, check_whole_number
 from kq.core._resources import MemoryGauge
 from kq.core._signing import SignatureError, Signer, Verifier
 
@@ -54,6 +63,18 @@ RECEIVED_FAILURE_REASONS = frozenset({"failed", "invalid", "not-allowed"})
 
 #: Seconds before a message that could not be dead-lettered is tried again.
 RETRY_DEAD_LETTER_AFTER = 5.0
+#: Seconds a message stays parked on its queue when its dead-letter queue refuses it for good.
+PARK_AFTER = 3600.0
+#: Errors after which publishing the same dead letter again cannot succeed (its format, an operation
+#: or a queue the driver does not support, configuration).
+PERMANENT_PUBLISH_ERRORS: tuple[type[Exception], ...] = (
+    MessageFormatError,
+    UnsupportedOperationError,
+    ConfigError,
+    UnknownQueueError,
+)
+#: Largest memory limit accepted, in MB (a petabyte: only there to refuse nonsense).
+MAX_MEGABYTES = 1e9
 #: Longest error text kept in a dead-letter header.
 MAX_ERROR_HEADER = 1000
 
@@ -78,9 +99,11 @@ class Limits:
     checks: tuple[Callable[[], str | None], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("messages", "time", "memory", "failures"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} limit must not be negative, not {getattr(self, name)}")
+        # Finite and bounded: nan passes "< 0", and an infinite time limit overflows the deadline.
+        for name in ("messages", "failures"):
+            check_whole_number(getattr(self, name), f"{name} limit")
+        check_number(self.time, "time limit")
+        check_number(self.memory, "memory limit", maximum=MAX_MEGABYTES)
 
 
 @dataclass
@@ -93,6 +116,7 @@ class LoopStats:
     vetoed: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    parked: int = 0
     retried: int = 0
     reconnects: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -136,6 +160,7 @@ class ConsumeLoop:
         self.driver = driver
         self.queue = queue
         self.spec = driver.queue(queue)
+        self.capabilities = driver.capabilities_for(queue)
         self.handler = handler
         self.dispatcher = dispatcher or EventDispatcher()
         self.routing_key = routing_key
@@ -164,7 +189,7 @@ class ConsumeLoop:
         self.stats = LoopStats()
         self._memory = MemoryGauge() if self.limits.memory else None
         deadline = time.monotonic() + self.limits.time if self.limits.time else None
-        keeper = _LeaseKeeper() if self.driver.capabilities.lease_extension else None
+        keeper = _LeaseKeeper() if self.capabilities.lease_extension else None
         backoff = _Backoff(self.max_backoff)
         logger.info(
             "consuming queue %s on driver %s with the %s consumer",
@@ -172,6 +197,9 @@ class ConsumeLoop:
             self.driver.name,
             self.handler.kind or type(self.handler).__name__,
         )
+        problem = poison_protection_problem(self.spec.max_deliveries, self.capabilities.delivery_count)
+        if problem:
+            logger.warning("queue %s on driver %s: %s", self.queue, self.driver.name, problem)
         try:
             while True:
                 reason = self._limit_reached(deadline)
@@ -365,7 +393,8 @@ class ConsumeLoop:
             except SignatureError as exc:
                 return _Failure(None, exc, exc.reason)
         limit = self.spec.max_deliveries
-        if limit and delivery.delivery_count > limit:
+        # A count of receives also grows with releases and browses: it cannot prove a handler crashed.
+        if limit and delivery.delivery_count > limit and self.capabilities.delivery_count != "receives":
             # Delivered again and again without being settled: its handler kills or hangs the worker.
             # Handling it once more would do the same; keep it aside instead.
             error = KqError(
@@ -427,18 +456,7 @@ class ConsumeLoop:
     def _retry(
         self, consumer: Consumer, delivery: Delivery, event: MessageConsumptionFailed, what: str
     ) -> bool:
-        delay = event.retry_delay or 0.0
-        caps = self.driver.capabilities
-        if delay and not caps.delayed_delivery:
-            logger.warning(
-                "queue %s message %s: driver %s cannot delay messages; retrying at once",
-                delivery.queue,
-                delivery.message_id,
-                self.driver.name,
-            )
-            delay = 0.0
-        elif caps.max_delay is not None and delay > caps.max_delay:
-            delay = caps.max_delay
+        delay = self._retry_delay(delivery, event.retry_delay or 0.0)
         headers = dict(delivery.headers)
         headers[ATTEMPT] = str(event.attempt + 1)
         try:
@@ -475,6 +493,25 @@ class ConsumeLoop:
         )
         return True
 
+    def _retry_delay(self, delivery: Delivery, wanted: float) -> float:
+        """The delay a retry copy gets: ``wanted``, or as close as the queue allows (logged)."""
+        caps = self.capabilities
+        problem = caps.delay_problem(wanted, requeue=False)
+        if problem is None:
+            return wanted
+        # The rule (docs/failures.md): the longest delay the queue allows, else at once; never a lost retry.
+        longest = caps.max_publish_delay if caps.delayed_delivery and caps.max_publish_delay else 0.0
+        logger.warning(
+            "queue %s message %s: driver %s %s, so the retry planned in %gs is queued %s",
+            delivery.queue,
+            delivery.message_id,
+            self.driver.name,
+            problem,
+            wanted,
+            f"in {longest:g}s instead" if longest else "at once",
+        )
+        return longest
+
     def _dead_letter_or_requeue(
         self, consumer: Consumer, delivery: Delivery, failure: _Failure, what: str
     ) -> str:
@@ -484,28 +521,17 @@ class ConsumeLoop:
             self._dead_letter(delivery, reason, error, target)
         except self.driver.connection_errors:
             raise
+        except PERMANENT_PUBLISH_ERRORS as refused:
+            # The dead-letter queue refuses this copy and always will (its headers, its size, a queue
+            # that cannot exist): a plainer copy, with every original header packed into one, may pass.
+            try:
+                self._dead_letter(delivery, reason, error, target, plain=True)
+            except self.driver.connection_errors:
+                raise
+            except Exception as still_refused:
+                return self._requeue(consumer, delivery, error, what, target, still_refused, refused)
         except Exception as publish_error:
-            # Keep the message, but do not let a broken dead-letter queue turn into a hot retry loop.
-            delay = RETRY_DEAD_LETTER_AFTER if self.driver.capabilities.delayed_delivery else 0.0
-            consumer.reject(delivery, requeue=True, delay=delay)
-            if self.verifier is not None:
-                self.verifier.forget(delivery)  # it comes back as it was: not a replay
-            self.stats.requeued += 1
-            if not delay:
-                self._stop.wait(RETRY_DEAD_LETTER_AFTER)
-            logger.error(
-                "queue %s message %s: %s failed (%s: %s) and could not be dead-lettered to %s (%s); "
-                "requeued, to be retried in %gs",
-                delivery.queue,
-                delivery.message_id,
-                what,
-                type(error).__name__,
-                error,
-                target,
-                publish_error,
-                RETRY_DEAD_LETTER_AFTER,
-            )
-            return "requeued"
+            return self._requeue(consumer, delivery, error, what, target, publish_error, None)
         consumer.ack(delivery)
         self.stats.dead_lettered += 1
         logger.error(
@@ -520,20 +546,80 @@ class ConsumeLoop:
         )
         return "dead-lettered"
 
-    def _dead_letter(self, delivery: Delivery, reason: str, error: Exception, target: str) -> None:
+    def _requeue(
+        self,
+        consumer: Consumer,
+        delivery: Delivery,
+        error: Exception,
+        what: str,
+        target: str,
+        publish_error: Exception,
+        permanent: Exception | None,
+    ) -> str:
+        """Keep a message the dead-letter queue would not take: back on its queue, never lost.
+
+        A transient failure is tried again in RETRY_DEAD_LETTER_AFTER seconds; a permanent one (the
+        plain copy refused too) is parked for PARK_AFTER seconds, or as long as the queue can delay a
+        requeue, so that it does not come back every few seconds forever.
+        """
+        caps = self.capabilities
+        wanted = PARK_AFTER if permanent is not None else RETRY_DEAD_LETTER_AFTER
+        limit = caps.max_requeue_delay
+        delay = (min(wanted, limit) if limit is not None else wanted) if caps.delayed_delivery else 0.0
+        consumer.reject(delivery, requeue=True, delay=delay)
+        if self.verifier is not None:
+            self.verifier.forget(delivery)  # it comes back as it was: not a replay
+        self.stats.requeued += 1
+        if permanent is not None:
+            self.stats.parked += 1
+        if not delay:
+            self._stop.wait(RETRY_DEAD_LETTER_AFTER)
+        logger.error(
+            "queue %s message %s: %s failed (%s: %s) and could not be dead-lettered to %s (%s: %s); %s",
+            delivery.queue,
+            delivery.message_id,
+            what,
+            type(error).__name__,
+            error,
+            target,
+            type(publish_error).__name__,
+            publish_error,
+            (
+                f"the dead-letter queue refuses it for good ({permanent}): parked back on its queue for "
+                f"{delay or RETRY_DEAD_LETTER_AFTER:g}s; fix the dead-letter queue and it is dead-lettered "
+                "when it comes back"
+                if permanent is not None
+                else f"requeued, to be tried again in {delay or RETRY_DEAD_LETTER_AFTER:g}s"
+            ),
+        )
+        return "parked" if permanent is not None else "requeued"
+
+    def _dead_letter(
+        self, delivery: Delivery, reason: str, error: Exception, target: str, *, plain: bool = False
+    ) -> None:
         headers: dict[str, str] = {}
-        # Names a foreign producer may send but kq cannot publish ("X-Php Trace") are kept, in one header.
+        # Names a foreign producer may send but kq cannot publish ("X-Php Trace") are kept, in one header;
+        # a plain copy keeps every header there.
         foreign: dict[str, str] = {}
         for name, value in delivery.headers.items():
-            (headers if is_portable_header_name(name) else foreign)[name] = value
+            keep = not plain and is_portable_header_name(name) and isinstance(value, str)
+            (headers if keep else foreign)[name] = value
         if foreign:
-            headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False)
+            headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False, default=str)
         headers[DEAD_LETTER_REASON] = reason
-        headers[DEAD_LETTER_ERROR] = f"{type(error).__name__}: {error}"[:MAX_ERROR_HEADER]
+        # A command's last line of output often carries terminal escapes: brokers refuse control characters.
+        headers[DEAD_LETTER_ERROR] = printable(f"{type(error).__name__}: {error}")[:MAX_ERROR_HEADER]
         headers[DEAD_LETTER_QUEUE] = delivery.queue
         headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
         self.driver.producer(target).publish(delivery.to_message(headers=headers))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, NUL, line breaks) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class _ReceiveError(Exception):
@@ -560,6 +646,26 @@ class _Failure:
     body: Any
     error: Exception
     reason: str
+
+
+def poison_protection_problem(max_deliveries: int, delivery_count: str) -> str | None:
+    """Why ``max_deliveries`` cannot protect a queue whose driver counts deliveries as ``delivery_count``
+    says (``Capabilities.delivery_count``), or ``None`` when it works."""
+    if not max_deliveries or delivery_count == "exact":
+        return None
+    if delivery_count == "flag" and max_deliveries > 1:
+        return (
+            f"max_deliveries = {max_deliveries} cannot work: the broker only flags a redelivery (the count "
+            "is 1 or 2), so poison protection is off; max_deliveries = 1 dead-letters every redelivered "
+            "message instead (a RabbitMQ quorum queue counts exactly)"
+        )
+    if delivery_count == "receives":
+        return (
+            f"max_deliveries = {max_deliveries} is not applied: the broker counts receives, which releases "
+            "and browses raise too, so a message that never ran could look like poison; use the broker's "
+            "own redrive limit if you accept that"
+        )
+    return None
 
 
 def attempt_of(delivery: Delivery) -> int:
@@ -605,8 +711,12 @@ class _LeaseKeeper:
 
     def watch(self, consumer: Consumer, delivery: Delivery) -> None:
         lease = consumer.lease_duration or 30.0
+        # A third of the lease after it started: when the broker handed the delivery over, which for a
+        # buffered delivery was before receive() returned it.
+        expires = delivery.lease_expires
+        due = expires - lease * 2 / 3 if expires is not None else time.monotonic() + lease / 3
         with self._lock:
-            self._current = (consumer, delivery, lease, time.monotonic() + lease / 3)
+            self._current = (consumer, delivery, lease, due)
 
     def release(self) -> None:
         # Taking the lock also waits for an extension in progress: nothing is extended after this.
@@ -638,6 +748,17 @@ class _LeaseKeeper:
                         delivery.message_id,
                         lease,
                     )
+                except LeaseLostError as exc:
+                    # Nothing to keep any more; the handler goes on, and its settlement is a no-op.
+                    logger.warning(
+                        "queue %s message %s: its lease had lapsed before it could be extended (%s); "
+                        "another consumer may run it too",
+                        delivery.queue,
+                        delivery.message_id,
+                        exc,
+                    )
+                    self._current = None
+                    continue
                 except Exception as exc:
                     logger.warning(
                         "queue %s message %s: could not extend the lease (%s); another consumer "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._errors import MessageFormatError
+from kq.core._numbers import check_number
 
 #: Content type of every body kq encodes itself.
 JSON = "application/json"
@@ -52,9 +53,68 @@ TRANSIT_HEADERS = frozenset(
     }
 )
 
-# Header names must survive every broker: SQS message attribute names allow letters, digits, "-", "_" and
-# "."; STOMP and AMQP accept more. Values are strings for the same reason (STOMP headers are text).
+#: Header carrying a message's ordering group (SQS FIFO ``MessageGroupId``): an ordinary, signed header,
+#: so that retry, dead-letter and re-drive copies keep it.
+GROUP = "kq-group"
+
+# Header names kq lets producers use: letters, digits, "-", "_" and "." (what SQS allows in attribute
+# names; STOMP and AMQP accept more), at most 128 characters, values always strings (STOMP headers are
+# text) -- and none of the names that brokers reserve, rewrite or choke on. Drivers still pack headers as
+# their broker needs (SQS allows 10 attributes; see docs/writing-a-driver.md).
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+#: Names (compared without case) that a broker reserves for itself. STOMP frames and JMS properties: a
+#: user header ``priority``, ``timestamp`` or ``expires`` makes ActiveMQ drop the connection, and
+#: RabbitMQ's STOMP plugin refuses ``priority``, ``timestamp``, ``message-id`` and ``expiration``; the
+#: others are rewritten or swallowed on the way.
+RESERVED_HEADER_NAMES = frozenset(
+    {
+        "ack",
+        "content-length",
+        "content-type",
+        "correlation-id",
+        "destination",
+        "expiration",
+        "expires",
+        "heart-beat",
+        "host",
+        "id",
+        "login",
+        "message-id",
+        "passcode",
+        "persistent",
+        "priority",
+        "receipt",
+        "receipt-id",
+        "redelivered",
+        "reply-to",
+        "selector",
+        "server",
+        "session",
+        "subscription",
+        "timestamp",
+        "transaction",
+        "transformation",
+        "type",
+        "version",
+    }
+)
+#: Prefixes (compared without case) of names brokers reserve: JMS and ActiveMQ properties, RabbitMQ's
+#: ``x-death``/``x-delivery-count`` family and queue arguments, SQS's ``AWS.`` and ``Amazon.``.
+RESERVED_HEADER_PREFIXES = (
+    "jms",
+    "amq_",
+    "activemq.",
+    "x-death",
+    "x-first-death",
+    "x-last-death",
+    "x-delivery-count",
+    "x-message-ttl",
+    "x-dead-letter",
+    "x-max-",
+    "x-queue-",
+    "aws.",
+    "amazon.",
+)
 
 
 def new_message_id() -> str:
@@ -63,8 +123,17 @@ def new_message_id() -> str:
 
 
 def is_portable_header_name(name: object) -> bool:
-    """Whether ``name`` is a header name kq producers accept (letters, digits, ``_``, ``-``, ``.``)."""
-    return isinstance(name, str) and _HEADER_NAME.match(name) is not None
+    """Whether ``name`` is a header name kq producers accept: letters, digits, ``_``, ``-``, ``.``, and
+    not one that brokers reserve (:data:`RESERVED_HEADER_NAMES`, :data:`RESERVED_HEADER_PREFIXES`)."""
+    return (
+        isinstance(name, str) and _HEADER_NAME.match(name) is not None and not is_reserved_header_name(name)
+    )
+
+
+def is_reserved_header_name(name: str) -> bool:
+    """Whether a broker reserves ``name`` (STOMP frame headers, JMS/ActiveMQ, RabbitMQ, SQS names)."""
+    lowered = name.lower()
+    return lowered in RESERVED_HEADER_NAMES or lowered.startswith(RESERVED_HEADER_PREFIXES)
 
 
 def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -75,6 +144,11 @@ def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """
     checked: dict[str, str] = {}
     for name, value in headers.items():
+        if isinstance(name, str) and _HEADER_NAME.match(name) and is_reserved_header_name(name):
+            raise MessageFormatError(
+                f"header name {name!r} is reserved by message brokers (STOMP, JMS, RabbitMQ or SQS use it "
+                "themselves, and some drop the connection over it): choose another name, e.g. 'x-' + name"
+            )
         if not is_portable_header_name(name):
             raise MessageFormatError(
                 f"header name {name!r} is not portable: use letters, digits, '_', '-' and '.' (at most 128)"
@@ -96,8 +170,10 @@ class Message:
         routing_key: Topic-style key (``words.separated.by.dots``); empty for none.
         message_id: Unique id, generated when not given; it is kept across redeliveries and
             dead-lettering and appears in every log line about the message.
-        ttl: Seconds after which an undelivered message expires (``None``: never).
-        delay: Seconds to wait before the message becomes visible to consumers.
+        ttl: Seconds after which an undelivered message expires (``None``: never); finite, more than 0
+            and at most :data:`~kq.core._numbers.MAX_SECONDS`.
+        delay: Seconds to wait before the message becomes visible to consumers; finite, from 0 to
+            :data:`~kq.core._numbers.MAX_SECONDS`.
     """
 
     body: bytes
@@ -111,10 +187,13 @@ class Message:
     def __post_init__(self) -> None:
         if not isinstance(self.body, bytes):
             raise MessageFormatError(f"message body must be bytes, not {type(self.body).__name__}")
-        if self.ttl is not None and self.ttl <= 0:
-            raise MessageFormatError(f"ttl must be a positive number of seconds, not {self.ttl!r}")
-        if self.delay < 0:
-            raise MessageFormatError(f"delay must not be negative, not {self.delay!r}")
+        try:
+            # Finite and at most MAX_SECONDS: nan passes "<= 0", and inf overflows time arithmetic.
+            if self.ttl is not None:
+                check_number(self.ttl, "ttl", exclusive_minimum=True)
+            check_number(self.delay, "delay")
+        except ValueError as exc:
+            raise MessageFormatError(str(exc)) from None
         if not self.content_type:
             raise MessageFormatError("content type must not be empty")
         object.__setattr__(self, "headers", check_headers(self.headers))
@@ -135,6 +214,12 @@ class Delivery:
             that are not a string mapping, a body of the wrong type, ...): what was wrong, in words. The
             other fields then hold what could be salvaged, and the consume loop dead-letters the
             delivery with reason ``malformed`` instead of handling it. ``None`` for a sound delivery.
+        lease_expires: When the delivery's lease ends, on :func:`time.monotonic`'s clock, for drivers
+            whose deliveries time out (``Capabilities.lease_extension``); ``None`` where a delivery is
+            held until settled or disconnected. Set by the driver when it hands the delivery out (a
+            buffered delivery's lease started when the broker handed it over, not when ``receive``
+            returned it) and moved by ``Consumer.extend``; the consume loop's lease keeper schedules
+            extensions from it.
     """
 
     body: bytes
@@ -148,6 +233,7 @@ class Delivery:
     owner: object = None
     settled: bool = False
     defect: str | None = None
+    lease_expires: float | None = None
 
     @property
     def redelivered(self) -> bool:

@@ -13,14 +13,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from kq.core._errors import ConfigError
+from kq.core._numbers import MAX_SECONDS, check_number, check_whole_number
 
 
 @dataclass(frozen=True)
 class Option:
     """One accepted option: its default, its type and a one-line help shown by ``kq managedriver``.
 
+    A number (int or float) must be finite and within ``minimum`` to ``maximum``
+    (:func:`~kq.core._numbers.check_number`): TOML and ``float()`` accept ``nan`` and ``inf``.
+
     Attributes:
-        positive: A number that must be greater than zero.
+        positive: A number that must be greater than zero (``minimum`` excluded, and 0 by default).
+        minimum: The smallest number accepted (default: 0 when ``positive``, else ``-maximum``; a driver
+            checks the meaning of its own negative values).
+        maximum: The largest number accepted; the default, ten years in seconds, suits durations.
     """
 
     default: Any
@@ -28,6 +35,8 @@ class Option:
     help: str
     required: bool = False
     positive: bool = False
+    minimum: float | None = None
+    maximum: float = MAX_SECONDS
 
     def check(self, key: str, value: Any, source: str | None) -> Any:
         """Return ``value`` converted to the option's type, or raise :class:`ConfigError`."""
@@ -36,18 +45,33 @@ class Option:
             return None
         if isinstance(value, str) and str not in accepted:
             value = _from_text(value, accepted, key, source)
-        # TOML integers are fine where a float is expected; booleans are never numbers here.
-        if float in accepted and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
         if isinstance(value, bool) and bool not in accepted:
             raise ConfigError(f"expected {_names(accepted)}, got a boolean", key=key, source=source)
+        if not isinstance(value, bool) and isinstance(value, (int, float)):
+            value = _check_number(self, key, value, accepted, source)
         if not isinstance(value, accepted):
             raise ConfigError(
                 f"expected {_names(accepted)}, got {type(value).__name__} {value!r}", key=key, source=source
             )
-        if self.positive and isinstance(value, (int, float)) and value <= 0:
-            raise ConfigError(f"must be greater than zero, not {value!r}", key=key, source=source)
         return value
+
+
+def _check_number(
+    option: Option, key: str, value: float, accepted: tuple[type, ...], source: str | None
+) -> float:
+    """``value`` finite and in the option's range; an int where a float is expected becomes a float
+    (TOML ``30``)."""
+    minimum = option.minimum if option.minimum is not None else 0 if option.positive else -option.maximum
+    try:
+        if isinstance(value, int) and float not in accepted:
+            lowest = int(minimum) + 1 if option.positive else int(minimum)
+            return check_whole_number(value, minimum=lowest, maximum=int(option.maximum))
+        number = check_number(
+            value, minimum=minimum, maximum=option.maximum, exclusive_minimum=option.positive
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key, source=source) from None
+    return number if float in accepted else value
 
 
 def _from_text(text: str, accepted: tuple[type, ...], key: str, source: str | None) -> Any:

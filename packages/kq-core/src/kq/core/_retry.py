@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
+
+from kq.core._numbers import MAX_COUNT, MAX_SECONDS, check_number, check_whole_number
+
+#: Largest ``multiplier``: each delay may grow a thousandfold at most.
+MAX_MULTIPLIER = 1000.0
+#: The accepted range of each number: keyword arguments of check_number (check_whole_number for ints).
+_RANGES: dict[str, dict[str, Any]] = {
+    "max_attempts": {"minimum": 1, "maximum": MAX_COUNT},
+    "delay": {"minimum": 0.0, "maximum": MAX_SECONDS},
+    "multiplier": {"minimum": 1.0, "maximum": MAX_MULTIPLIER},
+    "max_delay": {"minimum": 0.0, "maximum": MAX_SECONDS},
+    "jitter": {"minimum": 0.0, "maximum": 1.0, "exclusive_maximum": True},
+}
+
+
+def check_retry_field(name: str, value: object, what: str = "") -> int | float:
+    """``value`` checked for the retry policy field ``name`` (a float, or an int for ``max_attempts``).
+
+    Raises:
+        ValueError: not a finite number in the field's range (or not a whole number of attempts).
+    """
+    if name == "max_attempts":
+        return check_whole_number(value, what, **_RANGES[name])
+    return check_number(value, what, **_RANGES[name])
 
 
 @dataclass(frozen=True)
@@ -29,14 +55,8 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
-        if self.delay < 0 or self.max_delay < 0:
-            raise ValueError("delays must not be negative")
-        if self.multiplier < 1:
-            raise ValueError(f"multiplier must be at least 1, not {self.multiplier}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be from 0 to less than 1, not {self.jitter}")
+        for field in fields(self):
+            check_retry_field(field.name, getattr(self, field.name), field.name)
 
     def retries_after(self, attempt: int) -> bool:
         """Whether a failure of execution ``attempt`` (1 for the first) is tried again."""
@@ -44,6 +64,10 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after the failure of execution ``attempt`` before the next one."""
-        base = min(self.max_delay, self.delay * self.multiplier ** (attempt - 1))
+        try:
+            growth = self.multiplier ** (attempt - 1)
+        except OverflowError:  # a float power past 1.8e308 raises instead of giving inf
+            growth = math.inf
+        base = min(self.max_delay, self.delay * growth) if self.delay else 0.0
         spread = random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0  # noqa: S311 - not crypto
         return max(0.0, min(self.max_delay, base * (1 + spread)))

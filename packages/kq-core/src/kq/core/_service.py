@@ -125,7 +125,10 @@ class ServiceConsumer(MessageConsumer):
         call = parse_service_call(body)
         if not self.allowed.allows(call.service, call.method):
             part = f"method {call.method!r} of" if self.allowed.knows(call.service) else "service"
-            raise NotAllowedError(f"{part} {call.service!r} is not in the allow-list ([allow.services])")
+            note = self.allowed.length_note(call.service, call.method)
+            raise NotAllowedError(
+                f"{part} {call.service!r} is not in the allow-list ([allow.services]){note}"
+            )
         return self._resolve(call)(*call.arguments, **call.kwargs)
 
     def _resolve(self, call: ServiceCall) -> Any:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from kq.core._errors import ConfigError, KqError
 from kq.core._message import TRANSIT_HEADERS, Delivery, Message, is_portable_header_name
+from kq.core._numbers import MAX_TIMESTAMP, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,10 @@ class Signer:
         """Return ``message`` with fresh signing headers, for ``queue``, valid from ``valid_from``
         (default: now plus the message's delay)."""
         headers = {k: v for k, v in message.headers.items() if k not in (KEY_ID, SIGNED_AT, NONCE, SIGNATURE)}
-        start = time.time() + message.delay if valid_from is None else valid_from
+        if valid_from is None:
+            start = time.time() + message.delay
+        else:
+            start = check_number(valid_from, "valid_from", maximum=MAX_TIMESTAMP)
         headers[KEY_ID] = self.key_id
         headers[SIGNED_AT] = f"{start:.3f}"
         headers[NONCE] = secrets.token_hex(16)
@@ -123,12 +127,16 @@ class Verifier:
 
     Args:
         keys: Key id -> key.
-        max_age: Seconds a signature stays valid after its ``kq-signed-at``.
+        max_age: Seconds a signature stays valid after its ``kq-signed-at``: a finite number of
+            seconds, or ``math.inf`` for no expiry (re-drive checks old dead letters so).
     """
 
     def __init__(self, keys: Mapping[str, bytes], max_age: float) -> None:
         self.keys = dict(keys)
-        self.max_age = max_age
+        # nan would turn off expiry and the replay cache (every comparison with it is false).
+        self.max_age = (
+            max_age if max_age == math.inf else check_number(max_age, "max_age", exclusive_minimum=True)
+        )
         self._seen: OrderedDict[str, float] = OrderedDict()
 
     def verify(self, delivery: Delivery, queues: Collection[str]) -> None:
@@ -146,11 +154,11 @@ class Verifier:
                 "worker does not have ([signing] keys)",
             )
         try:
-            signed_at = float(headers.get(SIGNED_AT, ""))
-        except ValueError:
-            signed_at = math.nan
-        if not math.isfinite(signed_at):
-            raise SignatureError("bad-signature", "the signature's kq-signed-at is not a time")
+            signed_at = check_number(
+                headers.get(SIGNED_AT, ""), f"the signature's {SIGNED_AT}", maximum=MAX_TIMESTAMP, text=True
+            )
+        except ValueError as exc:
+            raise SignatureError("bad-signature", f"{exc}: it is not a time") from None
         for name in headers:
             if not is_portable_header_name(name):
                 # No kq producer can send such a name, and "a:b" = "c" would sign like "a" = "b:c".

@@ -42,11 +42,19 @@ from kq.core._watchdog_procs import (
     LABEL_PATTERN,
     command_of,
     find_workers,
+    is_alive,
     spawn,
     terminate,
     worker_command,
 )
-from kq.core._watchdog_state import exclusive, read_status, status_path
+from kq.core._watchdog_state import (
+    exclusive,
+    read_status,
+    read_stop_report,
+    remove_report,
+    report_path,
+    status_path,
+)
 
 if TYPE_CHECKING:
     from kq.core._watchdog_run import Supervisor
@@ -55,6 +63,9 @@ logger = logging.getLogger("kq.watchdog")
 
 #: Where a worker's output goes when its ``log`` is not set, relative to the configuration's folder.
 DEFAULT_LOG = ".kq/logs/{label}.log"
+
+#: How a worker stopped, by ``StopOutcome.killed``, for the log.
+_HOW = {True: "killed with SIGKILL", False: "exited after SIGTERM", None: "how is not known"}
 
 
 class Watchdog:
@@ -226,25 +237,71 @@ class Watchdog:
     def stop(self, grace: float = 10.0) -> list[StopOutcome]:
         """Stop every worker of this configuration: SIGTERM, then SIGKILL after ``grace`` seconds.
 
-        A ``run`` supervisor of the same configuration is asked to stop first (it would restart them).
-        Unconfigured leftovers with a watchdog label (``<name>-<n>``) are stopped too.
+        A ``run`` supervisor of the same configuration is asked to stop first (it would restart them);
+        it stops its workers itself, and the outcomes it reports are returned with its pid as
+        ``supervisor``. Unconfigured leftovers with a watchdog label (``<name>-<n>``) are stopped too.
 
         Raises:
             WatchdogError: another watchdog command kept the lock, or a supervisor did not stop.
         """
-        if self.config_file is None:
+        config_file = self.config_file
+        if config_file is None:
             logger.warning("no configuration file, hence no workers to stop")
             return []
-        with exclusive(self._require_file(), "stop", self.lock_wait, supervisor_grace=grace):
-            found = find_workers(self.config_file)
-            configured = {instance.label for instance in self.instances()}
-            targets = [
-                (label, process)
-                for label, processes in found.items()
-                if label in configured or LABEL_PATTERN.match(label)
-                for process in processes
+        # What runs before a supervisor is asked to stop: if it leaves no report, this is what it had.
+        before = self._stop_targets(find_workers(config_file))
+        asked_at = time.time()
+        with exclusive(self._require_file(), "stop", self.lock_wait, supervisor_grace=grace) as supervisor:
+            outcomes = [] if supervisor is None else self._stopped_by(supervisor, asked_at, before)
+            # A supervisor stops the labels it supervises; unconfigured leftovers are ours to stop.
+            return outcomes + self.terminate(self._stop_targets(find_workers(config_file)), grace)
+
+    def _stop_targets(self, found: dict[str, list[psutil.Process]]) -> list[tuple[str, psutil.Process]]:
+        """The ``(label, process)`` pairs ``stop`` stops: configured labels and watchdog-style ones."""
+        configured = {instance.label for instance in self.instances()}
+        return [
+            (label, process)
+            for label, processes in found.items()
+            if label in configured or LABEL_PATTERN.match(label)
+            for process in processes
+        ]
+
+    def _stopped_by(
+        self, supervisor: int, since: float, before: Sequence[tuple[str, psutil.Process]]
+    ) -> list[StopOutcome]:
+        """What the ``run`` supervisor ``supervisor``, asked to stop at ``since``, did with its workers.
+
+        Its report says which workers it stopped and how. Without one (it was killed before writing it)
+        the workers that ran before it was asked and are gone now are returned with ``killed=None``.
+        """
+        path = report_path(self._require_file())
+        report = read_stop_report(path, supervisor, since)
+        outcomes = None if report is None else _reported_outcomes(report, supervisor)
+        if outcomes is not None:
+            remove_report(path)
+        else:
+            outcomes = [
+                StopOutcome(name_of(label), label, process.pid, None, supervisor)
+                for label, process in before
+                if not is_alive(process)
             ]
-            return self.terminate(targets, grace)
+            logger.warning(
+                "kq watchdog run (pid %s) left no report of the workers it stopped in %s; %s",
+                supervisor,
+                path,
+                "none of the workers that ran before it was asked to stop is gone"
+                if not outcomes
+                else "these ran before it was asked to stop and are gone now",
+            )
+        for outcome in outcomes:
+            logger.info(
+                "worker %s (pid %s) was stopped by kq watchdog run (pid %s): %s",
+                outcome.label,
+                outcome.pid,
+                supervisor,
+                _HOW[outcome.killed],
+            )
+        return outcomes
 
     def terminate(
         self,
@@ -360,3 +417,16 @@ class Watchdog:
                     label,
                     ", ".join(str(p.pid) for p in processes),
                 )
+
+
+def _reported_outcomes(report: Sequence[dict[str, Any]], supervisor: int) -> list[StopOutcome] | None:
+    """The outcomes of a supervisor's stop report (``None`` when an entry is malformed)."""
+    outcomes = []
+    for item in report:
+        worker, label, pid, killed = (item.get(key) for key in ("worker", "label", "pid", "killed"))
+        if not (isinstance(worker, str) and isinstance(label, str) and isinstance(pid, int)):
+            return None
+        if not isinstance(killed, bool):
+            return None
+        outcomes.append(StopOutcome(worker, label, pid, killed, supervisor))
+    return outcomes

@@ -57,12 +57,20 @@ class StartOutcome:
 
 @dataclass(frozen=True)
 class StopOutcome:
-    """A worker process :meth:`Watchdog.stop` stopped; ``killed`` when SIGTERM was not enough."""
+    """A worker process :meth:`Watchdog.stop` (or a ``run`` supervisor it asked to stop) stopped.
+
+    Attributes:
+        killed: ``True`` when SIGTERM was not enough and it got SIGKILL, ``False`` when it exited after
+            SIGTERM, ``None`` when that is not known: it was running when a ``run`` supervisor was asked
+            to stop, and is gone, but the supervisor left no report of how it stopped it.
+        supervisor: The pid of the ``kq watchdog run`` that stopped it; ``None`` when ``stop`` did.
+    """
 
     worker: str
     label: str
     pid: int
-    killed: bool
+    killed: bool | None
+    supervisor: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The outcome as a JSON-ready dict."""

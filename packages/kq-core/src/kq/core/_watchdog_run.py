@@ -28,11 +28,18 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from kq.core._watchdog_procs import describe_status, find_workers, is_alive, uptime
-from kq.core._watchdog_state import remove_status, status_path, write_status
+from kq.core._watchdog_state import (
+    remove_report,
+    remove_status,
+    report_path,
+    status_path,
+    write_status,
+    write_stop_report,
+)
 
 if TYPE_CHECKING:
     from kq.core._watchdog import Watchdog
-    from kq.core._watchdog_model import WorkerInstance
+    from kq.core._watchdog_model import StopOutcome, WorkerInstance
 
 logger = logging.getLogger("kq.watchdog")
 
@@ -72,6 +79,7 @@ class Supervisor:
         self._published: dict[str, dict[str, Any]] | None = None
         self._config_file = config_file
         self._status = status_path(config_file)
+        self._report = report_path(config_file)
 
     def request_stop(self, reason: str) -> None:
         """Make the loop stop its workers and return (safe from a signal handler: it only sets flags)."""
@@ -94,6 +102,8 @@ class Supervisor:
         logger.info(
             "kq watchdog run supervises %d worker processes of %s", len(self.slots), self._config_file
         )
+        # A report left by an earlier supervisor must not be taken for this one's.
+        remove_report(self._report)
         with self._signals():
             try:
                 self._adopt()
@@ -103,7 +113,8 @@ class Supervisor:
                     self._sleep(self.watchdog.poll_interval)
                 logger.info("kq watchdog run: %s; stopping the workers", self._stop_reason)
             finally:
-                self._stop_all()
+                stopped = self._stop_all()
+                self._report_stopped(stopped)
                 remove_status(self._status)
         logger.info("kq watchdog run: every worker stopped")
 
@@ -205,7 +216,7 @@ class Supervisor:
         slot.popen, slot.process = popen, process
         self.watchdog.announce_start(slot.instance, popen.pid)
 
-    def _stop_all(self) -> None:
+    def _stop_all(self) -> list[StopOutcome]:
         """Stop the supervised workers, and any other process that carries one of their labels."""
         labels = {slot.label for slot in self.slots}
         found = find_workers(self._config_file)
@@ -216,9 +227,21 @@ class Supervisor:
             for popen in popens:
                 popen.poll()
 
-        self.watchdog.terminate(targets, self.grace, reap)
+        stopped = self.watchdog.terminate(targets, self.grace, reap)
         for slot in self.slots:
             slot.process, slot.popen, slot.state = None, None, STOPPED
+        return stopped
+
+    def _report_stopped(self, stopped: Sequence[StopOutcome]) -> None:
+        """Leave the list of stopped workers for a ``kq watchdog stop`` waiting for the lock."""
+        try:
+            write_stop_report(
+                self._report, self._stop_reason or "error", [outcome.as_dict() for outcome in stopped]
+            )
+        except OSError as exc:
+            logger.warning(
+                "cannot write %s (the workers stopped, for kq watchdog stop): %s", self._report, exc
+            )
 
     def _publish(self) -> None:
         """Write the status file when a state changed, for ``kq watchdog check`` in other processes."""

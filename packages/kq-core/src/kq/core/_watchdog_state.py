@@ -8,6 +8,9 @@
 - A status file (``.kq/watchdog/<config file name>.json``), written by ``run``: the states only the
   supervisor knows (``backoff``, ``fatal``), so that ``kq watchdog check`` in another process can
   report them.
+- A stop report (``.kq/watchdog/<config file name>.stopped.json``), written by ``run`` when it has
+  stopped its workers, before it lets go of the lock: the ``kq watchdog stop`` that asked it to stop
+  reads it to say which workers were stopped, and how.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,12 @@ def status_path(config_file: str) -> Path:
     """The status file a ``run`` supervisor of ``config_file`` keeps up to date."""
     path = Path(config_file)
     return path.parent / ".kq" / "watchdog" / f"{path.name}.json"
+
+
+def report_path(config_file: str) -> Path:
+    """The file a ``run`` supervisor of ``config_file`` lists the workers it stopped in, on its way out."""
+    path = Path(config_file)
+    return path.parent / ".kq" / "watchdog" / f"{path.name}.stopped.json"
 
 
 class WatchdogLock:
@@ -102,7 +111,9 @@ def exclusive(
 
     Only ``start`` and ``stop`` get past a ``run`` supervisor: ``start`` has nothing to do (it is given
     the supervisor's pid instead of the lock), ``stop`` (which passes ``supervisor_grace``) asks the
-    supervisor to exit — it would restart what ``stop`` stops — and then takes the lock.
+    supervisor to exit — it would restart what ``stop`` stops — and then takes the lock; it is given
+    the pid of the supervisor it asked, which stopped the workers itself (see :func:`read_stop_report`).
+    Otherwise the lock is held and ``None`` is yielded.
 
     Args:
         config_file: The configuration file whose workers are concerned.
@@ -115,6 +126,7 @@ def exclusive(
         free = lock.acquire(mode)
     except OSError as exc:
         raise WatchdogError(f"cannot create the watchdog lock {lock.path}: {exc.strerror}") from None
+    supervisor = None
     if not free:
         holder = lock.holder()
         supervisor = holder[0] if holder is not None and holder[1] == "run" else None
@@ -132,7 +144,7 @@ def exclusive(
             who = f"pid {holder[0]}, {holder[1]}" if holder else "unknown process"
             raise WatchdogError(f"another kq watchdog ({who}) still holds {lock.path} after {wait:g}s")
     try:
-        yield None
+        yield supervisor
     finally:
         lock.release()
 
@@ -175,3 +187,54 @@ def remove_status(path: Path) -> None:
     """Delete the status file (the supervisor is leaving)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def write_stop_report(path: Path, reason: str, stopped: Sequence[Mapping[str, Any]]) -> None:
+    """Record, for the ``kq watchdog stop`` that may be waiting, which workers the supervisor stopped.
+
+    Written atomically by the supervisor after it stopped its workers and before it releases the lock,
+    so that a ``stop`` that gets the lock finds it complete.
+
+    Args:
+        path: The report file (:func:`report_path`).
+        reason: Why the supervisor stopped (``received SIGTERM``).
+        stopped: One ``StopOutcome.as_dict()`` per worker process it stopped.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "pid": os.getpid(),
+        "finished": time.time(),
+        "reason": reason,
+        "stopped": [dict(outcome) for outcome in stopped],
+    }
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(document, indent=1))
+    os.replace(temporary, path)
+
+
+def read_stop_report(path: Path, supervisor: int, since: float) -> list[dict[str, Any]] | None:
+    """The workers supervisor ``supervisor`` reported stopping after ``since`` (``time.time()``).
+
+    ``None`` when there is no such report: the supervisor was killed before writing it, or the file
+    left behind is another process's (another pid, or written before ``since``).
+    """
+    try:
+        document = json.loads(path.read_text())
+        if document["pid"] != supervisor or float(document["finished"]) < since:
+            return None
+        stopped = document["stopped"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(stopped, list) or not all(isinstance(item, dict) for item in stopped):
+        return None
+    return stopped
+
+
+def remove_report(path: Path) -> None:
+    """Delete a stop report (read, or left by an earlier supervisor); a failure is only logged."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("cannot remove %s: %s", path, exc)

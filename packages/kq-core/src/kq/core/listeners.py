@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from kq.core._console import CommandResult, ConsoleCommandConsumer
 from kq.core._events import Event, MessageConsumed, MessageConsumptionFailed, MessageReceived
+from kq.core._numbers import check_number, check_whole_number
 
 logger = logging.getLogger("kq.monitor")
 
@@ -36,7 +37,7 @@ class Monitor:
     events: ClassVar[tuple[str, ...]] = ("message_received", "message_consumed", "message_consumption_failed")
 
     def __init__(self, preview: int = 200) -> None:
-        self.preview = preview
+        self.preview = check_whole_number(preview, "preview")
 
     def __call__(self, event: Event) -> None:
         """Log the event (logger ``kq.monitor``, level INFO; failures at WARNING)."""
@@ -85,9 +86,7 @@ class Stopwatch:
     events: ClassVar[tuple[str, ...]] = ("message_consumed", "message_consumption_failed")
 
     def __init__(self, every: int = 100) -> None:
-        if every < 1:
-            raise ValueError(f"every must be at least 1, not {every}")
-        self.every = every
+        self.every = check_whole_number(every, "every", minimum=1)
         self.count = 0
         self._since = time.monotonic()
 
@@ -148,10 +147,8 @@ class RequeueFailedCommands:
     events: ClassVar[tuple[str, ...]] = ("message_consumption_failed",)
 
     def __init__(self, max_attempts: int = 3, delay: float = 0.0) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-        self.max_attempts = max_attempts
-        self.delay = float(delay)
+        self.max_attempts = check_whole_number(max_attempts, "max_attempts", minimum=1)
+        self.delay = check_number(delay, "delay")
 
     def __call__(self, event: Event) -> None:
         """Ask for a retry of a failed console command below the attempt limit."""

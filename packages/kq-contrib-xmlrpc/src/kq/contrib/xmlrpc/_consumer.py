@@ -7,7 +7,7 @@ import logging
 import xmlrpc.client
 from typing import Any
 
-from kq.contrib.xmlrpc._call import XmlRpcCall, XmlRpcFault, parse_xmlrpc_call
+from kq.contrib.xmlrpc._call import MAX_SERVER_LENGTH, XmlRpcCall, XmlRpcFault, parse_xmlrpc_call
 from kq.contrib.xmlrpc._transport import ResponseRefusedError, transport_for
 from kq.core import (
     AllowMap,
@@ -57,8 +57,8 @@ class XmlRpcConsumer(MessageConsumer):
 
     @classmethod
     def from_context(cls, context: ConsumerContext) -> XmlRpcConsumer:
-        """Use ``[allow.xmlrpc]``."""
-        return cls(AllowMap(context.config.allow.xmlrpc))
+        """Use ``[allow.xmlrpc]``; ``re:`` keys match server URLs (at most ``MAX_SERVER_LENGTH`` long)."""
+        return cls(AllowMap(context.config.allow.xmlrpc, max_target=MAX_SERVER_LENGTH))
 
     def describe(self, body: Any) -> str:
         """``XML-RPC method on server``."""

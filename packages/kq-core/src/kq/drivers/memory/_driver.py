@@ -15,6 +15,7 @@ from kq.core import (
     Consumer,
     Delivery,
     Driver,
+    LeaseLostError,
     Message,
     Option,
     Producer,
@@ -90,6 +91,10 @@ class MemoryDriver(Driver):
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         routing_keys="emulated",
+        # -r takes matching messages from the shared queue and leaves the others (docs/drivers.md).
+        consumer_routing="filter",
+        # Counts leases handed out and not settled: poison protection works (docs/failures.md).
+        delivery_count="exact",
         delayed_delivery=True,
         batch_send=True,
         message_ttl=True,
@@ -234,13 +239,16 @@ class MemoryConsumer(Consumer):
             queue=self.queue.name,
             delivery_count=entry.delivery_count,
             handle=token,
+            lease_expires=now + (self.lease_duration or 0.0),
         )
 
     def _ack(self, delivery: Delivery) -> None:
         with self._store.condition:
-            self._store.queue(self.queue.name).in_flight.pop(delivery.handle, None)
+            found = self._store.queue(self.queue.name).in_flight.pop(delivery.handle, None)
             self._tokens.discard(delivery.handle)
             self._store.condition.notify_all()
+        if found is None:
+            raise LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         store = self._store
@@ -253,13 +261,16 @@ class MemoryConsumer(Consumer):
                 entry.available_at = time.monotonic() + delay
                 store.insert(queue, entry)
             store.condition.notify_all()
+        if found is None:
+            raise LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:
         with self._store.condition:
             queue = self._store.queue(self.queue.name)
             found = queue.in_flight.get(delivery.handle)
-            if found is not None:
-                queue.in_flight[delivery.handle] = (found[0], time.monotonic() + seconds)
+            if found is None:
+                raise LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
+            queue.in_flight[delivery.handle] = (found[0], time.monotonic() + seconds)
 
     def _close(self) -> None:
         store = self._store

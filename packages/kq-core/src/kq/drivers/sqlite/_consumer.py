@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from kq.core import Consumer, Delivery, DeliveryStateError, QueueSpec
+from kq.core import Consumer, Delivery, LeaseLostError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
 from kq.drivers.sqlite._store import file_identity, rollback, routing_filter
 
@@ -191,7 +191,9 @@ class SqliteConsumer(Consumer):
                 rollback(connection)
                 raise
             self._leases[row_id] = lease
-        return read_row(row, self.queue.name, count, (row_id, lease))
+        delivery = read_row(row, self.queue.name, count, (row_id, lease))
+        delivery.lease_expires = time.monotonic() + (self.lease_duration or 0.0)
+        return delivery
 
     def _cleanup(self, now: float) -> None:
         self._next_cleanup = now + _CLEANUP_EVERY
@@ -211,13 +213,9 @@ class SqliteConsumer(Consumer):
                 "DELETE FROM kq_messages WHERE id = ? AND lease = ?", (row_id, lease)
             ).rowcount
         if not deleted:
-            logger.warning(
-                "queue %s message %s: the lease expired before the acknowledgement "
-                "(visibility timeout %.0fs);"
-                " another consumer may process it again",
-                self.queue.name,
-                delivery.message_id,
-                self.lease_duration,
+            raise LeaseLostError(
+                f"the lease of message {delivery.message_id} on queue {self.queue.name} had lapsed "
+                f"(visibility timeout {self.lease_duration:g}s)"
             )
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
@@ -225,14 +223,18 @@ class SqliteConsumer(Consumer):
         with self._lock:
             self._leases.pop(row_id, None)
             if requeue:
-                self._connection.execute(
+                changed = self._connection.execute(
                     "UPDATE kq_messages SET available_at = ?, lease = NULL WHERE id = ? AND lease = ?",
                     (time.time() + delay, row_id, lease),
-                )
+                ).rowcount
             else:
-                self._connection.execute(
+                changed = self._connection.execute(
                     "DELETE FROM kq_messages WHERE id = ? AND lease = ?", (row_id, lease)
-                )
+                ).rowcount
+        if not changed:
+            raise LeaseLostError(
+                f"the lease of message {delivery.message_id} on queue {self.queue.name} had lapsed"
+            )
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:
         row_id, lease = delivery.handle
@@ -242,7 +244,7 @@ class SqliteConsumer(Consumer):
                 (time.time() + seconds, row_id, lease),
             ).rowcount
         if not updated:
-            raise DeliveryStateError(
+            raise LeaseLostError(
                 f"the lease of message {delivery.message_id} on queue {self.queue.name} had already expired"
             )
 

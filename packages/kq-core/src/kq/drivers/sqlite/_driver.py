@@ -26,6 +26,10 @@ class SqliteDriver(Driver):
 
     capabilities: ClassVar[Capabilities] = Capabilities(
         routing_keys="emulated",
+        # -r takes matching messages from the shared queue and leaves the others (docs/drivers.md).
+        consumer_routing="filter",
+        # Counts leases handed out and not settled: poison protection works (docs/failures.md).
+        delivery_count="exact",
         delayed_delivery=True,
         batch_send=True,
         message_ttl=True,

@@ -15,8 +15,12 @@ not acknowledged (prefetched messages included).
 from __future__ import annotations
 
 import collections
+import datetime
+import decimal
 import hashlib
+import json
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -99,36 +103,31 @@ class RabbitMQConsumer(Consumer):
     def _delivery(
         self, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes
     ) -> Delivery:
-        raw_headers = properties.headers or {}
-        # What the broker adds on the way (dead-lettering through a delay queue, quorum delivery
-        # counts) is its bookkeeping, not the producer's headers: left in, it would break signatures.
-        headers = {
-            str(name): _text(value) for name, value in raw_headers.items() if str(name) not in BROKER_HEADERS
-        }
-        # A retried copy came through the default exchange: its routing key is in a header.
-        routing_key = headers.pop(ROUTING_KEY_HEADER, None)
-        if routing_key is None:
-            routing_key = method.routing_key or ""
-        # A delayed requeue is a copy: it carries the deliveries the original had.
-        previous_deliveries = headers.pop(REDELIVERY_HEADER, None)
-        # Quorum queues count earlier deliveries in x-delivery-count; classic queues only flag redeliveries.
-        previous = raw_headers.get("x-delivery-count")
-        if isinstance(previous, int) and not isinstance(previous, bool):
-            count = previous + 1
-        else:
-            count = 2 if method.redelivered else 1
-        if previous_deliveries is not None and previous_deliveries.isdigit():
-            count = max(count, int(previous_deliveries) + 1)
-        return Delivery(
-            body=body,
-            content_type=properties.content_type or "",
-            headers=headers,
-            routing_key=routing_key,
-            message_id=properties.message_id or _content_id(body),
-            queue=self.queue.name,
-            delivery_count=count,
-            handle=method.delivery_tag,
-        )
+        """The :class:`Delivery` of what the broker handed over, whatever a foreign producer put in it.
+
+        This runs inside pika's callback: an exception here would escape ``receive`` and stop the
+        worker. What cannot be read faithfully is salvaged and described in ``Delivery.defect`` (the
+        consume loop dead-letters it as ``malformed``); see :func:`read_delivery`.
+        """
+        try:
+            return read_delivery(self.queue.name, method, properties, body)
+        except Exception as exc:  # a bug in read_delivery: still no crash, and the message is kept
+            logger.exception(
+                "queue %s: could not read a delivery (tag %s); handing it over as malformed",
+                self.queue.name,
+                getattr(method, "delivery_tag", "?"),
+            )
+            return Delivery(
+                body=body if isinstance(body, bytes) else b"",
+                content_type="application/octet-stream",
+                headers={},
+                routing_key="",
+                message_id=_content_id(body if isinstance(body, bytes) else b""),
+                queue=self.queue.name,
+                delivery_count=2 if getattr(method, "redelivered", False) else 1,
+                handle=getattr(method, "delivery_tag", None),
+                defect=f"the RabbitMQ driver could not read it ({type(exc).__name__}: {exc})"[:300],
+            )
 
     def _receive(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + timeout
@@ -216,12 +215,177 @@ class RabbitMQConsumer(Consumer):
             self._buffer.clear()
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, str):
+def read_delivery(
+    queue: str, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes
+) -> Delivery:
+    """Build the :class:`Delivery` of one AMQP message of logical queue ``queue``.
+
+    kq's producers send text headers only, and those are taken as they are (so their signatures
+    verify). Other AMQP clients send typed values; they become text deterministically:
+
+    - integers (and floats) in decimal, booleans ``true``/``false``, void ``null``;
+    - decimals in plain notation (``3.14``), timestamps in ISO 8601, UTC (``2024-05-01T12:00:00+00:00``);
+    - byte arrays as their UTF-8 text;
+    - tables and arrays as JSON (``{"a": [1, true]}``, insertion order kept; decimals and timestamps
+      in them as JSON strings).
+
+    What has no faithful text is salvaged and named in ``Delivery.defect``, which makes the consume
+    loop dead-letter the message as ``malformed``: bytes that are not UTF-8 (in a header name or value,
+    the routing key, the content type or the message id; salvaged with ``\\xNN`` escapes, or replaced),
+    tables nested deeper than 32 levels, values of unknown types, and the driver's own bookkeeping
+    headers (``kq-routing-key``, ``kq-redelivery``) holding what the driver never writes. RabbitMQ's
+    own headers (``x-death``, ``x-delivery-count``, ...) are taken off; an ``x-delivery-count`` that is
+    not a non-negative integer is ignored (the ``redelivered`` flag counts instead).
+    """
+    defects: list[str] = []
+    raw = properties.headers
+    if raw is None:
+        raw = {}
+    elif not isinstance(raw, dict):
+        defects.append(f"its headers are {_kind(raw)}, not a table")
+        raw = {}
+    # What the broker adds on the way (dead-lettering through a delay queue, quorum delivery
+    # counts) is its bookkeeping, not the producer's headers: left in, it would break signatures.
+    headers: dict[str, str] = {}
+    for raw_name, value in raw.items():
+        name = _name(raw_name, defects)
+        if name in BROKER_HEADERS or name in _BOOKKEEPING:
+            continue
+        headers[name] = value if isinstance(value, str) else _render(name, value, defects)
+    routing_key = method.routing_key
+    if not isinstance(routing_key, str):
+        defects.append(f"its routing key {_kind(routing_key)} is not UTF-8 text")
+        routing_key = ""
+    # A retried copy came through the default exchange: its routing key is in a header.
+    if ROUTING_KEY_HEADER in raw:
+        copied_key = raw.get(ROUTING_KEY_HEADER)
+        if isinstance(copied_key, str) and len(copied_key.encode()) <= _SHORTSTR:
+            routing_key = copied_key
+        else:
+            defects.append(f"its {ROUTING_KEY_HEADER} header holds {_kind(copied_key)}, not a routing key")
+    # Quorum queues count earlier deliveries in x-delivery-count; classic queues only flag redeliveries.
+    count = 2 if method.redelivered else 1
+    previous = raw.get("x-delivery-count")
+    if isinstance(previous, int) and not isinstance(previous, bool) and previous >= 0:
+        count = previous + 1
+    elif previous is not None:
+        logger.debug(
+            "queue %s: ignoring x-delivery-count %s (not a count) of delivery tag %s",
+            queue,
+            _kind(previous),
+            method.delivery_tag,
+        )
+    # A delayed requeue is a copy: it carries the deliveries the original had.
+    if REDELIVERY_HEADER in raw:
+        previous_deliveries = raw.get(REDELIVERY_HEADER)
+        if isinstance(previous_deliveries, str) and _COUNT.match(previous_deliveries):
+            count = max(count, int(previous_deliveries) + 1)
+        else:
+            defects.append(
+                f"its {REDELIVERY_HEADER} header holds {_kind(previous_deliveries)}, not a delivery count"
+            )
+    content_type = properties.content_type
+    if content_type is None:
+        content_type = ""
+    elif not isinstance(content_type, str):
+        defects.append(f"its content type {_kind(content_type)} is not UTF-8 text")
+        content_type = "application/octet-stream"
+    message_id = properties.message_id
+    if message_id is not None and not isinstance(message_id, str):
+        defects.append(f"its message id {_kind(message_id)} is not UTF-8 text")
+        message_id = None
+    delivery = Delivery(
+        body=body,
+        content_type=content_type,
+        headers=headers,
+        routing_key=routing_key,
+        message_id=message_id or _content_id(body),
+        queue=queue,
+        delivery_count=count,
+        handle=method.delivery_tag,
+        defect="; ".join(defects)[:_MAX_DEFECT] if defects else None,
+    )
+    if delivery.defect:
+        logger.debug(
+            "queue %s message %s: unreadable parts (%s); handed over as malformed",
+            queue,
+            delivery.message_id,
+            delivery.defect,
+        )
+    return delivery
+
+
+#: The driver's own headers, taken off deliveries (see _producer.py).
+_BOOKKEEPING = frozenset({ROUTING_KEY_HEADER, REDELIVERY_HEADER})
+#: AMQP short strings (routing keys, content types, message ids) hold at most 255 bytes.
+_SHORTSTR = 255
+#: Tables and arrays nested deeper than this are not rendered (a defect).
+_MAX_DEPTH = 32
+#: What kq writes in kq-redelivery: a delivery count in ASCII digits. (str.isdigit() accepts "²",
+#: which int() refuses, and int() refuses more than 4300 digits.)
+_COUNT = re.compile(r"[0-9]{1,18}\Z")
+#: ``Delivery.defect`` ends up in a dead letter's header and in log lines: keep it short.
+_MAX_DEFECT = 500
+
+
+def _name(name: object, defects: list[str]) -> str:
+    """A header name as text (pika hands over bytes when a name is not UTF-8)."""
+    if isinstance(name, str):
+        return name
+    if isinstance(name, bytes):
+        defects.append(f"header name {_kind(name)} is not UTF-8 text")
+        return name.decode("utf-8", "backslashreplace")
+    defects.append(f"header name {_kind(name)} is not text")
+    return repr(name)
+
+
+def _render(name: str, value: Any, defects: list[str]) -> str:
+    """A header value that is not a string, as text (see :func:`read_delivery` for the rules)."""
+    problems: list[str] = []
+    if isinstance(value, dict | list):
+        text = json.dumps(_plain(value, 1, problems), ensure_ascii=False)
+    else:
+        plain = _plain(value, 0, problems)
+        text = plain if isinstance(plain, str) else json.dumps(plain)
+    if problems:
+        defects.append(f"header {name[:60]!r}: {problems[0]}")
+    return text
+
+
+def _plain(value: Any, depth: int, problems: list[str]) -> Any:
+    """``value`` as what ``json.dumps`` writes faithfully; problems are described in ``problems`` and
+    salvaged."""
+    if value is None or isinstance(value, str | bool | int | float):
         return value
-    return str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"{len(value)} bytes that are not UTF-8 text")
+            return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
+        return moment.astimezone(datetime.timezone.utc).isoformat()
+    if isinstance(value, dict | list):
+        if depth > _MAX_DEPTH:
+            problems.append(f"tables or arrays nested deeper than {_MAX_DEPTH} levels")
+            return "..."
+        if isinstance(value, list):
+            return [_plain(item, depth + 1, problems) for item in value]
+        return {_name(key, problems): _plain(item, depth + 1, problems) for key, item in value.items()}
+    problems.append(f"a value of type {type(value).__name__}")
+    return repr(value)[:100]
+
+
+def _kind(value: Any) -> str:
+    """``value`` in a few words, for a defect: short reprs of scalars, type names of containers."""
+    if isinstance(value, dict):
+        return f"a table of {len(value)} entries"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    return repr(value)[:40]
 
 
 def _content_id(body: bytes) -> str:

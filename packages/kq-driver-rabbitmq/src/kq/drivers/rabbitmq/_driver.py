@@ -1,8 +1,22 @@
-"""The RabbitMQ driver class: options, capabilities, connections."""
+"""The RabbitMQ driver class: options, capabilities, connections.
+
+Capabilities depend on the queue (:meth:`RabbitMQDriver.capabilities_for`):
+
+- the delivery count is exact on quorum queues (``x-delivery-count``) and only a flag on classic
+  queues (``redelivered``: 1 or 2), so ``max_deliveries`` above 1 protects only quorum queues;
+- routing keys route on ``topic`` and ``direct`` exchanges, where a consumer's own key (``kq consume
+  -r``) reads a queue of its own (see _topology.py); ``fanout`` and ``headers`` exchanges ignore routing
+  keys, so a consumer's own key is refused there instead of silently receiving everything;
+- stream queues keep no per-message TTL, and kq does not consume them (see :data:`STREAM_REFUSAL`).
+
+A queue whose type is not configured (``queue_type``, or ``x-queue-type`` in ``queue_arguments``) is
+taken for a classic queue, the broker's default unless the virtual host names another.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -22,19 +36,45 @@ from kq.core import (
     Producer,
     QueueManager,
     QueueSpec,
+    UnsupportedOperationError,
 )
 from kq.drivers.rabbitmq._connection import connection_failure, connection_parameters, describe
+from kq.drivers.rabbitmq._delays import EXPIRY_MARGIN_MS
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
+#: Exchange types that route by routing key (``fanout`` and ``headers`` ignore it).
+ROUTING_EXCHANGE_TYPES = ("topic", "direct")
 QUEUE_TYPES = ("classic", "quorum", "stream")
+#: The largest TTL RabbitMQ accepts, in ms, for ``x-message-ttl``, ``x-expires`` and a message's
+#: ``expiration``: ten 365-day years (``rabbit_misc:check_expiry`` since rabbitmq-server#4836, 3.10; 406
+#: PRECONDITION_FAILED ``value_too_large`` above it, measured on 3.10.8). Older brokers had no limit and
+#: crashed the queue on huge values.
+MAX_EXPIRY_MS = 315_360_000_000
+#: The longest delay, in seconds, of a published message or a requeue: a delay queue's TTL is the delay,
+#: and it expires ``EXPIRY_MARGIN_MS`` after it (see _delays.py); both must stay within
+#: :data:`MAX_EXPIRY_MS`. 315,359,700 s: ten years less five minutes.
+MAX_DELAY = float((MAX_EXPIRY_MS - EXPIRY_MARGIN_MS) // 1000)
+#: Why kq does not consume stream queues.
+STREAM_REFUSAL = (
+    "kq does not consume RabbitMQ stream queues: a stream keeps acknowledged messages, hands every "
+    "message to every consumer, starts a new consumer at the next message published (so messages "
+    "published while no worker ran are skipped, and one being handled when a worker died is not "
+    "redelivered) and refuses basic.reject; use a classic or quorum queue (publishing to a stream works)"
+)
 
 
 class RabbitMQDriver(Driver):
     """AMQP 0-9-1 on RabbitMQ through pika."""
 
+    #: A classic queue on a topic exchange (the default options); :meth:`capabilities_for` has the
+    #: queue's.
     capabilities: ClassVar[Capabilities] = Capabilities(
         routing_keys="native",
+        consumer_routing="own-queue",
+        delivery_count="flag",
         delayed_delivery=True,
+        max_publish_delay=MAX_DELAY,
+        max_requeue_delay=MAX_DELAY,
         message_ttl=True,
         batch_send=True,
         lease_extension=False,
@@ -81,7 +121,9 @@ class RabbitMQDriver(Driver):
         "exchange_durable": Option(True, bool, "The exchange survives a broker restart."),
         "queue_name": Option(None, str, "AMQP queue name (default: the logical queue's name)."),
         "durable": Option(True, bool, "The queue survives a broker restart."),
-        "queue_type": Option(None, str, "x-queue-type: classic, quorum or stream."),
+        "queue_type": Option(
+            None, str, "x-queue-type: classic, quorum (exact delivery counts) or stream (publish only)."
+        ),
         "queue_arguments": Option({}, dict, "Other queue arguments: x-message-ttl, x-max-length, ..."),
         "passive": Option(False, bool, "Only check that the exchange and queue exist; declare nothing."),
         "persistent": Option(True, bool, "Publish persistent messages (delivery mode 2)."),
@@ -101,6 +143,20 @@ class RabbitMQDriver(Driver):
         )
         for queue in self.configured_queues.values():
             self._check_queue_options(queue)
+        self._capabilities: dict[str, Capabilities] = {}
+
+    def capabilities_for(self, queue: str | None = None) -> Capabilities:
+        """What this instance can do for ``queue`` (its queue type and exchange type decide), or the
+        type's defaults (a classic queue on a topic exchange) when no queue is named. Cached per queue:
+        it is called for every published batch."""
+        if queue is None:
+            return self.capabilities
+        capabilities = self._capabilities.get(queue)
+        if capabilities is None:
+            capabilities = self._capabilities[queue] = queue_capabilities(
+                self.queue(queue), self.capabilities
+            )
+        return capabilities
 
     def _check_queue_options(self, queue: QueueSpec) -> None:
         key = f"queues.{queue.name}"
@@ -159,6 +215,8 @@ class RabbitMQDriver(Driver):
         return RabbitMQProducer(self, queue)
 
     def _create_consumer(self, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int) -> Consumer:
+        if queue_type(queue) == "stream":
+            raise UnsupportedOperationError(f"queue {queue.name}: {STREAM_REFUSAL}")
         from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 
         return RabbitMQConsumer(self, queue, routing_keys, prefetch)
@@ -172,6 +230,27 @@ class RabbitMQDriver(Driver):
 def options_summary(queue: QueueSpec) -> dict[str, Any]:
     """The broker-facing settings of a queue, for ``info``."""
     return {k: queue.options[k] for k in ("exchange", "exchange_type", "queue_name", "queue_type", "durable")}
+
+
+def queue_type(queue: QueueSpec) -> str | None:
+    """The ``x-queue-type`` kq declares ``queue`` with: ``queue_type``, else ``x-queue-type`` in
+    ``queue_arguments``, else ``None`` (the broker's default)."""
+    kind = queue.options["queue_type"] or queue.options["queue_arguments"].get("x-queue-type")
+    return str(kind) if kind else None
+
+
+def queue_capabilities(queue: QueueSpec, defaults: Capabilities | None = None) -> Capabilities:
+    """The capabilities of one logical queue (see the module docstring): ``defaults`` (the driver
+    type's) adjusted to the queue's type and exchange type."""
+    kind = queue_type(queue)
+    routes = queue.options["exchange_type"] in ROUTING_EXCHANGE_TYPES
+    return dataclasses.replace(
+        defaults or RabbitMQDriver.capabilities,
+        routing_keys="native" if routes else "none",
+        consumer_routing="own-queue" if routes else "none",
+        delivery_count="exact" if kind == "quorum" else "flag",
+        message_ttl=kind != "stream",
+    )
 
 
 def _exchange_of(queue: QueueSpec) -> str:

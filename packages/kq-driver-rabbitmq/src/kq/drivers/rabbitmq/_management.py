@@ -5,8 +5,6 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-import requests
-
 from kq.core import KqError
 
 
@@ -40,6 +38,10 @@ class Management:
         return found
 
     def _get(self, path: str) -> Any:
+        # Imported here: requests costs ~0.15 s to import, and every `kq queuecommand` imports this
+        # driver package, while only `list-available` and queue details talk to the management API.
+        import requests
+
         try:
             response = requests.get(self.url + path, auth=self.auth, timeout=self.timeout)
         except requests.RequestException as exc:

@@ -224,21 +224,34 @@ class RabbitMQProducer(Producer):
         try:
             channel = connection.channel()
             self.topology.declare(channel, self.queue, self.driver.describe())
-            impl = channel._impl
-            impl.add_on_return_callback(self._on_return)
+            channel._impl.add_on_return_callback(self._on_return)
             if self._confirming:
-                ready: list[bool] = []
-                impl.confirm_delivery(
-                    ack_nack_callback=self._on_confirm, callback=lambda _frame: ready.append(True)
-                )
-                while not ready:
-                    connection.process_data_events(time_limit=1)
+                self._select_confirms(channel)
         except BaseException:
             close_quietly(connection)
             raise
         self._connection, self._channel, self._next_tag = connection, channel, 0
         self._delays.clear()
         return connection, channel
+
+    def _select_confirms(self, channel: BlockingChannel) -> None:
+        """Put ``channel`` in confirm mode with this producer's own ack/nack callback.
+
+        Confirm.Select is a round trip. Its Select-Ok is delivered to the implementation's callback,
+        and a callback alone does not end ``process_data_events`` (only timers and channel events
+        do): waiting for it in ``process_data_events(time_limit=...)`` slept the whole time limit on
+        every new connection. Instead, wait as pika's own ``BlockingChannel.confirm_delivery`` does:
+        pump I/O until the callback has fired, giving up, with pika's own error, if the channel or the
+        connection closes meanwhile.
+        """
+        selected: list[bool] = []
+        channel._impl.confirm_delivery(
+            ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True)
+        )
+        channel._flush_output(lambda: bool(selected))
+        logger.debug(
+            "queue %s: publisher confirms on for exchange %s", self.queue.name, self.topology.exchange
+        )
 
     def _drop_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

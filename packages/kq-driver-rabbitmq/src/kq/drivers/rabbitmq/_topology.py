@@ -9,7 +9,10 @@ between groups of workers, as with the PHP library's producer/consumer pairs.
 A consumer started with its own routing key (``kq consume demo -r 'hello.*'``) reads a queue of its
 own, ``demo[hello.*]``, bound to the same exchange with that key: on AMQP the broker routes, so a
 narrower binding needs a queue. It is durable, like the others, so that a restarted worker misses
-nothing; delete it with ``kq managequeue delete 'demo[hello.*]'`` when it is no longer wanted.
+nothing; delete it with ``kq managequeue delete 'demo[hello.*]'`` when it is no longer wanted. It gets
+a copy of each matching message published once it exists, whatever the queue ``demo``'s own consumers
+do (``Capabilities.consumer_routing`` ``"own-queue"``). ``fanout`` and ``headers`` exchanges ignore
+routing keys, so there a consumer's own key is refused (``"none"``) rather than reading everything.
 """
 
 from __future__ import annotations
