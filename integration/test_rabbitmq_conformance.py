@@ -30,6 +30,7 @@ from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,
     DelayConformance,
+    DriverTestBase,
     FailureHandlingConformance,
     OrderingConformance,
     QueueManagerConformance,
@@ -47,17 +48,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.rabbitmq
 
 
-class TestRabbitMQDriver(
-    BasicConformance,
-    OrderingConformance,
-    RoutingConformance,
-    TTLConformance,
-    DelayConformance,
-    QueueManagerConformance,
-    ConsumeLoopConformance,
-    FailureHandlingConformance,
-    SigningConformance,
-):
+class _RabbitMQ(DriverTestBase):
+    """How the suite reaches the test broker, crashes a consumer and cleans up."""
+
     idle_timeout = 1.0
     receive_timeout = 10.0
     redelivery_timeout = 15.0
@@ -79,6 +72,32 @@ class TestRabbitMQDriver(
         assert connection is not None
         connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
         consumer.close()
+
+    def cleanup(self, driver: Driver, queues: Sequence[str]) -> None:
+        # A consumer with its own routing key reads `<queue>[<key>]`: delete those too.
+        names = list(queues)
+        with contextlib.suppress(Exception):
+            names += [
+                q
+                for q in driver.queue_manager().list_available()
+                if q.split("[")[0] in queues or any(f".{name}." in q for name in queues)  # delay queues too
+            ]
+        super().cleanup(driver, names)
+
+
+class TestRabbitMQDriver(
+    _RabbitMQ,
+    BasicConformance,
+    OrderingConformance,
+    RoutingConformance,
+    TTLConformance,
+    DelayConformance,
+    QueueManagerConformance,
+    ConsumeLoopConformance,
+    FailureHandlingConformance,
+    SigningConformance,
+):
+    """The whole suite on classic queues (the default): delivery counts are a redelivered flag."""
 
     def inject_malformed(self, driver: Driver, queue: str) -> int:
         """Publish with plain pika, straight into the queue the driver consumes, what kq's producers
@@ -114,16 +133,24 @@ class TestRabbitMQDriver(
             if shape.defect:
                 assert shape.defect in errors[shape.body], (shape.name, errors[shape.body])
 
-    def cleanup(self, driver: Driver, queues: Sequence[str]) -> None:
-        # A consumer with its own routing key reads `<queue>[<key>]`: delete those too.
-        names = list(queues)
-        with contextlib.suppress(Exception):
-            names += [
-                q
-                for q in driver.queue_manager().list_available()
-                if q.split("[")[0] in queues or any(f".{name}." in q for name in queues)  # delay queues too
-            ]
-        super().cleanup(driver, names)
+
+class TestRabbitMQQuorumQueues(_RabbitMQ):
+    """Quorum queues count deliveries exactly (``x-delivery-count``, capabilities_for says "exact"): the
+    tests that depend on exact counts, again on a quorum queue."""
+
+    def queue_options(self) -> dict[str, Any]:
+        return {"queue_type": "quorum"}
+
+    test_two_crashes_give_a_third_delivery_counted_three = (
+        BasicConformance.test_two_crashes_give_a_third_delivery_counted_three
+    )
+    test_released_deliveries_do_not_make_a_message_poison = (
+        ConsumeLoopConformance.test_released_deliveries_do_not_make_a_message_poison
+    )
+    test_a_message_redelivered_past_the_limit_is_dead_lettered_as_poison = (
+        FailureHandlingConformance.test_a_message_redelivered_past_the_limit_is_dead_lettered_as_poison
+    )
+    test_crashed_consumer_loses_nothing = BasicConformance.test_crashed_consumer_loses_nothing
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from kq.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli
@@ -249,3 +250,52 @@ def test_configured_dead_letter_queue_and_driver(workdir: Path) -> None:
     result = kq("failed", "retry", "jobs", "--all", "-i", "local")
     assert result.stdout == "2 messages queued again on jobs\n"
     assert consume(count=2) == ids
+
+
+# --- many dead letters, partial publishes (issue 11) ------------------------------------------------------
+
+
+def test_retry_all_of_more_than_a_chunk() -> None:
+    """sqlite has leases: re-drive acts on them in chunks of LEASE_CHUNK; every one goes back once."""
+    ids = dead_letter(count=250)
+    result = kq("failed", "retry", "jobs", "--all")
+    assert result.exit_code == EXIT_OK, result.output
+    assert result.stdout == "250 messages queued again on jobs\n"
+    assert shown_ids() == []
+    assert sorted(consume(count=250, wait=0.5)) == sorted(ids)
+    assert consume(wait=0.2) == []
+
+
+def test_retry_whose_publish_stops_part_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The messages a partial publish sent are removed from the dead-letter queue, the others stay and
+    are reported; running the command again sends only those (nothing twice)."""
+    from kq.core import PublishError
+    from kq.drivers.sqlite._producer import SqliteProducer
+
+    ids = dead_letter(count=4)
+    real = SqliteProducer._publish_batch
+
+    def two_then_fail(self: SqliteProducer, messages: Any) -> None:
+        if self.queue.name != "jobs":
+            real(self, messages)
+            return
+        real(self, messages[:2])
+        raise PublishError(
+            "the broker went away",
+            published=[m.message_id for m in messages[:2]],
+            failed=[m.message_id for m in messages[2:]],
+        )
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SqliteProducer, "_publish_batch", two_then_fail)
+        result = kq("failed", "retry", "jobs", "--all")
+    assert result.exit_code == EXIT_FAILURE
+    assert result.stdout == "2 messages queued again on jobs\n"
+    for message_id in ids[2:]:
+        assert (
+            f"kq: {message_id} left in jobs.failed: could not be queued again on jobs: PublishError: the "
+            "broker went away" in result.stderr
+        )
+    assert shown_ids() == ids[2:]
+    assert kq("failed", "retry", "jobs", "--all").stdout == "2 messages queued again on jobs\n"
+    assert consume(count=4) == ids

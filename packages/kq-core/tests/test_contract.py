@@ -142,6 +142,8 @@ def test_a_consumer_cannot_narrow_routing_where_the_driver_cannot_filter() -> No
         driver.consumer("q", routing_key="a.b")
     driver.consumer("q", routing_key="a.*").close()  # the queue's own key is no narrowing
     driver.consumer("q").close()
+    anything = _driver(_NoConsumerRouting, QueueSpec(name="all", driver="mem"))
+    anything.consumer("all", routing_key="#").close()  # no keys means every key: '#' narrows nothing
 
 
 def test_capabilities_refuse_unknown_kinds() -> None:

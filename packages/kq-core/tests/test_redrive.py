@@ -333,14 +333,15 @@ def test_retry_refuses_a_garbled_signature(app: App) -> None:
 
 def test_retry_of_a_message_kq_cannot_publish_leaves_it(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = dead_letter(app, count=2)
-    real = _redrive._browse
+    real = _redrive._chunks
 
-    def browse(*args: Any, **kwargs: Any) -> list[Delivery]:
-        found = real(*args, **kwargs)
-        found[0].headers["x:foreign"] = "1"  # a foreign AMQP producer's header name kq does not carry
-        return found
+    def chunks(*args: Any, **kwargs: Any) -> Iterator[list[Delivery]]:
+        for n, found in enumerate(real(*args, **kwargs)):
+            if n == 0:
+                found[0].headers["x:foreign"] = "1"  # a foreign AMQP producer's header name kq does not carry
+            yield found
 
-    monkeypatch.setattr(_redrive, "_browse", browse)
+    monkeypatch.setattr(_redrive, "_chunks", chunks)
     result = retry_failed(app, "jobs", idle=IDLE, resign_unverified=True)
     monkeypatch.undo()
     assert result.done == (ids[1],)
@@ -423,9 +424,10 @@ def test_held_deliveries_stay_reserved_while_browsing_takes_long(tmp_path: Path)
         holder = driver.consumer("jobs.failed")
         delivery = holder.receive(1)
         assert delivery is not None
-        leases = _Leases(holder)
+        leases = _Leases(holder, holder.lease_duration)
+        leases.add(delivery)
         time.sleep(0.3)
-        leases.keep([delivery])
+        leases.keep()
         time.sleep(0.35)  # past the first lease, within the extended one
         with driver.consumer("jobs.failed") as other:
             assert other.receive(0) is None

@@ -23,6 +23,7 @@ from kq.core import (
     Delivery,
     DriverSpec,
     Message,
+    PublishError,
     QueueSpec,
     Signer,
     Verifier,
@@ -31,6 +32,7 @@ from kq.core import (
 from kq.core._message import is_portable_header_name
 from kq.drivers.rabbitmq import RabbitMQDriver, _consumer
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
+from kq.drivers.rabbitmq._producer import RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology
 
 
@@ -647,3 +649,234 @@ def test_managequeue_shows_the_queues_capabilities_and_the_poison_warning() -> N
     )
     fan = queue_capabilities(driver, driver.queue("fan"))["capabilities"]
     assert capabilities_text(fan).startswith("routing keys none (no -r), delivery count flag")
+
+
+# --- the producer against a scripted broker: which messages of a batch went (issue 11) --------------------
+#
+# A fake connection records what is published (message ids, in order, per connection) and answers from
+# a script run on each process_data_events: acks, nacks, returns, or a lost connection, through the
+# producer's own callbacks, as pika would call them.
+
+
+class _Impl:
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+        self.on_confirm: Any = None
+        self.on_return: Any = None
+
+    def add_on_return_callback(self, callback: Any) -> None:
+        self.on_return = callback
+
+    def confirm_delivery(self, ack_nack_callback: Any, callback: Any) -> None:
+        self.on_confirm = ack_nack_callback
+        callback(None)
+
+    def basic_publish(self, **kwargs: Any) -> None:
+        if self.connection.drop_after_publishing is not None and (
+            len(self.connection.published) >= self.connection.drop_after_publishing
+        ):
+            self.connection.is_open = False
+            raise pika.exceptions.StreamLostError("lost while publishing")
+        self.connection.published.append(kwargs["properties"].message_id)
+
+
+class _Channel:
+    is_open = True
+
+    def __init__(self, impl: _Impl) -> None:
+        self._impl = impl
+
+    def _flush_output(self, done: Any) -> None:
+        assert done()
+
+
+class _Connection:
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.published: list[str] = []
+        self.impl = _Impl(self)
+        self.is_open = True
+        self.drop_after_publishing: int | None = None
+
+    def channel(self) -> _Channel:
+        return _Channel(self.impl)
+
+    def process_data_events(self, time_limit: float | None = None) -> None:
+        self.script(self)
+
+    def call_later(self, delay: float, callback: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        self.is_open = False
+
+    # What the broker does, for the scripts.
+    def ack(self, tag: int, *, multiple: bool = False) -> None:
+        self.impl.on_confirm(_Frame(pika.spec.Basic.Ack(delivery_tag=tag, multiple=multiple)))
+
+    def nack(self, tag: int) -> None:
+        self.impl.on_confirm(_Frame(pika.spec.Basic.Nack(delivery_tag=tag)))
+
+    def give_back(self, message_id: str) -> None:
+        method = pika.spec.Basic.Return(reply_code=312, reply_text="NO_ROUTE", exchange="demo")
+        self.impl.on_return(None, method, pika.BasicProperties(message_id=message_id), b"")
+
+    def drop(self) -> None:
+        self.is_open = False
+        raise pika.exceptions.StreamLostError("Transport indicated EOF")
+
+
+class _Frame:
+    def __init__(self, method: Any) -> None:
+        self.method = method
+
+
+def _producer(
+    monkeypatch: pytest.MonkeyPatch, *scripts: Any, mandatory: bool = False, **options: Any
+) -> tuple[RabbitMQProducer, list[_Connection]]:
+    """A producer of queue demo whose connections answer with ``scripts`` (one per connection)."""
+    connections: list[_Connection] = []
+
+    def connect() -> _Connection:
+        connection = _Connection(scripts[len(connections)])
+        connections.append(connection)
+        return connection
+
+    driver = _driver([_queue("demo", mandatory=mandatory)], **options)
+    monkeypatch.setattr(driver, "connect", connect)
+    monkeypatch.setattr(Topology, "declare", lambda *args: None)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    producer = driver.producer("demo")
+    assert isinstance(producer, RabbitMQProducer)
+    return producer, connections
+
+
+def _messages(count: int) -> list[Message]:
+    return [Message(f"{n}".encode(), message_id=f"m{n}") for n in range(count)]
+
+
+def test_a_batch_confirmed_in_full_is_published_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    producer, connections = _producer(monkeypatch, lambda c: c.ack(4, multiple=True))
+    producer.publish_batch(_messages(4))
+    assert [c.published for c in connections] == [["m0", "m1", "m2", "m3"]]
+    # The next batch on the same channel: tags go on.
+    connections[0].script = lambda c: (c.ack(5), c.ack(6))
+    producer.publish_batch(_messages(2))
+    assert connections[0].published[4:] == ["m0", "m1"]
+
+
+def test_nacked_messages_are_named_and_the_others_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    def answer(connection: _Connection) -> None:
+        connection.ack(1)
+        connection.nack(2)
+        connection.ack(4, multiple=True)
+
+    producer, _ = _producer(monkeypatch, answer)
+    with pytest.raises(
+        PublishError, match=r"refused \(nack\) message\(s\) m1 .*; 3 of 4 published"
+    ) as caught:
+        producer.publish_batch(_messages(4))
+    assert (caught.value.published, caught.value.failed) == (["m0", "m2", "m3"], ["m1"])
+
+
+def test_unroutable_messages_are_named_and_the_others_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    def answer(connection: _Connection) -> None:
+        connection.give_back("m2")  # a return comes before the message's ack
+        connection.ack(3, multiple=True)
+
+    producer, _ = _producer(monkeypatch, answer, mandatory=True)
+    with pytest.raises(PublishError, match="m2 matched no binding of exchange demo") as caught:
+        producer.publish_batch(_messages(3))
+    assert (caught.value.published, caught.value.failed) == (["m0", "m1"], ["m2"])
+
+
+def test_missing_confirms_are_not_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    producer, _ = _producer(monkeypatch, lambda c: c.ack(2, multiple=True), confirm_timeout=0.05)
+    with pytest.raises(PublishError, match="did not confirm 1 of 3 message") as caught:
+        producer.publish_batch(_messages(3))
+    assert (caught.value.published, caught.value.failed) == (["m0", "m1"], ["m2"])
+
+
+def test_a_late_confirm_of_an_earlier_batch_is_not_taken_for_this_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer, connections = _producer(monkeypatch, lambda c: c.ack(1), confirm_timeout=0.05)
+    with pytest.raises(PublishError):
+        producer.publish_batch(_messages(2))  # m1 (tag 2) never confirmed
+    # Tag 2's nack arrives during the next batch (tags 3 and 4): it is not one of its messages.
+    connections[0].script = lambda c: (c.nack(2), c.ack(4, multiple=True))
+    producer.publish_batch(_messages(2))
+
+
+def test_after_a_lost_connection_only_what_was_not_confirmed_is_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review (contract-review nice-to-have 2): the whole batch was published again after a
+    lost connection, so the messages the broker had confirmed arrived twice."""
+
+    def first(connection: _Connection) -> None:
+        connection.ack(2, multiple=True)
+        connection.drop()
+
+    producer, connections = _producer(monkeypatch, first, lambda c: c.ack(2, multiple=True))
+    producer.publish_batch(_messages(4))
+    assert [c.published for c in connections] == [["m0", "m1", "m2", "m3"], ["m2", "m3"]]
+
+
+def test_a_connection_lost_while_publishing_sends_the_rest_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    def second(connection: _Connection) -> None:
+        connection.ack(4, multiple=True)
+
+    producer, connections = _producer(monkeypatch, lambda c: None, second)
+    original = _Connection.channel
+
+    def channel(self: _Connection) -> _Channel:
+        if len(connections) == 1:
+            self.drop_after_publishing = 2
+        return original(self)
+
+    monkeypatch.setattr(_Connection, "channel", channel)
+    producer.publish_batch(_messages(4))
+    assert [c.published for c in connections] == [["m0", "m1"], ["m0", "m1", "m2", "m3"]]
+
+
+def test_a_batch_confirmed_before_the_connection_dropped_is_not_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def answer(connection: _Connection) -> None:
+        connection.ack(3, multiple=True)
+        connection.drop()
+
+    producer, connections = _producer(monkeypatch, answer)
+    producer.publish_batch(_messages(3))
+    assert [c.published for c in connections] == [["m0", "m1", "m2"]]
+
+
+def test_giving_up_names_what_was_confirmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def confirm_one_then_drop(connection: _Connection) -> None:
+        connection.ack(1)
+        connection.drop()
+
+    producer, connections = _producer(
+        monkeypatch, confirm_one_then_drop, confirm_one_then_drop, publish_timeout=0.6
+    )
+    with pytest.raises(PublishError, match=r"could not publish 1 of 3 .*; 2 of 3 published") as caught:
+        producer.publish_batch(_messages(3))
+    assert [c.published for c in connections] == [["m0", "m1", "m2"], ["m1", "m2"]]
+    assert (caught.value.published, caught.value.failed) == (["m0", "m1"], ["m2"])
+    assert isinstance(caught.value.__cause__, pika.exceptions.StreamLostError)
+
+
+def test_without_confirms_the_whole_batch_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    def first(connection: _Connection) -> None:
+        connection.drop()
+
+    producer, connections = _producer(monkeypatch, first, lambda c: None, confirm_delivery=False)
+    producer.publish_batch(_messages(2))
+    assert [c.published for c in connections] == [["m0", "m1"], ["m0", "m1"]]
+
+
+def test_the_drivers_publish_error_is_kqs() -> None:
+    from kq.drivers import rabbitmq
+
+    assert rabbitmq.PublishError is PublishError

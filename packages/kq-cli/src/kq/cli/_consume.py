@@ -82,9 +82,10 @@ class _ForcedStop(BaseException):
 @click.option(
     "-r",
     "--routing-key",
-    help="Only take messages whose routing key matches this AMQP topic "
-    "pattern ('*' one word, '#' any words); default: the queue's "
-    "configured routing_keys.",
+    help="Narrow this worker to messages whose routing key matches this AMQP topic pattern ('*' one "
+    "word, '#' any words); default: the queue's configured routing_keys. What it does depends on the "
+    "driver: sqlite and memory filter the shared queue, RabbitMQ reads a queue of its own, drivers that "
+    "cannot filter refuse it (kq managedriver list shows which).",
 )
 @click.option(
     "-i", "--driver", help="Driver instance (default: the queue's configured driver, else default_driver)."

@@ -15,26 +15,51 @@ AMQP 0-9-1 (RabbitMQ through pika): push-based. The consumer starts ``basic_cons
     ``basic_nack`` with ``requeue``; a delayed requeue republishes through a delay queue (TTL plus
     dead-letter exchange). ``extend`` is a no-op: an unacked delivery stays with its channel until the
     channel closes, which is what makes the broker redeliver after a crash. The delivery count comes from
-    ``x-delivery-count`` (quorum queues) or ``redelivered`` (then at least 2). Publishing a batch waits
-    for publisher confirms once per batch.
+    ``x-delivery-count`` on quorum queues (``delivery_count = "exact"``) or from ``redelivered`` on
+    classic queues (``"flag"``: 2 for any redelivery). A consumer's own routing key reads a queue of its
+    own (``consumer_routing = "own-queue"``). Publishing a batch waits for publisher confirms once per
+    batch.
 
-Amazon SQS (boto3): pull-based with visibility timeouts. ``receive`` is a long poll
-    (``WaitTimeSeconds`` = min(timeout, 20)) that may return up to 10 messages; the extra ones are
-    buffered and released (visibility 0) on close. The receipt handle is the delivery's ``handle``;
-    ``ack`` is ``DeleteMessage``, ``reject(requeue=True, delay=d)`` is ``ChangeMessageVisibility(d)``,
-    ``reject(requeue=False)`` deletes, and ``extend`` is ``ChangeMessageVisibility`` while a handler runs
-    past the timeout (``Capabilities.lease_extension``). ``ApproximateReceiveCount`` is the delivery
-    count. Batches are ``SendMessageBatch`` calls of 10.
+Amazon SQS (boto3): pull-based with visibility timeouts. ``receive`` is a long poll (``WaitTimeSeconds`` =
+    min(20, floor(timeout)), an int: below 1 s it is a short poll that may miss waiting messages) that may
+    return up to 10 messages; the extra ones are buffered with their ``lease_expires``, one whose
+    visibility lapsed in the buffer is released and never handed out, and all are released (visibility 0)
+    on close. The receipt handle is the delivery's ``handle``; ``ack`` is ``DeleteMessage`` (a stale
+    receipt handle raises ``LeaseLostError``, never a plain client error), ``reject(requeue=True,
+    delay=d)`` is ``ChangeMessageVisibility(d)`` (``max_requeue_delay`` 43200), ``reject(requeue=False)``
+    deletes (SQS cannot move a message to its redrive dead-letter queue on demand), and ``extend`` is
+    ``ChangeMessageVisibility`` while a handler runs past the timeout (12 h in all at most).
+    ``ApproximateReceiveCount`` counts every receive, releases, browses and skips included
+    (``delivery_count = "receives"``): the loop does not apply ``max_deliveries``; the queue's redrive
+    policy is the poison protection. Batches are ``SendMessageBatch`` calls of at most 10 entries and
+    1 MiB, a partial failure raising ``PublishError``; publish delays are ``DelaySeconds``
+    (``max_publish_delay`` 900 s, 0 on FIFO queues, whose de-duplication ids are fresh per publish call,
+    never derived from the message id or body). SQS cannot filter: the producer publishes only messages
+    whose key matches the queue's ``routing_keys``, and a consumer's own narrower key is refused
+    (``consumer_routing = "none"``).
 
 STOMP (ActiveMQ, RabbitMQ's STOMP plugin, through stomp.py): push-based subscriptions with
-    ``ack: client-individual`` and a prefetch of 1. A listener thread buffers ``MESSAGE`` frames;
-    ``receive`` waits on that buffer. ``ack``/``reject`` send ``ACK``/``NACK`` (requeue semantics depend on
-    the broker's redelivery policy, declared in the capabilities); a delayed requeue re-sends with
-    ActiveMQ's ``AMQ_SCHEDULED_DELAY``. Unacked messages return to the queue when the connection
-    drops. The ``redelivered`` header (and ActiveMQ's redelivery counter) give the delivery count.
+    ``ack: client-individual``, one connection per consumer with stomp.py's auto-reconnect off (the loop
+    rebuilds the consumer), and a prefetch. A listener thread buffers ``MESSAGE`` frames; ``receive``
+    waits on that buffer; ``ack`` sends ``ACK``. ``NACK`` is no requeue on ActiveMQ: it is a poison ack
+    (the message goes to ``ActiveMQ.DLQ``, or is dropped when non-persistent), so ``reject(requeue=True,
+    delay=d)`` sends a copy carrying the count in ``kq-redelivery`` (with ``AMQ_SCHEDULED_DELAY`` = d·1000
+    when d > 0) and ACKs the original, in one transaction; RabbitMQ's plugin requeues on ``NACK`` and
+    delays through delay queues. ``AMQ_SCHEDULED_DELAY`` works only with ActiveMQ's scheduler
+    (``schedulerSupport="true"``; otherwise it is silently ignored), so ``delayed_delivery`` comes from a
+    driver option, and the ``scheduledJobId`` header it adds is stripped on receive. Unacked messages
+    return to the queue when the connection drops (closing DISCONNECTs; never NACK to release on
+    ActiveMQ). The delivery count is a flag: ActiveMQ sends ``redelivered:true`` and no counter, as
+    RabbitMQ classic queues do; only RabbitMQ quorum queues send ``x-delivery-count``. Routing: ActiveMQ
+    filters with a selector on an identifier-safe kq header (``consumer_routing = "filter"``); on
+    RabbitMQ the driver addresses ``/queue/`` directly, filters on the producer side and refuses a
+    consumer's own key (``"none"``). Every SEND carries a ``receipt``, awaited once per batch, so a
+    refused frame is an error, not a silent disconnect; header names brokers reserve are refused by
+    ``Message`` itself.
 
-The embedded drivers behave like SQS: the sqlite driver leases a row for ``visibility_timeout`` seconds
-and the memory driver keeps an in-flight table with deadlines.
+The embedded drivers behave like SQS, with exact delivery counts and filtering consumers: the sqlite
+driver leases a row for ``visibility_timeout`` seconds and the memory driver keeps an in-flight table with
+deadlines.
 
 Drivers implement the protected ``_hooks``; the public methods own the state checks, so every driver
 rejects a double ack, a settle through the wrong consumer and use after close in the same way.
@@ -150,7 +175,7 @@ class Capabilities:
         limit = self.max_requeue_delay if requeue else self.max_publish_delay
         if limit is not None and delay > limit:
             what = "a requeue" if requeue else "a published message"
-            return f"delays {what} by at most {limit:g}s"
+            return f"delays {what} by at most {limit:.0f}s"
         return None
 
 
@@ -262,7 +287,7 @@ class Driver(abc.ABC):
             raise ValueError(f"prefetch must be at least 1, not {prefetch}")
         spec = self.queue(queue)
         keys = (routing_key,) if routing_key is not None else spec.routing_keys
-        narrowed = routing_key is not None and tuple(keys) != tuple(spec.routing_keys)
+        narrowed = routing_key is not None and (routing_key,) != (tuple(spec.routing_keys) or ("#",))
         if narrowed and self.capabilities_for(queue).consumer_routing == "none":
             raise UnsupportedOperationError(
                 f"driver '{self.name}' cannot narrow queue '{queue}' to routing key {routing_key!r} for "
@@ -632,7 +657,7 @@ class QueueManager(abc.ABC):
     @property
     def actions(self) -> tuple[str, ...]:
         """The actions this manager supports: the driver's declared ``Capabilities.queue_actions``."""
-        return self.driver.capabilities.queue_actions
+        return self.driver.capabilities_for().queue_actions
 
     def execute(
         self, action: str, queue: str | None = None, arguments: Mapping[str, str] | None = None

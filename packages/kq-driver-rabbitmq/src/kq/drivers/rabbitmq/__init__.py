@@ -17,7 +17,7 @@ Install ``kq-driver-rabbitmq`` and point a driver instance at the broker::
     routing_keys = ["#"]            # bindings of the queue (default "#": everything)
     # exchange = "demo"             # topic exchange to publish to (default: the queue's name)
     # queue_name = "demo"           # AMQP queue (default: the queue's name)
-    # queue_type = "quorum"         # or classic, stream; quorum queues count deliveries exactly
+    # queue_type = "quorum"         # or classic; quorum queues count deliveries exactly
     # queue_arguments = { "x-max-length" = 100000 }
     # passive = false               # true: only check that the topology exists
     # persistent = true             # delivery mode 2
@@ -44,7 +44,12 @@ Queue manager (``kq managequeue``): ``info`` (ready ``messages`` and ``consumers
 declaration), ``purge``, ``delete`` (and the queue's own exchange when unused), ``setup`` (declare the
 configured topology), ``list-configured``, and ``list-available`` through the management API.
 
-Not yet: delayed delivery and delayed requeues (planned with retries), priorities.
+Capabilities per queue (``kq managequeue info``): delivery counts are exact on quorum queues and only a
+redelivered flag on classic ones (so ``max_deliveries`` above 1 cannot work there; kq warns); delays up
+to RabbitMQ's TTL limit, through delay queues; a consumer's ``-r`` reads a queue of its own (refused on
+fanout and headers exchanges). Stream queues can be published to, not consumed.
+
+Not yet: priorities.
 """
 
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer

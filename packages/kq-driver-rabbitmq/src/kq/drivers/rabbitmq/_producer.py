@@ -3,12 +3,21 @@
 pika's ``BlockingChannel`` in confirm mode waits for the broker after *each* publish: one round trip per
 message. To pay that once per batch, this producer puts the channel's underlying implementation in
 confirm mode itself, publishes the whole batch, then pumps the connection until every delivery tag has
-been acknowledged (``Basic.Ack`` with ``multiple`` included). A nack, an unroutable ``mandatory``
-message or a missing confirm is an error naming the message ids.
+been acknowledged (``Basic.Ack`` with ``multiple`` included).
+
+What the broker said is kept per message (delivery tag -> position in the batch), so a batch that went
+through only in part raises kq's :class:`~kq.core.PublishError` naming the message ids published and
+those not. Published means confirmed with ``Basic.Ack`` and not returned. Not published: nacked,
+returned as unroutable (``mandatory``), not confirmed within ``confirm_timeout`` (such a message may
+still reach the queue), or never confirmed before the connection dropped. The error says how many went.
 
 A lost connection (broker restart, network) is retried with backoff for up to ``publish_timeout``
-seconds: the whole unconfirmed batch is published again, so a message may arrive twice but is never
-silently lost. Only when this method returns were the messages confirmed.
+seconds. Only the messages not confirmed yet are published again: those the broker confirmed before the
+connection dropped are not sent twice. One sent but not yet confirmed when it dropped may have reached
+the queue anyway, so it may arrive twice, but none is silently lost. Without publisher confirms
+(``confirm_delivery = false``) nothing is known per message: the whole batch is published again (any
+of it may arrive twice), and only the returns that came back before the batch was flushed are known.
+Only when this method returns were the messages confirmed.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pika
@@ -27,9 +37,9 @@ from kq.core import (
     DRIVER_REDELIVERY,
     DRIVER_ROUTING_KEY,
     ConsumerClosedError,
-    KqError,
     Message,
     Producer,
+    PublishError,
     QueueSpec,
     UnsupportedOperationError,
 )
@@ -48,8 +58,45 @@ ROUTING_KEY_HEADER = DRIVER_ROUTING_KEY
 REDELIVERY_HEADER = DRIVER_REDELIVERY
 
 
-class PublishError(KqError):
-    """The broker refused, returned or never confirmed messages."""
+__all__ = ["REDELIVERY_HEADER", "ROUTING_KEY_HEADER", "PublishError", "RabbitMQProducer"]
+
+
+@dataclass
+class _Batch:
+    """What the broker said about one attempt at publishing a batch; positions index its messages."""
+
+    ids: list[str]
+    #: Delivery tag -> position, for the messages of this attempt.
+    tags: dict[int, int] = field(default_factory=dict)
+    #: Tags not confirmed yet.
+    pending: set[int] = field(default_factory=set)
+    acked: set[int] = field(default_factory=set)
+    nacked: set[int] = field(default_factory=set)
+    returned: set[int] = field(default_factory=set)
+    #: Positions handed to the connection (``basic_publish`` returned).
+    sent: int = 0
+
+    def confirm(self, tag: int, multiple: bool, nack: bool) -> None:
+        """Record a ``Basic.Ack`` (or ``Basic.Nack``) of ``tag``; tags of other batches are ignored."""
+        tags = {t for t in self.pending if t <= tag} if multiple else {tag} & self.pending
+        self.pending -= tags
+        (self.nacked if nack else self.acked).update(self.tags[t] for t in tags)
+
+    def give_back(self, message_id: str) -> None:
+        """Record a ``Basic.Return``: the first message with that id not yet confirmed nor returned (the
+        broker returns an unroutable message before it confirms it)."""
+        unconfirmed = {self.tags[t] for t in self.pending} if self.tags else set(range(self.sent))
+        for position, known in enumerate(self.ids):
+            if known == message_id and position in unconfirmed and position not in self.returned:
+                self.returned.add(position)
+                return
+        logger.debug("a returned message %s is not one of this batch's; ignored", message_id)
+
+    def published(self, confirming: bool) -> set[int]:
+        """Positions the broker took: confirmed and not returned (without confirms: sent and not
+        returned)."""
+        went = self.acked if confirming else set(range(self.sent))
+        return went - self.nacked - self.returned
 
 
 class RabbitMQProducer(Producer):
@@ -65,11 +112,9 @@ class RabbitMQProducer(Producer):
         self._confirming = bool(driver.options["confirm_delivery"])
         self._mandatory = bool(queue.options["mandatory"])
         self._delivery_mode = 2 if queue.options["persistent"] else 1
-        # Per batch: delivery tags not yet confirmed, tags nacked, message ids returned as unroutable.
+        # The channel's last delivery tag, and what the broker said about the batch being published.
         self._next_tag = 0
-        self._pending: set[int] = set()
-        self._nacked: list[int] = []
-        self._returned: list[str] = []
+        self._batch: _Batch | None = None
         # Delay targets declared on this connection: (kind, target, ms) -> exchange or queue name.
         self._delays: dict[tuple[str, str, int], str] = {}
 
@@ -92,42 +137,75 @@ class RabbitMQProducer(Producer):
     def _publish(self, messages: Sequence[Message], exchange: str, routing_key: str | None) -> None:
         deadline = time.monotonic() + self.driver.options["publish_timeout"]
         attempt = 0
+        remaining = list(range(len(messages)))  # positions in ``messages`` not confirmed yet
+        confirmed: set[int] = set()
         while True:
+            batch = _Batch([messages[i].message_id for i in remaining])
             try:
-                self._publish_once(messages, exchange, routing_key)
-                return
+                self._publish_once([messages[i] for i in remaining], exchange, routing_key, batch)
             except self.driver.connection_errors as exc:
                 self._drop_connection()
+                if self._confirming:  # what was confirmed before the connection dropped is not sent again
+                    confirmed.update(remaining[j] for j in batch.published(confirming=True))
+                    remaining = [i for i in remaining if i not in confirmed]
+                if not remaining:
+                    logger.info(
+                        "queue %s: the broker confirmed all %d message(s) before the connection dropped "
+                        "(%s: %s)",
+                        self.queue.name,
+                        len(messages),
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return
                 attempt += 1
                 wait = min(5.0, 0.25 * 2**attempt)
                 if time.monotonic() + wait > deadline:
-                    raise PublishError(
-                        f"could not publish {len(messages)} message(s) to queue {self.queue.name} on "
-                        f"{self.driver.describe()}: {type(exc).__name__}: {exc} "
-                        f"(gave up after {attempt} attempts)"
+                    raise self._error(
+                        messages,
+                        confirmed,
+                        f"could not publish {len(remaining)} of {len(messages)} message(s) to queue "
+                        f"{self.queue.name} on {self.driver.describe()}: {type(exc).__name__}: {exc} "
+                        f"(gave up after {attempt} attempts)",
                     ) from exc
                 logger.warning(
-                    "queue %s: publishing %d message(s) failed (%s: %s); reconnecting to %s in %.1fs",
+                    "queue %s: publishing %d message(s) failed (%s: %s); reconnecting to %s in %.1fs to "
+                    "publish again the %d not confirmed (those sent before may arrive twice)",
                     self.queue.name,
                     len(messages),
                     type(exc).__name__,
                     exc,
                     self.driver.describe(),
                     wait,
+                    len(remaining),
                 )
                 time.sleep(wait)
+                continue
+            confirmed.update(remaining[j] for j in batch.published(self._confirming))
+            if len(confirmed) == len(messages):
+                logger.debug(
+                    "queue %s: %d message(s) published%s",
+                    self.queue.name,
+                    len(messages),
+                    " and confirmed" if self._confirming else "",
+                )
+                return
+            raise self._error(messages, confirmed, self._refusal(batch))
 
-    def _publish_once(self, messages: Sequence[Message], exchange: str, routing_key: str | None) -> None:
+    def _publish_once(
+        self, messages: Sequence[Message], exchange: str, routing_key: str | None, batch: _Batch
+    ) -> None:
+        """Publish ``messages`` once, recording in ``batch`` what the broker said; raises only the
+        driver's connection errors (and programming errors)."""
         connection, channel = self._ensure_channel()
         impl = channel._impl  # see the module docstring: batch confirms need the implementation
-        self._pending.clear()
-        self._nacked.clear()
-        self._returned.clear()
+        self._batch = batch
         now = int(time.time())
-        tags: dict[int, str] = {}
         # Delay queues first (a declaration is a round trip: not between publishes awaiting confirms).
         targets = [self._target(channel, m, exchange, routing_key) for m in messages]
-        for message, (target_exchange, target_key) in zip(messages, targets, strict=True):
+        for position, (message, (target_exchange, target_key)) in enumerate(
+            zip(messages, targets, strict=True)
+        ):
             impl.basic_publish(
                 exchange=target_exchange,
                 routing_key=target_key,
@@ -135,28 +213,42 @@ class RabbitMQProducer(Producer):
                 properties=self._properties(message, now),
                 mandatory=self._mandatory,
             )
+            batch.sent = position + 1
             if self._confirming:
                 self._next_tag += 1
-                self._pending.add(self._next_tag)
-                tags[self._next_tag] = message.message_id
+                batch.pending.add(self._next_tag)
+                batch.tags[self._next_tag] = position
         if self._confirming:
-            self._wait_for_confirms(connection, len(messages))
+            self._wait_for_confirms(connection, batch)
         else:
             connection.process_data_events(0)  # flush the frames to the socket
-        if self._nacked:
-            ids = ", ".join(tags.get(tag, "?") for tag in self._nacked)
-            raise PublishError(f"the broker refused (nack) message(s) {ids} for queue {self.queue.name}")
-        if self._returned:
-            raise PublishError(
-                f"message(s) {', '.join(self._returned)} matched no binding of exchange "
-                f"{self.topology.exchange} "
-                f"(mandatory publishing to queue {self.queue.name})"
+
+    def _refusal(self, batch: _Batch) -> str:
+        """Why the messages of ``batch`` that were not published were not."""
+        name = self.queue.name
+        reasons: list[str] = []
+        if batch.nacked:
+            reasons.append(
+                f"the broker refused (nack) message(s) {_ids(batch, batch.nacked)} for queue {name}"
             )
-        logger.debug(
-            "queue %s: %d message(s) published%s",
-            self.queue.name,
-            len(messages),
-            " and confirmed" if self._confirming else "",
+        if batch.returned:
+            reasons.append(
+                f"message(s) {_ids(batch, batch.returned)} matched no binding of exchange "
+                f"{self.topology.exchange} (mandatory publishing to queue {name})"
+            )
+        if batch.pending:
+            reasons.append(
+                f"the broker did not confirm {len(batch.pending)} of {len(batch.ids)} message(s) for queue "
+                f"{name} within {self.driver.options['confirm_timeout']:g}s"
+            )
+        return "; ".join(reasons) or f"some messages for queue {name} were not published"
+
+    @staticmethod
+    def _error(messages: Sequence[Message], confirmed: set[int], why: str) -> PublishError:
+        published = [m.message_id for i, m in enumerate(messages) if i in confirmed]
+        failed = [m.message_id for i, m in enumerate(messages) if i not in confirmed]
+        return PublishError(
+            f"{why}; {len(published)} of {len(messages)} published", published=published, failed=failed
         )
 
     def _target(
@@ -187,34 +279,31 @@ class RabbitMQProducer(Producer):
             app_id="kq",
         )
 
-    def _wait_for_confirms(self, connection: BlockingConnection, count: int) -> None:
+    def _wait_for_confirms(self, connection: BlockingConnection, batch: _Batch) -> None:
+        """Pump the connection until every message of ``batch`` is confirmed, or ``confirm_timeout``."""
         deadline = time.monotonic() + self.driver.options["confirm_timeout"]
-        while self._pending:
+        while batch.pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PublishError(
-                    f"the broker did not confirm {len(self._pending)} of {count} message(s) for queue "
-                    f"{self.queue.name} within {self.driver.options['confirm_timeout']:g}s"
-                )
+                return  # the unconfirmed ones are reported as not published
             connection.process_data_events(time_limit=remaining)
 
     def _on_confirm(self, frame: Any) -> None:
+        batch = self._batch
+        if batch is None:
+            return
         method = frame.method
-        tags = (
-            {tag for tag in self._pending if tag <= method.delivery_tag}
-            if method.multiple
-            else {method.delivery_tag}
+        batch.confirm(
+            method.delivery_tag, bool(method.multiple), nack=isinstance(method, pika.spec.Basic.Nack)
         )
-        self._pending -= tags
-        if isinstance(method, pika.spec.Basic.Nack):
-            self._nacked.extend(sorted(tags))
-        if not self._pending and self._connection is not None:
+        if not batch.pending and self._connection is not None:
             # Wake process_data_events: confirm callbacks alone do not end its wait. (On the connection's
             # own thread, a zero-delay timer is cheaper than add_callback_threadsafe's wake-up pipe.)
             self._connection.call_later(0, _nothing)
 
     def _on_return(self, channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-        self._returned.append(properties.message_id or "?")
+        if self._batch is not None:
+            self._batch.give_back(properties.message_id or "")
 
     def _ensure_channel(self) -> tuple[BlockingConnection, BlockingChannel]:
         if self._connection is not None and self._channel is not None and self._channel.is_open:
@@ -271,6 +360,10 @@ def _check_delayed_ttls(messages: Sequence[Message]) -> None:
                 f"message {message.message_id}: RabbitMQ cannot expire a delayed message; give it a delay "
                 "or a TTL, not both"
             )
+
+
+def _ids(batch: _Batch, positions: set[int]) -> str:
+    return ", ".join(batch.ids[p] for p in sorted(positions))
 
 
 def _nothing() -> None:
