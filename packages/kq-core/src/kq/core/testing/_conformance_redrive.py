@@ -1,6 +1,7 @@
 """Re-drive tests (part of :class:`~kq.core.testing.ConsumeLoopConformance`): ``kq failed retry`` moves
-every dead letter back to its queue exactly once, also past one republishing batch, while browsing
-holds (and, on lease drivers, keeps extending) the leases of all of them."""
+every dead letter back to its queue exactly once, also past one republishing batch; on lease drivers
+re-drive works in leased chunks (extended together, settled with ``ack_many``), so no lease lapses
+mid-browse however many dead letters there are."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from kq.core import Consumer, Delivery, LeaseLostError, QueueSpec
@@ -217,6 +218,28 @@ class SqliteConsumer(Consumer):
                 f"the lease of message {delivery.message_id} on queue {self.queue.name} had lapsed "
                 f"(visibility timeout {self.lease_duration:g}s)"
             )
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        # One transaction for the batch: one commit (and one fsync with synchronous=FULL), not one each.
+        lost: list[Delivery] = []
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for delivery in deliveries:
+                    row_id, lease = delivery.handle
+                    self._leases.pop(row_id, None)
+                    deleted = connection.execute(
+                        "DELETE FROM kq_messages WHERE id = ? AND lease = ?", (row_id, lease)
+                    ).rowcount
+                    if not deleted:
+                        lost.append(delivery)
+                connection.execute("COMMIT")
+            except BaseException:
+                rollback(connection)
+                raise
+        if lost:
+            raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         row_id, lease = delivery.handle

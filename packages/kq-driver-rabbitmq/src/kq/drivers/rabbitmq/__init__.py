@@ -30,7 +30,8 @@ any worker started is kept. Queues may share an exchange (``exchange = "jobs"``)
 
 Publishing: persistent messages with ``content_type``, ``headers``, ``message_id``, and the TTL as
 ``expiration`` (milliseconds). A batch waits for publisher confirms once. A lost connection is retried
-with backoff for ``publish_timeout`` seconds; the unconfirmed batch is sent again (at-least-once).
+with backoff for ``publish_timeout`` seconds; the messages not yet confirmed are sent again
+(at-least-once), and a batch confirmed only in part raises ``PublishError`` naming what went out.
 
 Consuming: ``basic_consume`` with manual acknowledgements and a prefetch (``kq consume --prefetch``,
 default 1). The connection is pumped by its own thread, so heartbeats continue while a command runs for
