@@ -22,7 +22,8 @@ class SqliteProducer(Producer):
     def __init__(self, driver: SqliteDriver, queue: QueueSpec) -> None:
         super().__init__(driver, queue)
         self._connection = driver.connect()
-        self._file = file_identity(driver.path)
+        self._path = driver.path  # resolved once: it is checked before every batch
+        self._file = file_identity(self._path)
         self._registered = False
 
     def _publish_batch(self, messages: Sequence[Message]) -> None:
@@ -41,7 +42,7 @@ class SqliteProducer(Producer):
             )
             for m in messages
         ]
-        if file_identity(self.driver.path) != self._file:
+        if file_identity(self._path) != self._file:
             self._reopen()
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
@@ -71,7 +72,7 @@ class SqliteProducer(Producer):
         )
         self._connection.close()
         self._connection = self.driver.connect()
-        self._file = file_identity(self.driver.path)
+        self._file = file_identity(self._path)
         self._registered = False
 
     def _close(self) -> None:
