@@ -20,6 +20,7 @@ from kq.core import (
     App,
     Consumer,
     Delivery,
+    DriverSpec,
     LeaseLostError,
     Limits,
     Message,
@@ -161,8 +162,20 @@ def _dead(message: Message) -> Message:
 
 
 def waiting(app: App, queue: str) -> list[Delivery]:
-    """Every delivery waiting in ``queue``, released again afterwards."""
-    with app.driver().consumer(queue, prefetch=10_000) as consumer:
+    """Every delivery waiting in ``queue``, released again afterwards.
+
+    Browsed through a second instance of the same driver with a long lease: with the tests' short
+    leases, a slow browse on a loaded machine would see messages again whose lease lapsed meanwhile.
+    """
+    driver = app.driver()
+    spec = DriverSpec(
+        name=driver.name,
+        type="browser",
+        options={**driver.options, "visibility_timeout": 600.0},
+        source=driver.source,
+        root=driver.root,
+    )
+    with type(driver)(spec) as browser, browser.consumer(queue, prefetch=10_000) as consumer:
         found: list[Delivery] = []
         while (delivery := consumer.receive(IDLE)) is not None:
             found.append(delivery)
