@@ -32,7 +32,8 @@ from kq.core import (
     UnsupportedOperationError,
     parse_config,
 )
-from kq.core._loop import PARK_AFTER, _LeaseKeeper, poison_protection_problem, printable
+from kq.core._failures import PARK_AFTER, poison_protection_problem, printable
+from kq.core._leases import LeaseKeeper
 from kq.core._message import (
     DEAD_LETTER_ERROR,
     DEAD_LETTER_FOREIGN_HEADERS,
@@ -253,7 +254,7 @@ def test_the_lease_keeper_extends_from_when_the_lease_started() -> None:
     delivery = Delivery(b"", "application/json", {}, "", "m", "q")
     # Received 2 s ago from the broker (a buffered delivery): a third of its 3 s lease is long past.
     delivery.lease_expires = time.monotonic() + 5.0  # handed over 25 s ago, from a buffer
-    keeper = _LeaseKeeper()
+    keeper = LeaseKeeper()
     try:
         started = time.monotonic()
         keeper.watch(_Recorder(), delivery)  # type: ignore[arg-type]

@@ -76,7 +76,7 @@ def instance_capabilities(app: App, name: str) -> dict[str, Any]:
 def queue_capabilities(driver: Driver, spec: QueueSpec) -> dict[str, Any]:
     """The capabilities of queue ``spec`` on ``driver`` (``Driver.capabilities_for(queue)``) and the
     warnings about them: why ``max_deliveries`` cannot protect the queue from poison messages, if so."""
-    from kq.core._loop import poison_protection_problem
+    from kq.core._failures import poison_protection_problem
 
     capabilities = driver.capabilities_for(spec.name)
     problem = poison_protection_problem(spec.max_deliveries, capabilities.delivery_count)

@@ -78,6 +78,7 @@ from kq.core._events import (
     ProcessStarted,
     ProcessStopped,
 )
+from kq.core._failures import attempt_of
 from kq.core._http import (
     HttpConsumer,
     HttpProducer,
@@ -88,12 +89,7 @@ from kq.core._http import (
 )
 from kq.core._imports import import_object, load_check
 from kq.core._inprocess import InProcessConsoleCommandConsumer
-from kq.core._loop import (
-    ConsumeLoop,
-    Limits,
-    LoopStats,
-    attempt_of,
-)
+from kq.core._loop import ConsumeLoop, Limits, LoopStats
 from kq.core._message import (
     ATTEMPT,
     DEAD_LETTER_DELIVERIES,

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import KqError, LeaseLostError, PublishError
-from kq.core._loop import attempt_of
+from kq.core._failures import attempt_of
 from kq.core._message import (
     DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_ERROR,

@@ -24,7 +24,7 @@ from kq.core._events import (
     MessageConsumptionFailed,
     MessageReceived,
 )
-from kq.core._loop import RECEIVED_FAILURE_REASONS
+from kq.core._failures import RECEIVED_FAILURE_REASONS
 
 #: Lower than any listener's priority: metrics see the outcome other listeners chose (veto, retry).
 PRIORITY = -(2**31)
