@@ -72,7 +72,7 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -530,16 +530,13 @@ class Consumer(abc.ABC):
         for delivery in deliveries:
             self._check_extendable(delivery)
         until = time.monotonic() + seconds
-        lost: list[Delivery] = []
         try:
             self._extend_many(deliveries, seconds)
         except LeaseLostError as exc:
-            lost = exc.deliveries
+            lost = {id(d) for d in exc.deliveries}
+            _move_leases([d for d in deliveries if id(d) not in lost], until)
             raise
-        finally:
-            for delivery in deliveries:
-                if delivery.lease_expires is not None and not any(d is delivery for d in lost):
-                    delivery.lease_expires = until
+        _move_leases(deliveries, until)
 
     def _check_extendable(self, delivery: Delivery) -> None:
         if delivery.owner is not self or delivery.settled:
@@ -600,14 +597,7 @@ class Consumer(abc.ABC):
 
     def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge several deliveries; the default acknowledges them one by one."""
-        lost: list[Delivery] = []
-        for delivery in deliveries:
-            try:
-                self._ack(delivery)
-            except LeaseLostError:
-                lost.append(delivery)
-        if lost:
-            raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
+        _one_by_one(self._ack, deliveries)
 
     @abc.abstractmethod
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
@@ -627,18 +617,29 @@ class Consumer(abc.ABC):
 
     def _extend_many(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Extend several leases; the default extends them one by one."""
-        lost: list[Delivery] = []
-        for delivery in deliveries:
-            try:
-                self._extend(delivery, seconds)
-            except LeaseLostError:
-                lost.append(delivery)
-        if lost:
-            raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
+        _one_by_one(lambda delivery: self._extend(delivery, seconds), deliveries)
 
     @abc.abstractmethod
     def _close(self) -> None:
         """Release unsettled deliveries and connections."""
+
+
+def _one_by_one(settle: Callable[[Delivery], None], deliveries: Sequence[Delivery]) -> None:
+    """Apply ``settle`` to each delivery; the lapsed leases are raised together at the end."""
+    lost: list[Delivery] = []
+    for delivery in deliveries:
+        try:
+            settle(delivery)
+        except LeaseLostError:
+            lost.append(delivery)
+    if lost:
+        raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
+
+
+def _move_leases(deliveries: Iterable[Delivery], until: float) -> None:
+    for delivery in deliveries:
+        if delivery.lease_expires is not None:
+            delivery.lease_expires = until
 
 
 class QueueManager(abc.ABC):

@@ -248,7 +248,7 @@ class MemoryConsumer(Consumer):
             self._tokens.discard(delivery.handle)
             self._store.condition.notify_all()
         if found is None:
-            raise LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
+            raise _lapsed(delivery)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         store = self._store
@@ -262,14 +262,14 @@ class MemoryConsumer(Consumer):
                 store.insert(queue, entry)
             store.condition.notify_all()
         if found is None:
-            raise LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
+            raise _lapsed(delivery)
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:
         with self._store.condition:
             queue = self._store.queue(self.queue.name)
             found = queue.in_flight.get(delivery.handle)
             if found is None:
-                raise LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
+                raise _lapsed(delivery)
             queue.in_flight[delivery.handle] = (found[0], time.monotonic() + seconds)
 
     def _close(self) -> None:
@@ -290,6 +290,10 @@ class MemoryConsumer(Consumer):
         """
         self._tokens.clear()
         self.close()
+
+
+def _lapsed(delivery: Delivery) -> LeaseLostError:
+    return LeaseLostError(f"the lease of message {delivery.message_id} had lapsed")
 
 
 class MemoryQueueManager(QueueManager):
