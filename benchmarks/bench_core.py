@@ -2,7 +2,7 @@
 
 1. CLI latency: `kq --help` and `kq managedriver list`, median of N runs, next to a bare `python -c pass`.
 2. Consume-loop overhead on the sqlite and memory drivers: messages per second through
-   ConsumeLoop + NoopConsumer, against a raw receive/ack loop on the same driver. The ratio is what the
+   ConsumeLoop + NoopHandler, against a raw receive/ack loop on the same driver. The ratio is what the
    loop (decode, events, lease keeper, logging) costs per message.
 3. Publishing: one message per call against batches of 100.
 
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kq.core import ConsumeLoop, Driver, DriverSpec, Limits, Message, NoopConsumer, load_driver_class
+from kq.core import ConsumeLoop, Driver, DriverSpec, Limits, Message, NoopHandler, load_driver_class
 
 
 def _median_seconds(argv: list[str], runs: int) -> float:
@@ -50,7 +50,7 @@ def _fill(driver: Driver, queue: str, count: int) -> None:
     producer = driver.producer(queue)
     batch = [Message(b'{"n": 1}') for _ in range(100)]
     for _ in range(count // 100):
-        producer.publish_batch(batch)
+        producer.send_batch(batch)
 
 
 def raw_rate(driver: Driver, queue: str, count: int) -> float:
@@ -68,7 +68,7 @@ def raw_rate(driver: Driver, queue: str, count: int) -> float:
 
 def loop_rate(driver: Driver, queue: str, count: int) -> float:
     _fill(driver, queue, count)
-    loop = ConsumeLoop(driver, queue, NoopConsumer(), limits=Limits(messages=count))
+    loop = ConsumeLoop(driver, queue, NoopHandler(), limits=Limits(messages=count))
     started = time.perf_counter()
     loop.run()
     elapsed = time.perf_counter() - started
@@ -80,11 +80,11 @@ def publish_rates(driver: Driver, queue: str, count: int) -> tuple[float, float]
     producer = driver.producer(queue)
     started = time.perf_counter()
     for _ in range(count):
-        producer.publish(Message(b"{}"))
+        producer.send(Message(b"{}"))
     single = count / (time.perf_counter() - started)
     started = time.perf_counter()
     for _ in range(count // 100):
-        producer.publish_batch([Message(b"{}") for _ in range(100)])
+        producer.send_batch([Message(b"{}") for _ in range(100)])
     batched = count / (time.perf_counter() - started)
     driver.queue_manager().purge(queue)
     return single, batched

@@ -1,10 +1,10 @@
 """Measure what issue #6 costs, as ratios taken in one run (this machine's timings are noisy).
 
-1. Signing: messages per second through ConsumeLoop + NoopConsumer on the memory and sqlite drivers,
+1. Signing: messages per second through ConsumeLoop + NoopHandler on the memory and sqlite drivers,
    unsigned against signed and verified (HMAC-SHA256, replay cache), publishing included.
 2. Dead-lettering: a handler that always fails, so every message is copied to ``<queue>.failed`` with
    its reason before it is acknowledged, against one that succeeds.
-3. Re-driving: ``retry_failed`` putting every dead letter of a queue back on it, in messages per second.
+3. Re-driving: ``retry_dead_letters`` putting every dead letter of a queue back on it, in messages per second.
 
 Run: python benchmarks/bench_failures.py [--messages N] [--runs N]
 """
@@ -25,21 +25,21 @@ from kq.core import (
     ConsumeLoop,
     Delivery,
     Driver,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
-    NoopConsumer,
+    NoopHandler,
     Signer,
     Verifier,
     new_key,
     parse_config,
-    retry_failed,
+    retry_dead_letters,
 )
 
 QUEUE = "bench"
 
 
-class Failing(MessageConsumer):
+class Failing(Handler):
     """Always fails: every message goes to the dead-letter queue."""
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -56,7 +56,7 @@ def _publish(driver: Driver, count: int, signer: Signer | None) -> None:
     producer = driver.producer(QUEUE)
     for _ in range(count // 100):
         batch = [Message(b'{"n": 1}') for _ in range(100)]
-        producer.publish_batch([signer.sign(m, QUEUE) for m in batch] if signer else batch)
+        producer.send_batch([signer.sign(m, QUEUE) for m in batch] if signer else batch)
 
 
 def _rate(run: Callable[[], int], count: int) -> float:
@@ -73,14 +73,14 @@ def signed_rates(driver: Driver, count: int) -> tuple[float, float]:
 
     def unsigned() -> int:
         _publish(driver, count, None)
-        loop = ConsumeLoop(driver, QUEUE, NoopConsumer(), limits=Limits(messages=count))
+        loop = ConsumeLoop(driver, QUEUE, NoopHandler(), limits=Limits(messages=count))
         loop.run()
         return loop.stats.consumed
 
     def signed() -> int:
         _publish(driver, count, Signer(key_id, key))
         verifier = Verifier({key_id: key}, max_age=86400)
-        loop = ConsumeLoop(driver, QUEUE, NoopConsumer(), limits=Limits(messages=count), verifier=verifier)
+        loop = ConsumeLoop(driver, QUEUE, NoopHandler(), limits=Limits(messages=count), verifier=verifier)
         loop.run()
         return loop.stats.consumed
 
@@ -90,7 +90,7 @@ def signed_rates(driver: Driver, count: int) -> tuple[float, float]:
 def dead_letter_rates(driver: Driver, count: int) -> tuple[float, float]:
     """(succeeding, failing) messages per second through the loop, publishing excluded."""
 
-    def through(handler: MessageConsumer) -> Callable[[], int]:
+    def through(handler: Handler) -> Callable[[], int]:
         _publish(driver, count, None)
 
         def run() -> int:
@@ -100,7 +100,7 @@ def dead_letter_rates(driver: Driver, count: int) -> tuple[float, float]:
 
         return run
 
-    ok = _rate(through(NoopConsumer()), count)
+    ok = _rate(through(NoopHandler()), count)
     failing = _rate(through(Failing()), count)
     return ok, failing
 
@@ -111,7 +111,7 @@ def redrive_rate(app: App, count: int) -> float:
     def run() -> int:
         # The dead letters were published unsigned; the queue (a console-command one by default) requires
         # signatures, so say they are trusted: every copy is signed again.
-        result = retry_failed(app, QUEUE, idle=0.05, resign_unverified=True)
+        result = retry_dead_letters(app, QUEUE, idle=0.05, resign_unverified=True)
         assert not result.failed, list(result.failed.values())[:1]
         return len(result.done)
 

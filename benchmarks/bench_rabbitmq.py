@@ -10,7 +10,7 @@ timed from connecting to the confirmed message:
   kq      a new driver: Producer.publish of one message (connect, declare, confirm mode, confirm), close
 Consuming with manual acks, prefetch 1 and prefetch 50, timed from connecting to closing on both sides:
   pika    basic_consume + basic_ack in the callback (start_consuming)
-  kq      ConsumeLoop + NoopConsumer (declare, decode, events, ack after the handler)
+  kq      ConsumeLoop + NoopHandler (declare, decode, events, ack after the handler)
 
 Needs a broker: python benchmarks/bench_rabbitmq.py --url amqp://guest:guest@127.0.0.1:5672/%2F
 (or let it start a private node with --start, using integration/brokers.py).
@@ -30,7 +30,7 @@ from typing import Any
 
 import pika
 
-from kq.core import ConsumeLoop, DriverSpec, Limits, Message, NoopConsumer, load_driver_class
+from kq.core import ConsumeLoop, DriverSpec, Limits, Message, NoopHandler, load_driver_class
 
 BODY = b'{"command": "echoback", "arguments": ["benchmark"], "options": {}}'
 
@@ -73,7 +73,7 @@ def kq_first_publish(url: str, queue: str) -> float:
     """Seconds for a new driver's producer to publish its first (confirmed) message, closing included."""
     started = time.perf_counter()
     driver = kq_driver(url)
-    driver.producer(queue).publish(Message(BODY, routing_key="bench"))
+    driver.producer(queue).send(Message(BODY, routing_key="bench"))
     driver.close()
     return time.perf_counter() - started
 
@@ -106,14 +106,14 @@ def kq_driver(url: str) -> Any:
 def kq_publish(url: str, queue: str, count: int, batch: int) -> float:
     driver = kq_driver(url)
     producer = driver.producer(queue)
-    producer.publish(Message(BODY, routing_key="bench"))  # connect and declare outside the timing
+    producer.send(Message(BODY, routing_key="bench"))  # connect and declare outside the timing
     started = time.perf_counter()
     if batch == 1:
         for _ in range(count - 1):
-            producer.publish(Message(BODY, routing_key="bench"))
+            producer.send(Message(BODY, routing_key="bench"))
     else:
         for _ in range((count - 1) // batch):
-            producer.publish_batch([Message(BODY, routing_key="bench") for _ in range(batch)])
+            producer.send_batch([Message(BODY, routing_key="bench") for _ in range(batch)])
     elapsed = time.perf_counter() - started
     driver.close()
     return (count - 1) / elapsed
@@ -121,7 +121,7 @@ def kq_publish(url: str, queue: str, count: int, batch: int) -> float:
 
 def kq_consume(url: str, queue: str, count: int, prefetch: int) -> float:
     driver = kq_driver(url)
-    loop = ConsumeLoop(driver, queue, NoopConsumer(), limits=Limits(messages=count), prefetch=prefetch)
+    loop = ConsumeLoop(driver, queue, NoopHandler(), limits=Limits(messages=count), prefetch=prefetch)
     started = time.perf_counter()
     loop.run()
     elapsed = time.perf_counter() - started

@@ -22,8 +22,8 @@ from kq.core import (
     Delivery,
     Driver,
     DriverSpec,
+    Handler,
     Limits,
-    MessageConsumer,
     QueueSpec,
 )
 from kq.core.testing import (
@@ -120,7 +120,7 @@ class TestRabbitMQDriver(
         )
         reason = loop.run()  # must return, not raise
         assert loop.stats.received == len(sent), reason
-        with driver.consumer(driver.queue(queue).failed_queue) as consumer:
+        with driver.consumer(driver.queue(queue).dead_letter_queue) as consumer:
             dead = drain(consumer, idle=self.idle_timeout * 2)
         outcomes = {**dict.fromkeys(handler.seen, "consumed")}
         outcomes.update({d.body: d.headers.get(DEAD_LETTER_REASON, "?") for d in dead})
@@ -292,7 +292,7 @@ def publish_foreign(amqp_url: str, spec: QueueSpec) -> list[Foreign]:
     return sent
 
 
-class _ByBody(MessageConsumer):
+class _ByBody(Handler):
     """Accepts JSON only and keeps what it consumed, by body."""
 
     accepted_content_types = frozenset({JSON})

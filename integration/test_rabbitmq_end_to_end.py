@@ -21,12 +21,12 @@ from kq.core import (
     App,
     ConsumeLoop,
     Delivery,
+    Handler,
     Limits,
-    MessageConsumer,
     parse_config,
-    remove_failed,
-    retry_failed,
-    show_failed,
+    remove_dead_letters,
+    retry_dead_letters,
+    show_dead_letters,
 )
 from kq.core.testing import Workspace, unique_queue_name
 
@@ -195,7 +195,7 @@ def test_sigkill_mid_message_loses_nothing(space: Workspace, queue: str, rabbitm
     assert space.kq_json("managequeue", "info", queue)["messages"] == 0
 
 
-class _Slow(MessageConsumer):
+class _Slow(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -316,12 +316,12 @@ def test_retry_reaches_only_its_own_queue_when_the_exchange_is_shared(
                 manager.delete(name)
 
 
-class _AlwaysFailing(MessageConsumer):
+class _AlwaysFailing(Handler):
     def consume(self, body: Any, delivery: Delivery) -> Any:
         raise RuntimeError(f"cannot handle {body!r}")
 
 
-class _Recording(MessageConsumer):
+class _Recording(Handler):
     def __init__(self) -> None:
         self.ids: list[str] = []
 
@@ -351,17 +351,17 @@ def test_dead_letters_are_shown_retried_and_removed_on_a_real_broker(
             producer = app.producer(queue)
             ids = [producer.publish(f'{{"n": {n}}}', routing_key=f"job.{n}").message_id for n in range(3)]
             app.consume_loop(queue, handler=_AlwaysFailing(), limits=Limits(messages=6, time=30)).run()
-            shown = show_failed(app, queue, idle=0.5)
+            shown = show_dead_letters(app, queue, idle=0.5)
             assert [item["message_id"] for item in shown] == ids
             assert {(item["reason"], item["attempts"]) for item in shown} == {("failed", 2)}
-            assert manager.info(spec.failed_queue)["messages"] == 3, "show must leave every dead letter"
-            assert retry_failed(app, queue, [ids[1]], idle=0.5).done == (ids[1],)
-            assert remove_failed(app, queue, [ids[2]], idle=0.5).done == (ids[2],)
-            assert [item["message_id"] for item in show_failed(app, queue, idle=0.5)] == [ids[0]]
+            assert manager.info(spec.dead_letter_queue)["messages"] == 3, "show must leave every dead letter"
+            assert retry_dead_letters(app, queue, [ids[1]], idle=0.5).done == (ids[1],)
+            assert remove_dead_letters(app, queue, [ids[2]], idle=0.5).done == (ids[2],)
+            assert [item["message_id"] for item in show_dead_letters(app, queue, idle=0.5)] == [ids[0]]
             worker = _Recording()
             app.consume_loop(queue, handler=worker, limits=Limits(messages=1, time=30)).run()
             assert worker.ids == [ids[1]]
             assert manager.info(queue)["messages"] == 0
         finally:
-            for name in (queue, spec.failed_queue):
+            for name in (queue, spec.dead_letter_queue):
                 manager.delete(name)

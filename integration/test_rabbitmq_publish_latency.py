@@ -36,7 +36,7 @@ def _first_publish(rabbitmq: RabbitMQEndpoint, queue: str) -> float:
     driver = load_driver_class("rabbitmq")(spec)
     try:
         started = time.perf_counter()
-        driver.producer(queue).publish(Message(b'"first"', routing_key="first.publish"))
+        driver.producer(queue).send(Message(b'"first"', routing_key="first.publish"))
         return time.perf_counter() - started
     finally:
         driver.close()

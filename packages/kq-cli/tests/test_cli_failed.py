@@ -11,19 +11,19 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kq.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli
-from kq.core import App, Delivery, Limits, MessageConsumer
+from kq.core import App, Delivery, Handler, Limits
 
 IDLE = "0.05"
 
 
-class Failing(MessageConsumer):
+class Failing(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
         raise RuntimeError(f"cannot handle {body!r} " + "x" * 100)
 
 
-class Recording(MessageConsumer):
+class Recording(Handler):
     accepted_content_types = None
 
     def __init__(self) -> None:
@@ -163,7 +163,7 @@ def test_retry_refused_message_is_reported(workdir: Path) -> None:
 
     forged = Message(body=b"{}")
     with App.from_config() as app:
-        app.driver().producer("jobs").publish(forged)  # unsigned: the worker dead-letters it
+        app.driver().producer("jobs").send(forged)  # unsigned: the worker dead-letters it
     assert consume() == []
     result = kq("failed", "retry", "jobs", "--all")
     assert result.exit_code == EXIT_FAILURE
@@ -273,7 +273,7 @@ def test_retry_whose_publish_stops_part_way(monkeypatch: pytest.MonkeyPatch) -> 
     from kq.drivers.sqlite._producer import SqliteProducer
 
     ids = dead_letter(count=4)
-    real = SqliteProducer._publish_batch
+    real = SqliteProducer._send_batch
 
     def two_then_fail(self: SqliteProducer, messages: Any) -> None:
         if self.queue.name != "jobs":
@@ -287,7 +287,7 @@ def test_retry_whose_publish_stops_part_way(monkeypatch: pytest.MonkeyPatch) -> 
         )
 
     with monkeypatch.context() as patch:
-        patch.setattr(SqliteProducer, "_publish_batch", two_then_fail)
+        patch.setattr(SqliteProducer, "_send_batch", two_then_fail)
         result = kq("failed", "retry", "jobs", "--all")
     assert result.exit_code == EXIT_FAILURE
     assert result.stdout == "2 messages queued again on jobs\n"

@@ -52,7 +52,7 @@ import json, os
 
 def record(event):
     result = event.result.as_dict() if hasattr(event.result, "as_dict") else event.result
-    line = json.dumps({"queue": event.delivery.queue, "kind": event.consumer.kind, "pid": os.getpid(),
+    line = json.dumps({"queue": event.delivery.queue, "kind": event.handler.kind, "pid": os.getpid(),
                        "result": result})
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.jsonl"), "a") as out:
         out.write(line + "\\n")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kq.contrib.xmlrpc import MULTICALL, XmlRpcCall, XmlRpcConsumer, make_xmlrpc_call, parse_xmlrpc_call
+from kq.contrib.xmlrpc import MULTICALL, XmlRpcCall, XmlRpcHandler, make_xmlrpc_call, parse_xmlrpc_call
 from kq.core import AllowMap, MessageFormatError, url_routing_key
 
 SERVER = "http://127.0.0.1:8000/RPC2"
@@ -204,7 +204,7 @@ def test_multicall_inner_names_are_validated_and_cannot_nest() -> None:
 
 
 def test_describe() -> None:
-    consumer = XmlRpcConsumer(AllowMap())
+    consumer = XmlRpcHandler(AllowMap())
     assert consumer.describe({"server": SERVER, "method": "add"}) == f"XML-RPC add on {SERVER}"
     assert consumer.describe({"server": 5}) == "XML-RPC call"
     assert consumer.describe("junk") == "XML-RPC call"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from kq.contrib.xmlrpc import MULTICALL, XmlRpcConsumer, XmlRpcFault
+from kq.contrib.xmlrpc import MULTICALL, XmlRpcFault, XmlRpcHandler
 from kq.contrib.xmlrpc._transport import LimitedSafeTransport, transport_for
 from kq.core import (
     AllowMap,
@@ -32,11 +32,11 @@ DELIVERY = Delivery(
 )
 
 
-def consumer_for(server: str, *methods: str, **settings: Any) -> XmlRpcConsumer:
-    return XmlRpcConsumer(AllowMap({server: list(methods or ["re:.*"])}), **settings)
+def consumer_for(server: str, *methods: str, **settings: Any) -> XmlRpcHandler:
+    return XmlRpcHandler(AllowMap({server: list(methods or ["re:.*"])}), **settings)
 
 
-def consume(consumer: XmlRpcConsumer, server: str, method: str, arguments: list[Any] | None = None) -> Any:
+def consume(consumer: XmlRpcHandler, server: str, method: str, arguments: list[Any] | None = None) -> Any:
     body: dict[str, Any] = {"server": server, "method": method}
     if arguments is not None:
         body["arguments"] = arguments
@@ -101,13 +101,13 @@ def test_refused_method_names_the_method(rpc_server: RecordingServer) -> None:
 
 def test_empty_allow_list_refuses_everything(rpc_server: RecordingServer) -> None:
     with pytest.raises(NotAllowedError, match="XML-RPC server"):
-        consume(XmlRpcConsumer(AllowMap()), rpc_server.url, "add", [1, 2])
+        consume(XmlRpcHandler(AllowMap()), rpc_server.url, "add", [1, 2])
     assert rpc_server.requests == []
 
 
 def test_server_patterns_match_the_whole_url(rpc_server: RecordingServer) -> None:
     port = rpc_server.server_address[1]
-    consumer = XmlRpcConsumer(AllowMap({f"re:http://127\\.0\\.0\\.1:{port}/": ["add"]}))
+    consumer = XmlRpcHandler(AllowMap({f"re:http://127\\.0\\.0\\.1:{port}/": ["add"]}))
     assert consume(consumer, rpc_server.url, "add", [1, 1]) == 2
     with pytest.raises(NotAllowedError, match="XML-RPC server"):
         consume(consumer, rpc_server.url + "RPC2", "add", [1, 1])
@@ -164,8 +164,8 @@ def test_from_context_reads_allow_xmlrpc(tmp_path: Any) -> None:
         root=str(tmp_path),
     )
     with App(config) as app:
-        consumer = app.message_consumer("rpc")
-    assert isinstance(consumer, XmlRpcConsumer)
+        consumer = app.handler("rpc")
+    assert isinstance(consumer, XmlRpcHandler)
     assert consumer.allowed.allows("http://h/RPC2", "report.weekly")
     assert not consumer.allowed.allows("http://h/RPC2", "fail")
     assert consumer.kind == "xmlrpc"
@@ -173,7 +173,7 @@ def test_from_context_reads_allow_xmlrpc(tmp_path: Any) -> None:
 
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout"):
-        XmlRpcConsumer(AllowMap(), timeout=0)
+        XmlRpcHandler(AllowMap(), timeout=0)
 
 
 # -- failures ------------------------------------------------------------------------------------------

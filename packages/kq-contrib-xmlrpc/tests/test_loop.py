@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from kq.contrib.xmlrpc import XmlRpcConsumer, XmlRpcFault, XmlRpcProducer
+from kq.contrib.xmlrpc import XmlRpcFault, XmlRpcHandler, XmlRpcProducer
 from kq.core import App, Delivery, ExecutionFailedError, Limits, NotAllowedError, parse_config
 from kq.core.listeners import Accumulator
 from kq.core.testing import receive_within
@@ -39,7 +39,7 @@ def _run(app: App, messages: int = 1) -> Accumulator:
     for event in accumulator.events:
         app.dispatcher.add_listener(event, accumulator)
     loop = app.consume_loop("rpc", limits=Limits(messages=messages), poll_interval=0.1)
-    assert isinstance(loop.handler, XmlRpcConsumer)
+    assert isinstance(loop.handler, XmlRpcHandler)
     loop.run()
     return accumulator
 

@@ -134,13 +134,13 @@ def test_full_config() -> None:
     assert (config.default_driver, sorted(config.drivers)) == ("local", ["default", "local", "mem"])
     assert config.drivers["local"].root == "/etc/kq"
     a, b = config.queues["a"], config.queues["b"]
-    assert (a.driver, a.routing_keys, dict(a.options), a.failed_queue) == (
+    assert (a.driver, a.routing_keys, dict(a.options), a.dead_letter_queue) == (
         "local",
         ("app.*",),
         {"exchange": "ex"},
         "a.failed",
     )
-    assert (b.driver, b.consumer, b.failed_queue) == ("mem", "pkg.mod:handler", "b.dead")
+    assert (b.driver, b.consumer, b.dead_letter_queue) == ("mem", "pkg.mod:handler", "b.dead")
     console = config.console
     assert (console.prefix, console.timeout, dict(console.env), console.cwd) == (
         ("manage",),

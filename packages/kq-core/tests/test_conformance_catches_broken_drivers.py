@@ -124,13 +124,13 @@ class BrokenConsumer(MemoryConsumer):
 
 
 class BrokenProducer(MemoryProducer):
-    def _publish_batch(self, messages):
+    def _send_batch(self, messages):
         if BrokenConsumer.BREAKAGE == "strips-control-characters":
             messages = [
                 dataclasses.replace(m, headers={{k: v for k, v in m.headers.items() if v.isprintable()}})
                 for m in messages
             ]
-        super()._publish_batch(messages)
+        super()._send_batch(messages)
 
 
 class BrokenDriver(MemoryDriver):

@@ -14,7 +14,7 @@ import pytest
 from kq.core import (
     AllowList,
     CommandResult,
-    ConsoleCommandConsumer,
+    ConsoleCommandHandler,
     ConsoleSettings,
     ConsumeLoop,
     Delivery,
@@ -72,9 +72,9 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 def test_non_zero_exit_is_a_failure_with_code_and_output() -> None:
     code = "import sys; print('partial output'); print('it broke', file=sys.stderr); sys.exit(3)"
     with pytest.raises(ExecutionFailedError, match=r"exited with status 3: it broke") as caught:
-        ConsoleCommandConsumer(
-            ConsoleSettings(prefix=(sys.executable, "-c", code)), AllowList(["x"])
-        ).consume({"command": "x"}, _delivery())
+        ConsoleCommandHandler(ConsoleSettings(prefix=(sys.executable, "-c", code)), AllowList(["x"])).consume(
+            {"command": "x"}, _delivery()
+        )
     result = caught.value.result
     assert isinstance(result, CommandResult)
     assert (result.exit_code, result.stdout, result.stderr) == (3, "partial output\n", "it broke\n")
@@ -82,11 +82,11 @@ def test_non_zero_exit_is_a_failure_with_code_and_output() -> None:
 
 def test_failure_event_carries_the_result_and_the_message_is_dead_lettered() -> None:
     driver = MemoryDriver(DriverSpec(name="m", type="memory"))
-    driver.producer("jobs").publish(Message(encode_json({"command": "x", "arguments": ["slow"]})))
+    driver.producer("jobs").send(Message(encode_json({"command": "x", "arguments": ["slow"]})))
     settings = ConsoleSettings(prefix=(sys.executable, "-c", "import time; time.sleep(30)"), timeout=0.5)
     failures: list[MessageConsumptionFailed] = []
     loop = ConsumeLoop(
-        driver, "jobs", ConsoleCommandConsumer(settings, AllowList(["x"])), limits=Limits(messages=1)
+        driver, "jobs", ConsoleCommandHandler(settings, AllowList(["x"])), limits=Limits(messages=1)
     )
     loop.dispatcher.add_listener("message_consumption_failed", failures.append)
     loop.run()
@@ -100,7 +100,7 @@ def test_failure_event_carries_the_result_and_the_message_is_dead_lettered() -> 
 
 
 def test_a_program_that_does_not_exist_is_a_failure_not_a_crash() -> None:
-    consumer = ConsoleCommandConsumer(ConsoleSettings(prefix=("/nonexistent/kq-program",)), AllowList(["x"]))
+    consumer = ConsoleCommandHandler(ConsoleSettings(prefix=("/nonexistent/kq-program",)), AllowList(["x"]))
     with pytest.raises(ExecutionFailedError, match=r"cannot start '/nonexistent/kq-program'"):
         consumer.consume({"command": "x"}, _delivery())
 
@@ -108,7 +108,7 @@ def test_a_program_that_does_not_exist_is_a_failure_not_a_crash() -> None:
 def test_a_message_id_the_environment_cannot_hold_still_runs_the_command() -> None:
     """A NUL or a lone surrogate in a producer's message id made the environment unusable for the child."""
     code = "import os; print(os.environ['KQ_MESSAGE_ID'])"
-    consumer = ConsoleCommandConsumer(ConsoleSettings(prefix=(sys.executable, "-c", code)), AllowList(["x"]))
+    consumer = ConsoleCommandHandler(ConsoleSettings(prefix=(sys.executable, "-c", code)), AllowList(["x"]))
     delivery = Delivery(
         body=b"",
         content_type="application/json",

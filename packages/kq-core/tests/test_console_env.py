@@ -19,7 +19,7 @@ from kq.core import (
     AllowList,
     App,
     ConfigError,
-    ConsoleCommandConsumer,
+    ConsoleCommandHandler,
     ConsoleSettings,
     Delivery,
     load_config,
@@ -56,8 +56,8 @@ def _config(tmp_path: Path, signing: str, console: str = "") -> Path:
 def _child_environment(path: Path) -> tuple[str, dict[str, str]]:
     """Run ``dump`` through the queue's configured consumer; return its stdout and what it printed."""
     with App(load_config(path)) as app:
-        consumer = app.message_consumer("jobs", label="w-1")
-        assert isinstance(consumer, ConsoleCommandConsumer)
+        consumer = app.handler("jobs", label="w-1")
+        assert isinstance(consumer, ConsoleCommandHandler)
         result = consumer.consume({"command": "dump"}, _delivery())
     environment: dict[str, str] = json.loads(result.stdout)
     return result.stdout, environment
@@ -173,10 +173,10 @@ def test_inherit_env_must_be_a_boolean(tmp_path: Path) -> None:
 
 
 def test_direct_construction_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ConsoleCommandConsumer(settings, allowed, label=...)``, as tests and embedders build it."""
+    """``ConsoleCommandHandler(settings, allowed, label=...)``, as tests and embedders build it."""
     monkeypatch.setenv("KQ_TEST_ORDINARY", "here")
     settings = ConsoleSettings(prefix=(sys.executable, "-c", DUMP), env={"EXTRA": "1"})
-    consumer = ConsoleCommandConsumer(settings, AllowList(["dump"]), label="x")
+    consumer = ConsoleCommandHandler(settings, AllowList(["dump"]), label="x")
     result: Any = consumer.consume({"command": "dump"}, _delivery())
     environment = json.loads(result.stdout)
     assert (environment["KQ_TEST_ORDINARY"], environment["EXTRA"], environment["KQ_LABEL"]) == (
@@ -188,8 +188,8 @@ def test_direct_construction_still_works(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_in_process_commands_say_that_inherit_env_does_not_apply(caplog: pytest.LogCaptureFixture) -> None:
     """They run inside the worker and can read its environment: kq says so rather than pretend."""
-    from kq.core import InProcessConsoleCommandConsumer
+    from kq.core import InProcessConsoleCommandHandler
 
     with caplog.at_level(logging.WARNING, logger="kq.core._inprocess"):
-        InProcessConsoleCommandConsumer(ConsoleSettings(inherit_env=False), AllowList(["echoback"]))
+        InProcessConsoleCommandHandler(ConsoleSettings(inherit_env=False), AllowList(["echoback"]))
     assert "inherit_env = false does not apply to in-process commands" in caplog.text

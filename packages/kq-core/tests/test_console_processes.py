@@ -23,7 +23,7 @@ from kq.core import (
     ConsoleSettings,
     Delivery,
     ExecutionFailedError,
-    InProcessConsoleCommandConsumer,
+    InProcessConsoleCommandHandler,
     run_command,
 )
 from kq.core._console import MAX_OUTPUT
@@ -172,7 +172,7 @@ def test_inprocess_output_is_cut_to_max_output(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "kqtest_bigoutput.py").write_text(INPROCESS_APP)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "kqtest_bigoutput", raising=False)
-    consumer = InProcessConsoleCommandConsumer(
+    consumer = InProcessConsoleCommandHandler(
         ConsoleSettings(callable="kqtest_bigoutput:main"), AllowList(["lines"])
     )
     body = {"command": "lines", "arguments": [str(4 * 1024)]}

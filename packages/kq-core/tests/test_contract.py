@@ -21,10 +21,10 @@ from kq.core import (
     ConsumeLoop,
     Delivery,
     DriverSpec,
+    Handler,
     LeaseLostError,
     Limits,
     Message,
-    MessageConsumer,
     MessageFormatError,
     Producer,
     QueueSpec,
@@ -41,7 +41,7 @@ from kq.core._message import (
     GROUP,
     is_portable_header_name,
 )
-from kq.core._redrive import retry_failed
+from kq.core._redrive import retry_dead_letters
 from kq.core.testing import drain, receive_within
 from kq.drivers.memory import MemoryConsumer, MemoryDriver
 from kq.drivers.sqlite import SqliteDriver
@@ -54,7 +54,7 @@ def _fresh_memory() -> Iterator[None]:
     MemoryDriver.reset()
 
 
-class _Failing(MessageConsumer):
+class _Failing(Handler):
     accepted_content_types = None
 
     def __init__(self) -> None:
@@ -65,7 +65,7 @@ class _Failing(MessageConsumer):
         raise RuntimeError("failed \x1b[31mred\x1b[0m\nsecond line")
 
 
-class _Ok(MessageConsumer):
+class _Ok(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -93,12 +93,12 @@ def _driver(cls: type[MemoryDriver] = MemoryDriver, *queues: QueueSpec) -> Memor
 
 def test_publish_and_requeue_delays_are_checked_against_the_queues_own_maxima() -> None:
     driver = _driver(_PerQueue)
-    driver.producer("std").publish(Message(b'"x"', delay=900))
+    driver.producer("std").send(Message(b'"x"', delay=900))
     with pytest.raises(UnsupportedOperationError, match="queue 'std'"):
-        driver.producer("std").publish(Message(b'"x"', delay=901))
+        driver.producer("std").send(Message(b'"x"', delay=901))
     with pytest.raises(UnsupportedOperationError, match=r"on queue 'fifo'.*asks for 1s"):
-        driver.producer("fifo").publish(Message(b'"x"', delay=1))
-    driver.producer("fifo").publish(Message(b'"y"'))
+        driver.producer("fifo").send(Message(b'"x"', delay=1))
+    driver.producer("fifo").send(Message(b'"y"'))
     with driver.consumer("fifo") as consumer:
         delivery = receive_within(consumer, 2)
         consumer.reject(delivery, delay=3600)  # a requeue may wait far longer than a publish
@@ -109,7 +109,7 @@ def test_a_retry_the_queue_cannot_delay_is_queued_at_once_and_said(caplog: pytes
     driver = _driver(
         _PerQueue, QueueSpec(name="fifo", driver="mem", retry=RetryPolicy(max_attempts=2, delay=30))
     )
-    driver.producer("fifo").publish(Message(b'"x"'))
+    driver.producer("fifo").send(Message(b'"x"'))
     with caplog.at_level(logging.WARNING):
         loop = ConsumeLoop(driver, "fifo", _Failing(), limits=Limits(messages=2, time=10), poll_interval=0.05)
         loop.run()
@@ -126,7 +126,7 @@ def test_a_retry_beyond_the_longest_publish_delay_is_clamped_and_said(
             name="std", driver="mem", retry=RetryPolicy(max_attempts=2, delay=5000, max_delay=5000, jitter=0)
         ),
     )
-    driver.producer("std").publish(Message(b'"x"'))
+    driver.producer("std").send(Message(b'"x"'))
     with caplog.at_level(logging.WARNING):
         ConsumeLoop(driver, "std", _Failing(), limits=Limits(messages=1, time=10), poll_interval=0.05).run()
     assert "queued in 900s instead" in caplog.text
@@ -178,7 +178,7 @@ def test_a_released_never_handled_message_is_not_poison_where_the_count_counts_r
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     driver = _driver(_CountsReceives, QueueSpec(name="q", driver="mem", max_deliveries=2))
-    driver.producer("q").publish(Message(b'"x"'))
+    driver.producer("q").send(Message(b'"x"'))
     _release_times(driver, "q", 3)
     with caplog.at_level(logging.WARNING):
         loop = ConsumeLoop(driver, "q", _Ok(), limits=Limits(messages=1, time=10), poll_interval=0.05)
@@ -189,7 +189,7 @@ def test_a_released_never_handled_message_is_not_poison_where_the_count_counts_r
 
 def test_exact_counts_still_catch_poison() -> None:
     driver = _driver(MemoryDriver, QueueSpec(name="q", driver="mem", max_deliveries=2))
-    driver.producer("q").publish(Message(b'"x"'))
+    driver.producer("q").send(Message(b'"x"'))
     _release_times(driver, "q", 2)
     handler = _Failing()
     loop = ConsumeLoop(driver, "q", handler, limits=Limits(messages=1, time=10), poll_interval=0.05)
@@ -236,7 +236,7 @@ def test_a_delivery_whose_lease_lapsed_in_a_buffer_is_never_handed_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     driver = _driver(_StaleBuffer)
-    driver.producer("q").publish(Message(b'"x"'))
+    driver.producer("q").send(Message(b'"x"'))
     with caplog.at_level(logging.WARNING), driver.consumer("q") as consumer:
         assert consumer.receive(1) is None
     assert "whose lease had already lapsed; skipping it" in caplog.text
@@ -279,7 +279,7 @@ def test_late_settlement_on_sqlite(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 
 def _late_settlement(driver: Any, caplog: pytest.LogCaptureFixture) -> None:
-    driver.producer("q").publish(Message(b'"x"'))
+    driver.producer("q").send(Message(b'"x"'))
     with driver.consumer("q") as late, driver.consumer("q") as holder:
         first = receive_within(late, 2)
         second = receive_within(holder, 3)  # after the 1 s lease lapsed
@@ -310,7 +310,7 @@ def test_reserved_header_names_are_refused_at_publish(name: str) -> None:
 def test_a_foreign_reserved_header_is_kept_when_dead_lettered(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     with SqliteDriver(DriverSpec(name="db", type="sqlite", options={"path": str(path)})) as driver:
-        driver.producer("q").publish(Message(b'"warm-up"'))
+        driver.producer("q").send(Message(b'"warm-up"'))
         with driver.consumer("q") as consumer:
             consumer.ack(receive_within(consumer, 2))
         with contextlib.closing(sqlite3.connect(path)) as connection, connection:
@@ -340,7 +340,7 @@ def test_the_group_key_travels_with_retry_dead_letter_and_redrive_copies() -> No
     )
     with app:
         driver, _ = app.queue("q")
-        driver.producer("q").publish(Message(b'"x"', headers={GROUP: "customer-42"}))
+        driver.producer("q").send(Message(b'"x"', headers={GROUP: "customer-42"}))
         loop = app.consume_loop(
             "q", handler=_Failing(), limits=Limits(messages=2, time=10), poll_interval=0.05
         )
@@ -350,7 +350,7 @@ def test_the_group_key_travels_with_retry_dead_letter_and_redrive_copies() -> No
             dead = receive_within(consumer, 2)
             assert dead.headers[GROUP] == "customer-42"
             consumer.reject(dead)
-        assert retry_failed(app, "q", idle=0.3).done == (dead.message_id,)
+        assert retry_dead_letters(app, "q", idle=0.3).done == (dead.message_id,)
         with driver.consumer("q") as consumer:
             again = receive_within(consumer, 2)
     assert again.headers[GROUP] == "customer-42"
@@ -368,7 +368,7 @@ class _PickyDeadLetters(MemoryDriver):
     def producer(self, queue: str) -> Producer:
         producer = super().producer(queue)
         if queue.endswith(".failed"):
-            original = producer._publish_batch
+            original = producer._send_batch
 
             def picky(messages: Sequence[Message]) -> None:
                 if any(len(m.headers) > self.allowed for m in messages):
@@ -376,14 +376,14 @@ class _PickyDeadLetters(MemoryDriver):
                     raise MessageFormatError("more headers than the queue allows")
                 original(messages)
 
-            producer._publish_batch = picky  # type: ignore[method-assign]
+            producer._send_batch = picky  # type: ignore[method-assign]
         return producer
 
 
 def test_a_dead_letter_refused_for_its_headers_goes_as_a_plain_copy() -> None:
     driver = _driver(_PickyDeadLetters)
     headers = {f"x-h{i}": str(i) for i in range(4)}
-    driver.producer("q").publish(Message(b'"x"', headers=headers))
+    driver.producer("q").send(Message(b'"x"', headers=headers))
     loop = ConsumeLoop(driver, "q", _Failing(), limits=Limits(messages=1, time=10), poll_interval=0.05)
     loop.run()
     assert (loop.stats.dead_lettered, loop.stats.parked) == (1, 0)
@@ -400,7 +400,7 @@ def test_a_dead_letter_refused_for_good_is_parked_not_requeued_every_few_seconds
     _PickyDeadLetters.allowed = 0
     try:
         driver = _driver(_PickyDeadLetters)
-        driver.producer("q").publish(Message(b'"x"'))
+        driver.producer("q").send(Message(b'"x"'))
         with caplog.at_level(logging.ERROR):
             loop = ConsumeLoop(
                 driver, "q", _Failing(), limits=Limits(messages=1, time=10), poll_interval=0.05
@@ -422,7 +422,7 @@ def test_printable_escapes_control_characters() -> None:
 
 def test_ack_many_and_extend_many_settle_and_report_lost_leases() -> None:
     driver = _driver()
-    driver.producer("q").publish_batch([Message(f'"{i}"'.encode()) for i in range(3)])
+    driver.producer("q").send_batch([Message(f'"{i}"'.encode()) for i in range(3)])
     with driver.consumer("q") as consumer:
         got = drain(consumer, idle=0.2, ack=False)
         assert len(got) == 3
@@ -432,7 +432,7 @@ def test_ack_many_and_extend_many_settle_and_report_lost_leases() -> None:
         assert all(d.settled for d in got)
     assert driver.queue_manager().info("q")["in_flight"] == 0
     # A lost lease in a batch: the others are still extended, and the lost one is named.
-    driver.producer("q").publish_batch([Message(b'"a"'), Message(b'"b"')])
+    driver.producer("q").send_batch([Message(b'"a"'), Message(b'"b"')])
     with driver.consumer("q") as consumer, driver.consumer("q") as other:
         a, b = drain(consumer, idle=0.2, ack=False)
         time.sleep(1.1)

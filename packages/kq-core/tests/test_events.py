@@ -26,7 +26,7 @@ def _delivery(queue: str = "a") -> Delivery:
 
 
 def _received(queue: str = "a") -> MessageReceived:
-    return MessageReceived(delivery=_delivery(queue), body={}, consumer=None)
+    return MessageReceived(delivery=_delivery(queue), body={}, handler=None)
 
 
 def _recorder(calls: list[str], label: str) -> Any:
@@ -61,9 +61,9 @@ def test_priority_order(registrations: list[tuple[str, int]], expected: list[str
         (_received("a"), ["any", "a"]),
         (_received("b"), ["any", "b"]),
         (MessageSent(queue_name="a", messages=[Message(b"x")]), ["any", "a"]),
-        (MessageConsumed(delivery=_delivery("b"), body={}, consumer=None, result=0), ["any", "b"]),
+        (MessageConsumed(delivery=_delivery("b"), body={}, handler=None, result=0), ["any", "b"]),
         (
-            MessageConsumptionFailed(delivery=_delivery("a"), body=None, consumer=None, error=ValueError()),
+            MessageConsumptionFailed(delivery=_delivery("a"), body=None, handler=None, error=ValueError()),
             ["any", "a"],
         ),
         (ProcessStarted(pid=1, command=["kq"]), ["any"]),
@@ -230,6 +230,6 @@ def test_observers_still_see_a_vetoed_message() -> None:
     dispatcher.add_listener("message_received", lambda e: seen.append("plain"))
     dispatcher.add_listener("message_received", lambda e: seen.append("observer"), observer=True)
     delivery = Delivery(body=b"", content_type="", headers={}, routing_key="", message_id="m", queue="q")
-    event = dispatcher.dispatch(MessageReceived(delivery=delivery, body=None, consumer=None))
+    event = dispatcher.dispatch(MessageReceived(delivery=delivery, body=None, handler=None))
     assert event.vetoed_by == "no"
     assert seen == ["observer"]

@@ -18,7 +18,7 @@ from kq.core import (
     AllowList,
     Delivery,
     ExecutionFailedError,
-    HttpConsumer,
+    HttpHandler,
     HttpResult,
     KqError,
     MessageFormatError,
@@ -85,7 +85,7 @@ class Web:
 
     def __init__(self) -> None:
         self.servers: list[tuple[Server, threading.Thread]] = []
-        self.consumers: list[HttpConsumer] = []
+        self.consumers: list[HttpHandler] = []
 
     def server(self) -> Server:
         server = Server()
@@ -94,8 +94,8 @@ class Web:
         self.servers.append((server, thread))
         return server
 
-    def consumer(self, *allowed: str) -> HttpConsumer:
-        self.consumers.append(HttpConsumer(AllowList(allowed)))
+    def consumer(self, *allowed: str) -> HttpHandler:
+        self.consumers.append(HttpHandler(AllowList(allowed)))
         return self.consumers[-1]
 
     def close(self) -> None:
@@ -114,7 +114,7 @@ def web() -> Iterator[Web]:
     space.close()
 
 
-def send(consumer: HttpConsumer, url: str, options: dict[str, Any] | None = None) -> HttpResult:
+def send(consumer: HttpHandler, url: str, options: dict[str, Any] | None = None) -> HttpResult:
     body: dict[str, Any] = {"url": url, "options": options or {}}
     delivery = Delivery(json.dumps(body).encode(), "application/json", {}, "", "m1", "hooks")
     return consumer.consume(body, delivery)

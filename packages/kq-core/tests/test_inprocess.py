@@ -20,7 +20,7 @@ from kq.core import (
     ConsoleSettings,
     Delivery,
     ExecutionFailedError,
-    InProcessConsoleCommandConsumer,
+    InProcessConsoleCommandHandler,
     Limits,
     MessageFormatError,
     NotAllowedError,
@@ -110,13 +110,13 @@ def apps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         sys.modules.pop(name, None)
 
 
-def consumer(entry: str, *allowed: str, env: dict[str, str] | None = None) -> InProcessConsoleCommandConsumer:
+def consumer(entry: str, *allowed: str, env: dict[str, str] | None = None) -> InProcessConsoleCommandHandler:
     settings = ConsoleSettings(callable=entry, env=env or {})
-    return InProcessConsoleCommandConsumer(settings, AllowList(allowed or ("re:.*",)), label="worker-1")
+    return InProcessConsoleCommandHandler(settings, AllowList(allowed or ("re:.*",)), label="worker-1")
 
 
 def run(
-    handler: InProcessConsoleCommandConsumer, body: dict[str, Any], message_id: str = "m-123"
+    handler: InProcessConsoleCommandHandler, body: dict[str, Any], message_id: str = "m-123"
 ) -> CommandResult:
     delivery = Delivery(
         json.dumps(body).encode(), "application/json", {}, "", message_id, "jobs", delivery_count=2
@@ -284,7 +284,7 @@ def test_configured_queue_runs_in_process_and_dead_letters_failures() -> None:
         for event in Accumulator.events:
             app.dispatcher.add_listener(event, accumulator)
         loop = app.consume_loop("jobs", limits=Limits(messages=2), poll_interval=0.05)
-        assert isinstance(loop.handler, InProcessConsoleCommandConsumer)
+        assert isinstance(loop.handler, InProcessConsoleCommandHandler)
         loop.run()
         assert [r.stdout for r in accumulator.results] == ["in process\n"]
         [failure] = accumulator.failures

@@ -13,10 +13,10 @@ from kq.core import (
     ConsumeLoop,
     Delivery,
     DriverSpec,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
-    NoopConsumer,
+    NoopHandler,
     load_check,
 )
 from kq.drivers.memory import MemoryDriver
@@ -30,17 +30,17 @@ def driver() -> Iterator[MemoryDriver]:
 
 
 def _fill(driver: MemoryDriver, count: int, body: bytes = b'"x"') -> None:
-    driver.producer("jobs").publish_batch([Message(body) for _ in range(count)])
+    driver.producer("jobs").send_batch([Message(body) for _ in range(count)])
 
 
-class _Failing(MessageConsumer):
+class _Failing(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
         raise RuntimeError("no")
 
 
-class _Hungry(MessageConsumer):
+class _Hungry(Handler):
     """Keeps 20 MB per message: the worker's memory grows like a leaking one's."""
 
     accepted_content_types = None
@@ -96,7 +96,7 @@ def test_custom_check_stops_with_its_reason_and_a_failing_check_is_ignored(
         return "the maintenance window opened" if calls["n"] > 3 else None
 
     loop = ConsumeLoop(
-        driver, "jobs", NoopConsumer(), limits=Limits(checks=(broken, third)), poll_interval=0.1
+        driver, "jobs", NoopHandler(), limits=Limits(checks=(broken, third)), poll_interval=0.1
     )
     with caplog.at_level(logging.ERROR):
         assert loop.run() == "the maintenance window opened"

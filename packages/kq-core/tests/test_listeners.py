@@ -18,15 +18,15 @@ from kq.core import (
     App,
     CommandResult,
     ConfigError,
-    ConsoleCommandConsumer,
+    ConsoleCommandHandler,
     ConsoleSettings,
     ConsumeLoop,
     Delivery,
     DriverSpec,
+    Handler,
     Limits,
     Message,
     MessageConsumed,
-    MessageConsumer,
     parse_config,
 )
 from kq.core import _registry as registry
@@ -63,7 +63,7 @@ def good_plugin(dispatcher):
 """
 
 
-class Picky(MessageConsumer):
+class Picky(Handler):
     """Returns ``{"echo": body}``; fails on the body ``"bad"``."""
 
     kind = "picky"
@@ -93,11 +93,11 @@ def driver() -> Iterator[MemoryDriver]:
 
 def publish(driver: MemoryDriver, *bodies: Any) -> list[Message]:
     messages = [Message(json.dumps(b).encode(), routing_key="k.x") for b in bodies]
-    driver.producer("jobs").publish_batch(messages)
+    driver.producer("jobs").send_batch(messages)
     return messages
 
 
-def loop(driver: MemoryDriver, handler: MessageConsumer, count: int, *listeners: Any) -> ConsumeLoop:
+def loop(driver: MemoryDriver, handler: Handler, count: int, *listeners: Any) -> ConsumeLoop:
     consume = ConsumeLoop(driver, "jobs", handler, limits=Limits(messages=count), poll_interval=0.05)
     for listener in listeners:
         for event in listener.events:
@@ -166,10 +166,10 @@ def test_accumulator_keeps_results_and_failures(driver: MemoryDriver) -> None:
     assert (accumulator.received, accumulator.results, accumulator.failures) == ([], [], [])
 
 
-def _console(*allowed: str) -> ConsoleCommandConsumer:
+def _console(*allowed: str) -> ConsoleCommandHandler:
     false = shutil.which("false")
     assert false is not None
-    return ConsoleCommandConsumer(ConsoleSettings(prefix=(false,), timeout=10), AllowList(allowed))
+    return ConsoleCommandHandler(ConsoleSettings(prefix=(false,), timeout=10), AllowList(allowed))
 
 
 def test_requeue_failed_commands_retries_up_to_max_attempts(driver: MemoryDriver) -> None:

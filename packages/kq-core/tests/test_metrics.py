@@ -14,9 +14,9 @@ from kq.core import (  # noqa: E402 - after the importorskip
     Delivery,
     DriverSpec,
     EventDispatcher,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
     MessageReceived,
 )
 from kq.core.listeners import RequeueFailedCommands  # noqa: E402
@@ -24,7 +24,7 @@ from kq.core.metrics import PrometheusMetrics  # noqa: E402
 from kq.drivers.memory import MemoryDriver  # noqa: E402
 
 
-class _Mixed(MessageConsumer):
+class _Mixed(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -56,7 +56,7 @@ def test_counters_follow_what_the_loop_did(driver: MemoryDriver) -> None:
 
     dispatcher.add_listener("message_received", veto)
     bodies = [b'"ok"', b'"ok"', b'"fail"', b'"skip"', b"{broken"]
-    driver.producer("jobs").publish_batch([Message(b) for b in bodies])
+    driver.producer("jobs").send_batch([Message(b) for b in bodies])
     loop = ConsumeLoop(
         driver, "jobs", _Mixed(), dispatcher=dispatcher, limits=Limits(messages=5), poll_interval=0.1
     )
@@ -71,15 +71,15 @@ def test_counters_follow_what_the_loop_did(driver: MemoryDriver) -> None:
 
 
 def test_retries_are_counted(driver: MemoryDriver) -> None:
-    from kq.core import ConsoleCommandConsumer, ConsoleSettings, encode_json
+    from kq.core import ConsoleCommandHandler, ConsoleSettings, encode_json
     from kq.core._allow import AllowList
 
     registry = prometheus_client.CollectorRegistry()
     dispatcher = EventDispatcher()
     PrometheusMetrics(registry).register(dispatcher)
     dispatcher.add_listener("message_consumption_failed", RequeueFailedCommands(max_attempts=2))
-    driver.producer("jobs").publish(Message(encode_json({"command": "x"})))
-    consumer = ConsoleCommandConsumer(ConsoleSettings(prefix=("false",)), AllowList(["x"]))
+    driver.producer("jobs").send(Message(encode_json({"command": "x"})))
+    consumer = ConsoleCommandHandler(ConsoleSettings(prefix=("false",)), AllowList(["x"]))
     loop = ConsumeLoop(
         driver, "jobs", consumer, dispatcher=dispatcher, limits=Limits(messages=2), poll_interval=0.1
     )
@@ -96,7 +96,7 @@ def test_messages_refused_before_decoding_keep_the_gauge_at_zero(driver: MemoryD
     registry = prometheus_client.CollectorRegistry()
     dispatcher = EventDispatcher()
     PrometheusMetrics(registry).register(dispatcher)
-    driver.producer("jobs").publish(Message(b'"unsigned"'))
+    driver.producer("jobs").send(Message(b'"unsigned"'))
     verifier = Verifier({"k1": new_key().encode()}, max_age=60)
     loop = ConsumeLoop(
         driver, "jobs", _Mixed(), dispatcher=dispatcher, limits=Limits(messages=1), verifier=verifier
@@ -117,7 +117,7 @@ def test_retries_of_the_queue_policy_are_counted_as_retries(driver: MemoryDriver
     PrometheusMetrics(registry).register(dispatcher)
     spec = QueueSpec(name="jobs", driver="m", retry=RetryPolicy(max_attempts=2, delay=0, jitter=0))
     policy_driver = MemoryDriver(DriverSpec(name="m", type="memory"), [spec])
-    policy_driver.producer("jobs").publish(Message(b'"fail"'))
+    policy_driver.producer("jobs").send(Message(b'"fail"'))
     loop = ConsumeLoop(policy_driver, "jobs", _Mixed(), dispatcher=dispatcher, limits=Limits(messages=2))
     loop.run()
     assert _value(registry, "kq_message_retries_total", queue="jobs") == 1

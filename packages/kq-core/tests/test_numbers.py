@@ -324,7 +324,7 @@ def test_listener_options_must_be_finite(handler: str, options: dict[str, Any]) 
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_a_requeue_delay_must_be_finite(value: float) -> None:
     driver = MemoryDriver(DriverSpec(name="m", type="memory"))
-    driver.producer("q").publish(Message(b"{}"))
+    driver.producer("q").send(Message(b"{}"))
     with driver.consumer("q") as consumer:
         delivery = consumer.receive(1)
         assert delivery is not None

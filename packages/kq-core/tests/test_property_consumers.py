@@ -51,14 +51,14 @@ from kq.core import (
     Delivery,
     DriverSpec,
     EventDispatcher,
-    HttpConsumer,
-    InProcessConsoleCommandConsumer,
+    Handler,
+    HttpHandler,
+    InProcessConsoleCommandHandler,
     Limits,
     Message,
-    MessageConsumer,
     MessageConsumptionFailed,
     MessageReceived,
-    ServiceConsumer,
+    ServiceHandler,
     Signer,
     Verifier,
     attempt_of,
@@ -919,7 +919,7 @@ def drain(driver: MemoryDriver, queue: str) -> list[Delivery]:
 
 
 def run_batch(
-    handler: MessageConsumer,
+    handler: Handler,
     batch: list[Message],
     *,
     dispatcher: EventDispatcher | None = None,
@@ -930,7 +930,7 @@ def run_batch(
     dead letters."""
     MemoryDriver.reset()
     driver = MemoryDriver(DriverSpec(name="prop", type="memory"))
-    driver.producer(QUEUE).publish_batch(batch)
+    driver.producer(QUEUE).send_batch(batch)
     manager = driver.queue_manager()
 
     def drained() -> str | None:
@@ -1023,8 +1023,8 @@ def call_key(arguments: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     return json.dumps([list(arguments), dict(kwargs)], sort_keys=True)
 
 
-def inprocess_consumer() -> InProcessConsoleCommandConsumer:
-    return InProcessConsoleCommandConsumer(ConsoleSettings(callable=f"{CLI}:main"), AllowList(["echoback"]))
+def inprocess_consumer() -> InProcessConsoleCommandHandler:
+    return InProcessConsoleCommandHandler(ConsoleSettings(callable=f"{CLI}:main"), AllowList(["echoback"]))
 
 
 def prop_settings(max_examples: int) -> settings:
@@ -1085,7 +1085,7 @@ def test_inprocess_console_consumer_runs_only_allowed_commands(record: ModuleTyp
 
 
 def test_service_consumer_calls_only_the_allowed_function(record: ModuleType) -> None:
-    consumer = ServiceConsumer(AllowMap({SERVICES: ["allowed"]}))
+    consumer = ServiceHandler(AllowMap({SERVICES: ["allowed"]}))
     thrown = 0
 
     @prop_settings(100)
@@ -1419,7 +1419,7 @@ def test_http_consumer_never_requests_outside_its_allow_list(
         with server.lock:
             server.paths.clear()
         lookups.clear()
-        run = run_batch(HttpConsumer(allowed), batch, dispatcher=listeners())
+        run = run_batch(HttpHandler(allowed), batch, dispatcher=listeners())
         thrown += len(batch)
         with server.lock:
             paths = list(server.paths)
@@ -1442,7 +1442,7 @@ def test_http_messages_that_can_never_succeed_are_not_retryable_failures(
     @given(batch=batches(http_bodies(urls(8080)), http_bodies(urls(8080)), 10))
     @example(batch=[Message(encode_json({"url": "http://[::1/"}))])
     def check(batch: list[Message]) -> None:
-        run = run_batch(HttpConsumer(allowed), batch)
+        run = run_batch(HttpHandler(allowed), batch)
         check_settled(run)
         # "failed" is for a request that was sent, or could not be: allowed.invalid resolves nowhere.
         for dead in run.dead:

@@ -18,9 +18,9 @@ from kq.core import (
     App,
     Delivery,
     GenericMessageProducer,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
     MessageConsumptionFailed,
     _redrive,
     parse_config,
@@ -29,9 +29,9 @@ from kq.core._redrive import (
     REDRIVE_DROPPED_HEADERS,
     _Leases,
     body_preview,
-    remove_failed,
-    retry_failed,
-    show_failed,
+    remove_dead_letters,
+    retry_dead_letters,
+    show_dead_letters,
 )
 from kq.core._signing import NONCE, SIGNATURE
 from kq.drivers.memory import MemoryDriver
@@ -39,7 +39,7 @@ from kq.drivers.memory import MemoryDriver
 IDLE = 0.05
 
 
-class Failing(MessageConsumer):
+class Failing(Handler):
     """Fails every message it is given."""
 
     accepted_content_types = None
@@ -49,7 +49,7 @@ class Failing(MessageConsumer):
         raise RuntimeError(f"cannot handle {body!r}")
 
 
-class Recording(MessageConsumer):
+class Recording(Handler):
     """Succeeds, and keeps what it handled."""
 
     accepted_content_types = None
@@ -87,7 +87,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
     MemoryDriver.reset()
 
 
-def consume(app: App, queue: str, handler: MessageConsumer, messages: int) -> None:
+def consume(app: App, queue: str, handler: Handler, messages: int) -> None:
     app.consume_loop(
         queue, handler=handler, limits=Limits(messages=messages, time=10), poll_interval=0.05
     ).run()
@@ -107,7 +107,7 @@ def dead_letter(app: App, queue: str = "jobs", count: int = 3, **publish: Any) -
 
 
 def ids_in(app: App, queue: str = "jobs") -> list[str]:
-    return [item["message_id"] for item in show_failed(app, queue, idle=IDLE)]
+    return [item["message_id"] for item in show_dead_letters(app, queue, idle=IDLE)]
 
 
 # --- show ------------------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def ids_in(app: App, queue: str = "jobs") -> list[str]:
 
 def test_show_describes_every_dead_letter_and_keeps_them(app: App) -> None:
     ids = dead_letter(app)
-    shown = show_failed(app, "jobs", idle=IDLE)
+    shown = show_dead_letters(app, "jobs", idle=IDLE)
     assert [item["message_id"] for item in shown] == ids
     first = shown[0]
     assert first["reason"] == "failed"
@@ -137,7 +137,7 @@ def test_show_describes_every_dead_letter_and_keeps_them(app: App) -> None:
 
 def test_show_limit(app: App) -> None:
     ids = dead_letter(app, count=3)
-    assert [item["message_id"] for item in show_failed(app, "jobs", limit=2, idle=IDLE)] == ids[:2]
+    assert [item["message_id"] for item in show_dead_letters(app, "jobs", limit=2, idle=IDLE)] == ids[:2]
     assert ids_in(app) == ids
 
 
@@ -149,12 +149,12 @@ def test_show_counts_attempts_of_retried_messages(app: App) -> None:
     app.dispatcher.add_listener("message_consumption_failed", retry_once)
     app.producer("jobs").publish("{}")
     consume(app, "jobs", Failing(), 2)
-    [item] = show_failed(app, "jobs", idle=IDLE)
+    [item] = show_dead_letters(app, "jobs", idle=IDLE)
     assert item["attempts"] == 2
 
 
 def test_show_empty_dead_letter_queue(app: App) -> None:
-    assert show_failed(app, "jobs", idle=IDLE) == []
+    assert show_dead_letters(app, "jobs", idle=IDLE) == []
 
 
 def test_preview_of_text_and_binary_bodies() -> None:
@@ -169,7 +169,7 @@ def test_show_binary_body(app: App) -> None:
     producer = app.producer("jobs")
     producer.publish(b"\x00\xff" * 10, content_type="application/octet-stream")
     consume(app, "jobs", Failing(), 1)
-    [item] = show_failed(app, "jobs", idle=IDLE)
+    [item] = show_dead_letters(app, "jobs", idle=IDLE)
     assert item["body"] == "<20 bytes>"
     assert item["size"] == 20
     assert item["content_type"] == "application/octet-stream"
@@ -182,7 +182,7 @@ def test_retry_one_by_id_sends_it_back_signed_and_clean(app: App) -> None:
     ids = dead_letter(app)
     [before] = [d for d in _raw(app, "jobs.failed") if d.message_id == ids[1]]
 
-    result = retry_failed(app, "jobs", [ids[1]], idle=IDLE)
+    result = retry_dead_letters(app, "jobs", [ids[1]], idle=IDLE)
 
     assert result.done == (ids[1],)
     assert result.targets == {ids[1]: "jobs"}
@@ -211,7 +211,7 @@ def test_retry_removes_the_attempt_count(app: App) -> None:
     app.dispatcher.add_listener("message_consumption_failed", retry_once)
     message_id = app.producer("jobs").publish("{}").message_id
     consume(app, "jobs", Failing(), 2)
-    assert retry_failed(app, "jobs", idle=IDLE).done == (message_id,)
+    assert retry_dead_letters(app, "jobs", idle=IDLE).done == (message_id,)
     worker = Recording()
     consume(app, "jobs", worker, 1)
     assert "kq-attempt" not in worker.deliveries[0].headers
@@ -219,14 +219,14 @@ def test_retry_removes_the_attempt_count(app: App) -> None:
 
 def test_retry_all(app: App) -> None:
     ids = dead_letter(app)
-    result = retry_failed(app, "jobs", idle=IDLE)
+    result = retry_dead_letters(app, "jobs", idle=IDLE)
     assert result.done == tuple(ids)
     assert result.ok
-    assert show_failed(app, "jobs", idle=IDLE) == []
+    assert show_dead_letters(app, "jobs", idle=IDLE) == []
     worker = Recording()
     consume(app, "jobs", worker, 3)
     assert [d.message_id for d in worker.deliveries] == ids
-    assert show_failed(app, "jobs", idle=IDLE) == []
+    assert show_dead_letters(app, "jobs", idle=IDLE) == []
 
 
 def test_retry_sends_each_message_to_its_own_queue(app: App) -> None:
@@ -234,7 +234,7 @@ def test_retry_sends_each_message_to_its_own_queue(app: App) -> None:
     sms = dead_letter(app, "sms", count=2)
     # Both queues share one dead-letter queue; naming either shows it.
     assert ids_in(app, "mail") == mail + sms
-    result = retry_failed(app, "sms", idle=IDLE)
+    result = retry_dead_letters(app, "sms", idle=IDLE)
     assert result.targets == {mail[0]: "mail", sms[0]: "sms", sms[1]: "sms"}
     mail_worker, sms_worker = Recording(), Recording()
     consume(app, "mail", mail_worker, 1)
@@ -250,7 +250,7 @@ def test_one_message_id_failed_on_two_queues_goes_back_to_both(app: App) -> None
     for queue in ("mail", "sms"):
         app.producer(queue).send([message])
         consume(app, queue, Failing(), 1)
-    result = retry_failed(app, "mail", idle=IDLE)
+    result = retry_dead_letters(app, "mail", idle=IDLE)
     assert result.targets == {message.message_id: "mail, sms"}
     mail_worker, sms_worker = Recording(), Recording()
     consume(app, "mail", mail_worker, 1)
@@ -262,7 +262,7 @@ def test_one_message_id_failed_on_two_queues_goes_back_to_both(app: App) -> None
 
 def test_retry_reports_unknown_ids_and_does_the_others(app: App) -> None:
     ids = dead_letter(app)
-    result = retry_failed(app, "jobs", ["nope", ids[0], ids[0]], idle=IDLE)
+    result = retry_dead_letters(app, "jobs", ["nope", ids[0], ids[0]], idle=IDLE)
     assert result.done == (ids[0],)
     assert result.missing == ("nope",)
     assert not result.ok
@@ -277,7 +277,7 @@ def test_retry_whose_publish_fails_leaves_the_message(app: App, monkeypatch: pyt
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(GenericMessageProducer, "send", broken)
-    result = retry_failed(app, "jobs", [ids[0]], idle=IDLE)
+    result = retry_dead_letters(app, "jobs", [ids[0]], idle=IDLE)
     assert result.done == ()
     assert result.failed == {ids[0]: "could not be queued again on jobs: ConnectionError: broker down"}
     assert result.targets == {}
@@ -289,29 +289,29 @@ def test_retry_whose_publish_fails_leaves_the_message(app: App, monkeypatch: pyt
 def test_retry_queues_copies_of_one_message_once(app: App) -> None:
     [message_id] = dead_letter(app, count=1)
     [dead] = _raw(app, "jobs.failed")
-    app.driver().producer("jobs.failed").publish(dead.to_message())  # a duplicate (at-least-once)
+    app.driver().producer("jobs.failed").send(dead.to_message())  # a duplicate (at-least-once)
     assert ids_in(app) == [message_id, message_id]
-    assert retry_failed(app, "jobs", idle=IDLE).done == (message_id,)
-    assert show_failed(app, "jobs", idle=IDLE) == []
+    assert retry_dead_letters(app, "jobs", idle=IDLE).done == (message_id,)
+    assert show_dead_letters(app, "jobs", idle=IDLE) == []
     assert app.driver().queue_manager().info("jobs")["messages"] == 1
 
 
 def test_retry_refuses_to_sign_a_forged_message(app: App) -> None:
     # Published unsigned straight to the broker, as an attacker with broker access would.
     forged = Message(body=b'"rm -rf"', routing_key="job.x")
-    app.driver().producer("jobs").publish(forged)
+    app.driver().producer("jobs").send(forged)
     worker = Recording()
     consume(app, "jobs", worker, 1)
     assert worker.deliveries == []
-    [item] = show_failed(app, "jobs", idle=IDLE)
+    [item] = show_dead_letters(app, "jobs", idle=IDLE)
     assert item["reason"] == "unsigned"
 
-    result = retry_failed(app, "jobs", idle=IDLE)
+    result = retry_dead_letters(app, "jobs", idle=IDLE)
     assert result.done == ()
     assert "signature does not check (unsigned)" in result.failed[forged.message_id]
     assert ids_in(app) == [forged.message_id]
 
-    result = retry_failed(app, "jobs", idle=IDLE, resign_unverified=True)
+    result = retry_dead_letters(app, "jobs", idle=IDLE, resign_unverified=True)
     assert result.done == (forged.message_id,)
     consume(app, "jobs", worker, 1)
     assert [d.message_id for d in worker.deliveries] == [forged.message_id]
@@ -325,8 +325,8 @@ def test_retry_refuses_a_garbled_signature(app: App) -> None:
         "kq-original-queue": "jobs",
     }
     garbled = Message(body=b"{}", headers=headers)
-    app.driver().producer("jobs.failed").publish(garbled)
-    result = retry_failed(app, "jobs", idle=IDLE)
+    app.driver().producer("jobs.failed").send(garbled)
+    result = retry_dead_letters(app, "jobs", idle=IDLE)
     assert "signature does not check (bad-signature" in result.failed[garbled.message_id]
     assert ids_in(app) == [garbled.message_id]
 
@@ -342,7 +342,7 @@ def test_retry_of_a_message_kq_cannot_publish_leaves_it(app: App, monkeypatch: p
             yield found
 
     monkeypatch.setattr(_redrive, "_chunks", chunks)
-    result = retry_failed(app, "jobs", idle=IDLE, resign_unverified=True)
+    result = retry_dead_letters(app, "jobs", idle=IDLE, resign_unverified=True)
     monkeypatch.undo()
     assert result.done == (ids[1],)
     assert result.failed[ids[0]].startswith("cannot be published again: ")
@@ -351,12 +351,12 @@ def test_retry_of_a_message_kq_cannot_publish_leaves_it(app: App, monkeypatch: p
 
 def test_retry_signs_again_a_message_whose_signature_expired(app: App) -> None:
     old = app.signer.sign(Message(body=b"{}"), "jobs", valid_from=time.time() - 3 * 86400)
-    app.driver().producer("jobs").publish(old)
+    app.driver().producer("jobs").send(old)
     worker = Recording()
     consume(app, "jobs", worker, 1)
-    [item] = show_failed(app, "jobs", idle=IDLE)
+    [item] = show_dead_letters(app, "jobs", idle=IDLE)
     assert item["reason"] == "expired"
-    assert retry_failed(app, "jobs", idle=IDLE).done == (old.message_id,)
+    assert retry_dead_letters(app, "jobs", idle=IDLE).done == (old.message_id,)
     consume(app, "jobs", worker, 1)
     assert [d.message_id for d in worker.deliveries] == [old.message_id]
 
@@ -364,10 +364,10 @@ def test_retry_signs_again_a_message_whose_signature_expired(app: App) -> None:
 def test_retry_without_original_queue_goes_to_the_queue_named(app: App) -> None:
     [message_id] = dead_letter(app, count=1)
     [dead] = _raw(app, "jobs.failed")
-    remove_failed(app, "jobs", idle=IDLE)
+    remove_dead_letters(app, "jobs", idle=IDLE)
     headers = {k: v for k, v in dead.headers.items() if k != "kq-original-queue"}
-    app.driver().producer("jobs.failed").publish(dead.to_message(headers=headers))
-    result = retry_failed(app, "jobs", idle=IDLE)
+    app.driver().producer("jobs.failed").send(dead.to_message(headers=headers))
+    result = retry_dead_letters(app, "jobs", idle=IDLE)
     assert result.targets == {message_id: "jobs"}
     worker = Recording()
     consume(app, "jobs", worker, 1)
@@ -379,7 +379,7 @@ def test_retry_without_original_queue_goes_to_the_queue_named(app: App) -> None:
 
 def test_remove_by_id_and_all(app: App) -> None:
     ids = dead_letter(app)
-    result = remove_failed(app, "jobs", [ids[1], "nope"], idle=IDLE)
+    result = remove_dead_letters(app, "jobs", [ids[1], "nope"], idle=IDLE)
     assert result.done == (ids[1],)
     assert result.missing == ("nope",)
     assert result.as_dict() == {
@@ -390,22 +390,22 @@ def test_remove_by_id_and_all(app: App) -> None:
         "failed": {},
     }
     assert ids_in(app) == [ids[0], ids[2]]
-    assert remove_failed(app, "jobs", idle=IDLE).done == (ids[0], ids[2])
-    assert show_failed(app, "jobs", idle=IDLE) == []
+    assert remove_dead_letters(app, "jobs", idle=IDLE).done == (ids[0], ids[2])
+    assert show_dead_letters(app, "jobs", idle=IDLE) == []
     assert app.driver().queue_manager().info("jobs")["messages"] == 0
 
 
 def test_remove_nothing_asked(app: App) -> None:
     ids = dead_letter(app, count=2)
-    assert remove_failed(app, "jobs", [], idle=IDLE).done == ()
+    assert remove_dead_letters(app, "jobs", [], idle=IDLE).done == ()
     assert ids_in(app) == ids
 
 
 def test_bad_arguments(app: App) -> None:
     with pytest.raises(ValueError, match="limit"):
-        show_failed(app, "jobs", limit=0)
+        show_dead_letters(app, "jobs", limit=0)
     with pytest.raises(ValueError, match="prefetch"):
-        show_failed(app, "jobs", prefetch=0)
+        show_dead_letters(app, "jobs", prefetch=0)
 
 
 # --- leases ----------------------------------------------------------------------------------------------

@@ -21,17 +21,17 @@ from kq.core import (
     Consumer,
     Delivery,
     DriverSpec,
+    Handler,
     LeaseLostError,
     Limits,
     Message,
-    MessageConsumer,
     PublishError,
     QueueSpec,
     load_driver_class,
     parse_config,
-    remove_failed,
-    retry_failed,
-    show_failed,
+    remove_dead_letters,
+    retry_dead_letters,
+    show_dead_letters,
 )
 from kq.core import _app as app_module
 from kq.core._message import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON
@@ -93,12 +93,12 @@ class PartialProducer(MemoryProducer):
     """Publishes the first ``PartialDriver.first`` messages of a batch to a queue other than a dead-letter
     queue, then stops, as an SQS batch whose second call fails does."""
 
-    def _publish_batch(self, messages: Sequence[Message]) -> None:
+    def _send_batch(self, messages: Sequence[Message]) -> None:
         if self.queue.name.endswith(".failed") or PartialDriver.first is None:
-            super()._publish_batch(messages)
+            super()._send_batch(messages)
             return
         went, rest = messages[: PartialDriver.first], messages[PartialDriver.first :]
-        super()._publish_batch(went)
+        super()._send_batch(went)
         if rest:
             raise PublishError(
                 f"{len(rest)} of {len(messages)} messages were not published",
@@ -152,7 +152,7 @@ def fill(app: App, count: int, *, start: int = 0) -> list[str]:
     ]
     producer = app.driver().producer("jobs.failed")
     for first in range(0, count, 100):
-        producer.publish_batch(messages[first : first + 100])
+        producer.send_batch(messages[first : first + 100])
     return [m.message_id for m in messages]
 
 
@@ -218,7 +218,7 @@ def lapse_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_retry_and_remove_acknowledge_in_batches(tmp_path: Path, kind: str, calls: Counter[str]) -> None:
     with make_app(tmp_path, kind) as app:
         ids = fill(app, 250)
-        result = retry_failed(app, "jobs", idle=IDLE)
+        result = retry_dead_letters(app, "jobs", idle=IDLE)
         assert result.done == tuple(ids)
         assert result.ok
         assert calls["ack"] == 0
@@ -229,7 +229,7 @@ def test_retry_and_remove_acknowledge_in_batches(tmp_path: Path, kind: str, call
 
         calls.clear()
         more = fill(app, 250, start=250)
-        assert remove_failed(app, "jobs", idle=IDLE).done == tuple(more)
+        assert remove_dead_letters(app, "jobs", idle=IDLE).done == tuple(more)
         assert calls["ack"] == 0
         assert calls["ack_many"] <= 3
         assert ids_waiting(app, "jobs.failed") == []
@@ -247,7 +247,7 @@ def test_slow_leases_never_lapse_while_retrying(
     have taken them."""
     with make_app(tmp_path, "slow", visibility_timeout=0.3) as app:
         ids = fill(app, 200)
-        result = retry_failed(app, "jobs", idle=IDLE)
+        result = retry_dead_letters(app, "jobs", idle=IDLE)
         assert result.ok, result.failed
         assert result.done == tuple(ids)
         assert lapse_warnings(caplog) == []
@@ -260,7 +260,7 @@ def test_slow_leases_never_lapse_while_showing(tmp_path: Path, caplog: pytest.Lo
     """show holds what it looked at until the end: it looks at no more than it can keep reserved."""
     with make_app(tmp_path, "slow", visibility_timeout=0.3) as app:
         ids = fill(app, 200)
-        shown = [item["message_id"] for item in show_failed(app, "jobs", idle=IDLE)]
+        shown = [item["message_id"] for item in show_dead_letters(app, "jobs", idle=IDLE)]
         assert lapse_warnings(caplog) == []
         assert len(set(shown)) == len(shown)  # none seen twice
         assert shown == ids[: len(shown)]
@@ -272,7 +272,7 @@ def test_retry_by_id_across_chunks_leaves_the_others(tmp_path: Path) -> None:
     with make_app(tmp_path, "memory") as app:
         ids = fill(app, 250)
         wanted = [ids[230], ids[5], ids[150], "nope"]
-        result = retry_failed(app, "jobs", wanted, idle=IDLE)
+        result = retry_dead_letters(app, "jobs", wanted, idle=IDLE)
         assert result.done == (ids[5], ids[150], ids[230])
         assert result.missing == ("nope",)
         assert ids_waiting(app, "jobs.failed") == [i for i in ids if i not in wanted]
@@ -282,23 +282,23 @@ def test_retry_by_id_across_chunks_leaves_the_others(tmp_path: Path) -> None:
 def test_limit_across_chunks(tmp_path: Path) -> None:
     with make_app(tmp_path, "memory") as app:
         ids = fill(app, 250)
-        assert remove_failed(app, "jobs", idle=IDLE, limit=120).done == tuple(ids[:120])
+        assert remove_dead_letters(app, "jobs", idle=IDLE, limit=120).done == tuple(ids[:120])
         assert ids_waiting(app, "jobs.failed") == ids[120:]
-        assert [i["message_id"] for i in show_failed(app, "jobs", idle=IDLE, limit=110)] == ids[120:230]
+        assert [i["message_id"] for i in show_dead_letters(app, "jobs", idle=IDLE, limit=110)] == ids[120:230]
 
 
 def test_copies_of_one_message_in_different_chunks_go_back_once(tmp_path: Path) -> None:
     with make_app(tmp_path, "memory") as app:
         ids = fill(app, 150)
         [copy] = [d for d in waiting(app, "jobs.failed") if d.message_id == ids[3]]
-        app.driver().producer("jobs.failed").publish(copy.to_message())  # a duplicate, far behind
-        result = retry_failed(app, "jobs", idle=IDLE)
+        app.driver().producer("jobs.failed").send(copy.to_message())  # a duplicate, far behind
+        result = retry_dead_letters(app, "jobs", idle=IDLE)
         assert result.done == tuple(ids)
         assert ids_waiting(app, "jobs.failed") == []
         assert Counter(ids_waiting(app, "jobs")) == Counter(ids)
 
 
-class Failing(MessageConsumer):
+class Failing(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -314,7 +314,7 @@ def test_a_message_failing_again_during_the_run_is_left_alone(
     with make_app(tmp_path, "memory") as app:
         ids = fill(app, 250)
         published: Counter[str] = Counter()
-        real = MemoryProducer._publish_batch
+        real = MemoryProducer._send_batch
 
         def publish_and_fail(self: MemoryProducer, messages: Sequence[Message]) -> None:
             real(self, messages)
@@ -323,8 +323,8 @@ def test_a_message_failing_again_during_the_run_is_left_alone(
                 loop = app.consume_loop("jobs", handler=Failing(), limits=Limits(messages=len(messages)))
                 loop.run()
 
-        monkeypatch.setattr(MemoryProducer, "_publish_batch", publish_and_fail)
-        result = retry_failed(app, "jobs", idle=IDLE)
+        monkeypatch.setattr(MemoryProducer, "_send_batch", publish_and_fail)
+        result = retry_dead_letters(app, "jobs", idle=IDLE)
         assert result.done == tuple(ids)
         assert published == Counter(ids)  # each queued again once
         monkeypatch.undo()
@@ -348,7 +348,7 @@ def test_a_message_whose_lease_was_lost_is_not_done(
         try:
             ids = fill(app, 30)
             LosingDriver.victim = ids[2]
-            run = retry_failed if action == "retry" else remove_failed
+            run = retry_dead_letters if action == "retry" else remove_dead_letters
             result = run(app, "jobs", idle=IDLE)
         finally:
             SlowDriver.receive_cost = 0.001
@@ -370,7 +370,7 @@ def test_a_partial_publish_acknowledges_what_went_and_no_more(tmp_path: Path) ->
     with make_app(tmp_path, "partial") as app:
         ids = fill(app, 5)
         PartialDriver.first = 3
-        result = retry_failed(app, "jobs", idle=IDLE)
+        result = retry_dead_letters(app, "jobs", idle=IDLE)
         assert result.done == tuple(ids[:3])
         assert set(result.failed) == set(ids[3:])
         assert result.failed[ids[3]].startswith("could not be queued again on jobs: PublishError: ")
@@ -378,7 +378,7 @@ def test_a_partial_publish_acknowledges_what_went_and_no_more(tmp_path: Path) ->
         assert ids_waiting(app, "jobs.failed") == ids[3:]
 
         PartialDriver.first = None
-        assert retry_failed(app, "jobs", idle=IDLE).done == tuple(ids[3:])
+        assert retry_dead_letters(app, "jobs", idle=IDLE).done == tuple(ids[3:])
         assert Counter(ids_waiting(app, "jobs")) == Counter(ids)  # none twice
 
 
@@ -386,7 +386,7 @@ def test_a_publish_error_naming_nothing_leaves_everything(tmp_path: Path) -> Non
     with make_app(tmp_path, "partial") as app:
         ids = fill(app, 3)
         PartialDriver.first = 0
-        result = retry_failed(app, "jobs", idle=IDLE)
+        result = retry_dead_letters(app, "jobs", idle=IDLE)
         assert result.done == ()
         assert set(result.failed) == set(ids)
         assert ids_waiting(app, "jobs.failed") == ids

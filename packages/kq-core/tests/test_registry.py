@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from kq.core import (
-    DriverNotInstalledError,
-    UnknownDriverError,
+    PluginLoadError,
+    UnknownPluginError,
     driver_entries,
     driver_names,
     load_driver_class,
@@ -59,7 +59,7 @@ def test_builtin_drivers_are_registered_like_plugins() -> None:
 
 def test_unknown_driver_lists_what_is_installed() -> None:
     with pytest.raises(
-        UnknownDriverError, match=r"unknown driver type 'rabbit'; available: .*memory.*sqlite"
+        UnknownPluginError, match=r"unknown driver type 'rabbit'; available: .*memory.*sqlite"
     ):
         load_driver_class("rabbit")
 
@@ -75,7 +75,7 @@ def test_unknown_driver_lists_what_is_installed() -> None:
     ],
 )
 def test_broken_plugins_give_clear_errors(name: str, message: str) -> None:
-    with pytest.raises(DriverNotInstalledError) as caught:
+    with pytest.raises(PluginLoadError) as caught:
         load_driver_class(name)
     assert message in str(caught.value)
 

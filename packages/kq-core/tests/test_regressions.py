@@ -15,16 +15,16 @@ from kq.core import (
     App,
     Capabilities,
     ConfigError,
-    ConsoleCommandConsumer,
+    ConsoleCommandHandler,
     ConsoleSettings,
     ConsumeLoop,
     Delivery,
     DeliveryStateError,
     DriverSpec,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
-    NoopConsumer,
+    NoopHandler,
     Producer,
     QueueSpec,
     UnsupportedOperationError,
@@ -42,7 +42,7 @@ def _fresh_memory() -> Iterator[None]:
     MemoryDriver.reset()
 
 
-class _Failing(MessageConsumer):
+class _Failing(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -60,7 +60,7 @@ class _NoDeadLetters(MemoryDriver):
 
 def test_undeliverable_dead_letter_is_requeued_with_a_delay_not_in_a_hot_loop() -> None:
     driver = _NoDeadLetters(DriverSpec(name="m", type="memory"))
-    driver.producer("jobs").publish(Message(b"x", content_type="text/plain"))
+    driver.producer("jobs").send(Message(b"x", content_type="text/plain"))
     loop = ConsumeLoop(driver, "jobs", _Failing(), limits=Limits(messages=1), poll_interval=0.1)
     loop.run()
     assert (loop.stats.failed, loop.stats.requeued, loop.stats.dead_lettered) == (1, 1, 0)
@@ -75,7 +75,7 @@ class _NoTTL(MemoryDriver):
 def test_ttl_on_a_driver_without_expiry_is_refused_not_ignored() -> None:
     driver = _NoTTL(DriverSpec(name="m", type="memory"))
     with pytest.raises(UnsupportedOperationError, match="cannot expire messages"):
-        driver.producer("jobs").publish(Message(b"x", ttl=5))
+        driver.producer("jobs").send(Message(b"x", ttl=5))
 
 
 def test_queue_level_visibility_timeout_must_be_positive(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_extending_a_lost_sqlite_lease_is_reported(tmp_path: Path) -> None:
         name="d", type="sqlite", options={"path": str(tmp_path / "q.db"), "visibility_timeout": 0.2}
     )
     with SqliteDriver(spec) as driver:
-        driver.producer("jobs").publish(Message(b"x", content_type="text/plain"))
+        driver.producer("jobs").send(Message(b"x", content_type="text/plain"))
         with driver.consumer("jobs") as first, driver.consumer("jobs") as second:
             delivery = first.receive(1)
             assert delivery is not None
@@ -117,7 +117,7 @@ def test_console_cwd_is_relative_to_the_configuration_file(tmp_path: Path) -> No
 def test_dead_letter_queue_is_consumed_with_the_original_queues_consumer() -> None:
     config = parse_config({"queues": {"events": {"consumer": "noop"}}}, source="kq.toml")
     with App(config) as app:
-        assert isinstance(app.message_consumer("events.failed"), NoopConsumer)
+        assert isinstance(app.handler("events.failed"), NoopHandler)
 
 
 def test_broken_listener_only_breaks_commands_that_need_listeners() -> None:
@@ -135,7 +135,7 @@ def test_command_does_not_inherit_the_workers_kq_label(monkeypatch: pytest.Monke
     settings = ConsoleSettings(
         prefix=(sys.executable, "-c", "import os; print(repr(os.environ['KQ_LABEL']))")
     )
-    consumer = ConsoleCommandConsumer(settings, AllowList(["x"]), label=None)
+    consumer = ConsoleCommandHandler(settings, AllowList(["x"]), label=None)
     delivery = Delivery(
         body=b"", content_type="application/json", headers={}, routing_key="", message_id="m", queue="q"
     )
@@ -146,8 +146,8 @@ def test_command_does_not_inherit_the_workers_kq_label(monkeypatch: pytest.Monke
 def test_deeply_nested_json_is_dead_lettered_and_the_loop_goes_on() -> None:
     driver = MemoryDriver(DriverSpec(name="m", type="memory"))
     bomb = b"[" * 100_000 + b"]" * 100_000
-    driver.producer("jobs").publish_batch([Message(bomb), Message(b'{"ok": true}')])
-    loop = ConsumeLoop(driver, "jobs", NoopConsumer(), limits=Limits(messages=2), poll_interval=0.1)
+    driver.producer("jobs").send_batch([Message(bomb), Message(b'{"ok": true}')])
+    loop = ConsumeLoop(driver, "jobs", NoopHandler(), limits=Limits(messages=2), poll_interval=0.1)
     loop.run()
     assert (loop.stats.consumed, loop.stats.dead_lettered) == (1, 1)
     with driver.consumer("jobs.failed") as consumer:
@@ -192,10 +192,10 @@ def test_a_message_without_content_type_can_be_dead_lettered() -> None:
         body=b"not json", content_type="", headers={}, routing_key="k", message_id="m1", queue="q"
     )
     assert delivery.to_message().content_type == "application/json"
-    driver.producer("q").publish(delivery.to_message())
+    driver.producer("q").send(delivery.to_message())
 
 
-class _AlwaysFailing(MessageConsumer):
+class _AlwaysFailing(Handler):
     accepted_content_types = None
 
     def consume(self, body: Any, delivery: Delivery) -> Any:
@@ -216,7 +216,7 @@ def test_a_foreign_header_name_neither_crashes_the_worker_nor_traps_the_message(
         driver, _ = app.queue("jobs")
         message = Message(b'"x"', headers={"x-ok": "1"})
         object.__setattr__(message, "headers", {"x-ok": "1", "X-Php Trace": "abc", "a:b": "c"})
-        driver.producer("jobs").publish(message)
+        driver.producer("jobs").send(message)
         loop = app.consume_loop("jobs", handler=_AlwaysFailing(), limits=Limits(messages=1, time=5))
         loop.run()  # must not raise
         # The memory driver cannot queue a copy with such headers either: the message is dead-lettered.

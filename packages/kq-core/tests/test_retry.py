@@ -17,9 +17,9 @@ from kq.core import (
     DeliveryStateError,
     Driver,
     DriverSpec,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
     MessageConsumptionFailed,
     MessageFormatError,
     NotAllowedError,
@@ -30,7 +30,7 @@ from kq.drivers.memory import MemoryDriver
 from kq.drivers.sqlite import SqliteDriver
 
 
-class Failing(MessageConsumer):
+class Failing(Handler):
     """Fails every message: as the body says (``"invalid"``, ``"not-allowed"``) or at run time."""
 
     accepted_content_types = None
@@ -113,7 +113,7 @@ def test_retry_request_validates_the_delay() -> None:
 
 def test_retried_copy_keeps_the_message_and_counts_attempts(driver: Driver) -> None:
     original = Message(b'"work"', headers={"trace": "t-1"}, routing_key="jobs.report")
-    driver.producer("jobs").publish(original)
+    driver.producer("jobs").send(original)
     seen: list[Delivery] = []
     loop, accumulator = run(
         driver, 3, lambda event: seen.append(event.delivery), retry_below(3), routing_key="jobs.*"
@@ -138,7 +138,7 @@ def test_retried_copy_keeps_the_message_and_counts_attempts(driver: Driver) -> N
 
 
 def test_retry_with_a_delay_hides_the_copy(driver: Driver) -> None:
-    driver.producer("jobs").publish(Message(b'"later"'))
+    driver.producer("jobs").send(Message(b'"later"'))
     loop, _ = run(driver, 1, retry_below(5, delay=60))
     assert loop.stats.retried == 1
     info = driver.queue_manager().info("jobs")
@@ -157,7 +157,7 @@ def test_retry_with_a_delay_hides_the_copy(driver: Driver) -> None:
 def test_retry_of_a_message_that_can_never_succeed_is_ignored(
     driver: Driver, caplog: pytest.LogCaptureFixture, body: bytes, content_type: str, reason: str
 ) -> None:
-    driver.producer("jobs").publish(Message(body, content_type=content_type))
+    driver.producer("jobs").send(Message(body, content_type=content_type))
     with caplog.at_level(logging.WARNING, logger="kq.core._loop"):
         loop, accumulator = run(driver, 1, retry_below(5))
     assert [(e.reason, e.outcome) for e in accumulator.failures] == [(reason, "dead-lettered")]
@@ -171,7 +171,7 @@ def test_a_retry_delay_beyond_the_drivers_maximum_is_shortened_to_it() -> None:
     # Retrying as late as the driver allows beats giving up: the delay is capped, not refused.
     MemoryDriver.reset()
     driver = _LimitedDelay(DriverSpec(name="d", type="memory"))
-    driver.producer("jobs").publish(Message(b'"x"'))
+    driver.producer("jobs").send(Message(b'"x"'))
     loop, accumulator = run(driver, 1, retry_below(5, delay=60))
     assert (loop.stats.retried, loop.stats.dead_lettered) == (1, 0)
     assert accumulator.failures[0].outcome == "retried"
@@ -181,7 +181,7 @@ def test_a_retry_delay_beyond_the_drivers_maximum_is_shortened_to_it() -> None:
 
 
 def test_consumer_retry_settles_the_delivery_once(driver: Driver) -> None:
-    driver.producer("jobs").publish(Message(b'"x"', headers={"keep": "me"}))
+    driver.producer("jobs").send(Message(b'"x"', headers={"keep": "me"}))
     with driver.consumer("jobs") as consumer, driver.consumer("jobs") as other:
         delivery = consumer.receive(1)
         assert delivery is not None

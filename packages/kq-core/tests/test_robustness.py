@@ -23,9 +23,9 @@ from kq.core import (
     ConsumeLoop,
     Delivery,
     DriverSpec,
+    Handler,
     Limits,
     Message,
-    MessageConsumer,
     QueueSpec,
     encode_json,
     parse_config,
@@ -36,7 +36,7 @@ from kq.drivers.memory import MemoryConsumer, MemoryDriver
 from kq.drivers.sqlite import SqliteDriver
 
 
-class _Recording(MessageConsumer):
+class _Recording(Handler):
     accepted_content_types = None
 
     def __init__(self) -> None:
@@ -74,9 +74,9 @@ def test_a_row_whose_headers_are_not_an_object_is_dead_lettered_and_the_worker_g
 ) -> None:
     path = tmp_path / "q.sqlite3"
     with _sqlite(path, "jobs") as driver:
-        driver.producer("jobs").publish(Message(b'"first"'))
+        driver.producer("jobs").send(Message(b'"first"'))
         _insert(path, "jobs", "[1, 2, 3]")
-        driver.producer("jobs").publish(Message(b'"behind it"'))
+        driver.producer("jobs").send(Message(b'"behind it"'))
         handler = _Recording()
         loop = ConsumeLoop(driver, "jobs", handler, limits=Limits(messages=3, time=10), poll_interval=0.1)
         loop.run()
@@ -102,7 +102,7 @@ def test_a_receive_that_raises_is_logged_and_the_consumer_rebuilt(caplog: pytest
         return original(self, timeout)
 
     driver = MemoryDriver(DriverSpec(name="mem", type="memory"), [QueueSpec(name="jobs", driver="mem")])
-    driver.producer("jobs").publish(Message(b'"ok"'))
+    driver.producer("jobs").send(Message(b'"ok"'))
     handler = _Recording()
     with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.ERROR, "kq.core._loop"):
         patch.setattr(MemoryConsumer, "_receive", flaky)
@@ -140,7 +140,7 @@ def test_a_worker_follows_its_database_when_it_is_deleted(
                     other.producer("jobs")  # creates the file and its schema
                 replacement.replace(path)
             with _sqlite(path, "jobs") as producer_driver:  # what `kq queuecommand` does next
-                producer_driver.producer("jobs").publish(Message(b'"to the new file"'))
+                producer_driver.producer("jobs").send(Message(b'"to the new file"'))
             worker.join(timeout=15)
     assert handler.bodies == ["to the new file"], f"the worker stalled on the old file ({loop.stop_reason})"
     assert "was deleted" in caplog.text or "was replaced" in caplog.text
@@ -150,9 +150,9 @@ def test_a_producer_follows_its_database_when_it_is_deleted(tmp_path: Path) -> N
     path = tmp_path / ".kq" / "kq.sqlite3"
     with _sqlite(path, "jobs") as driver:
         producer = driver.producer("jobs")
-        producer.publish(Message(b'"before"'))
+        producer.send(Message(b'"before"'))
         shutil.rmtree(path.parent)
-        producer.publish(Message(b'"after"'))
+        producer.send(Message(b'"after"'))
     with _sqlite(path, "jobs") as reader, reader.consumer("jobs") as consumer:
         got = drain(consumer, idle=0.3)
     assert [d.body for d in got] == [b'"after"'], "the message went to the deleted file"
@@ -164,11 +164,11 @@ def test_a_producer_follows_its_database_when_it_is_deleted(tmp_path: Path) -> N
 def test_a_full_database_is_reported_as_full_not_as_a_failed_rollback(tmp_path: Path) -> None:
     with _sqlite(tmp_path / "q.sqlite3", "jobs") as driver:
         producer = driver.producer("jobs")
-        producer.publish(Message(b'"small"'))
+        producer.send(Message(b'"small"'))
         pages = producer._connection.execute("PRAGMA page_count").fetchone()[0]  # type: ignore[attr-defined]
         producer._connection.execute(f"PRAGMA max_page_count = {pages}")  # type: ignore[attr-defined]
         with pytest.raises(sqlite3.OperationalError, match="full"):
-            producer.publish_batch([Message(b'"' + b"x" * 20_000 + b'"') for _ in range(20)])
+            producer.send_batch([Message(b'"' + b"x" * 20_000 + b'"') for _ in range(20)])
 
 
 # --- authenticity before the delivery count ----------------------------------------------------------
@@ -191,7 +191,7 @@ def test_an_unsigned_row_with_an_inflated_count_is_refused_as_unsigned(
     )
     with app:
         driver, _ = app.queue("jobs")
-        driver.producer("jobs").publish(Message(encode_json("warm-up")))  # creates the schema
+        driver.producer("jobs").send(Message(encode_json("warm-up")))  # creates the schema
         with driver.consumer("jobs") as consumer:
             consumer.ack(receive_within(consumer, 5))
         _insert(tmp_path / "q.sqlite3", "jobs", "{}", count=50)
@@ -247,7 +247,7 @@ def test_a_failing_listener_is_one_line_without_traceback(
 
     dispatcher = EventDispatcher()
     dispatcher.add_listener("message_consumed", broken)
-    memory_queue.producer("jobs").publish(Message(b'"x"'))
+    memory_queue.producer("jobs").send(Message(b'"x"'))
     loop = ConsumeLoop(
         memory_queue,
         "jobs",
@@ -263,7 +263,7 @@ def test_a_failing_listener_is_one_line_without_traceback(
     assert "ValueError: listener bug" in errors[0].getMessage()
     assert not errors[0].exc_info
     caplog.clear()
-    memory_queue.producer("jobs").publish(Message(b'"y"'))
+    memory_queue.producer("jobs").send(Message(b'"y"'))
     with caplog.at_level(logging.DEBUG):
         ConsumeLoop(
             memory_queue,
@@ -274,3 +274,22 @@ def test_a_failing_listener_is_one_line_without_traceback(
             poll_interval=0.05,
         ).run()
     assert any(r.exc_info for r in caplog.records if r.levelno >= logging.ERROR), "no traceback at DEBUG"
+
+
+def test_a_worker_opening_a_new_database_waits_for_another_writer(tmp_path: Path) -> None:
+    """sqlite fails a journal-mode change at once, without its busy handler, while another connection
+    writes; workers starting together on a new file saw "database is locked" instead of waiting."""
+    path = tmp_path / "kq.sqlite3"
+    holder = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        driver = SqliteDriver(DriverSpec(name="db", type="sqlite", options={"path": str(path)}))
+        with driver, driver.consumer("jobs") as consumer:
+            assert consumer.receive(0) is None
+    finally:
+        release.join()
+        holder.close()

@@ -21,7 +21,7 @@ from kq.core import (
     Message,
     MessageFormatError,
     NotAllowedError,
-    ServiceConsumer,
+    ServiceHandler,
     ServiceProducer,
     make_service_call,
     parse_service_call,
@@ -76,7 +76,7 @@ def _delivery(body: Any) -> Delivery:
 
 
 def _consume(allowed: dict[str, list[str]], body: Any) -> Any:
-    consumer = ServiceConsumer(AllowMap(allowed))
+    consumer = ServiceHandler(AllowMap(allowed))
     return consumer.consume(body, _delivery(body))
 
 
@@ -217,11 +217,11 @@ def test_consume_loop_reports_results_and_classifies_failures(svc: Path) -> None
         {"service": "forbidden", "method": "run"},
         {"service": "kqtest_svc", "method": "_hidden"},
     ]
-    driver.producer("jobs").publish_batch([Message(json.dumps(b).encode()) for b in bodies])
+    driver.producer("jobs").send_batch([Message(json.dumps(b).encode()) for b in bodies])
     loop = ConsumeLoop(
         driver,
         "jobs",
-        ServiceConsumer(AllowMap({"kqtest_svc": ["greet", "boom"]})),
+        ServiceHandler(AllowMap({"kqtest_svc": ["greet", "boom"]})),
         limits=Limits(messages=4),
         poll_interval=0.05,
     )
@@ -245,4 +245,4 @@ def test_consume_loop_reports_results_and_classifies_failures(svc: Path) -> None
     assert reasons[1][0] == "not-allowed"
     assert "'forbidden'" in reasons[1][1]
     assert reasons[2][0] == "invalid"
-    assert ServiceConsumer(AllowMap()).describe(bodies[0]) == "service kqtest_svc.greet"
+    assert ServiceHandler(AllowMap()).describe(bodies[0]) == "service kqtest_svc.greet"

@@ -17,8 +17,8 @@ from kq.core import (
     App,
     ConfigError,
     Delivery,
+    Handler,
     Message,
-    MessageConsumer,
     MessageConsumptionFailed,
     encode_json,
     parse_config,
@@ -38,7 +38,7 @@ def _fresh_memory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     MemoryDriver.reset()
 
 
-class _Recorder(MessageConsumer):
+class _Recorder(Handler):
     """A consumer that remembers what it executed (the queues require signatures)."""
 
     accepted_content_types = None
@@ -86,7 +86,7 @@ def _run(app: App, count: int = 1, queue: str = "jobs") -> list[MessageConsumpti
 def _raw(app: App, message: Message, queue: str = "jobs") -> None:
     """Publish without signing, as an attacker with access to the broker would."""
     driver, _ = app.queue(queue)
-    driver.producer(queue).publish(message)
+    driver.producer(queue).send(message)
 
 
 def _signed(app: App, body: Any = "hello", queue: str = "jobs", **fields: Any) -> Message:
@@ -342,7 +342,7 @@ def test_the_dead_letter_queue_of_a_queue_without_signatures_accepts_unsigned_me
     )
     with App(config) as app:
         driver, _ = app.queue("legacy")
-        driver.producer("legacy").publish(Message(encode_json("fail")))
+        driver.producer("legacy").send(Message(encode_json("fail")))
         _run(app, queue="legacy")
         assert [f.reason for f in _run(app, queue="legacy.failed")] == ["failed"]
         assert _Recorder.executed == ["fail"]  # ran again from the dead-letter queue
@@ -370,7 +370,7 @@ def test_a_message_requeued_by_its_worker_is_not_taken_for_a_replay(
     with _app({"k1": KEY_1}) as app:
         app.producer("jobs").publish(encode_json("fail"))
         driver, _ = app.queue("jobs")
-        real = type(driver.producer("jobs.failed")).publish
+        real = type(driver.producer("jobs.failed")).send
         broken = {"times": 1}
 
         def publish(self: Any, message: Message) -> Any:
@@ -379,7 +379,7 @@ def test_a_message_requeued_by_its_worker_is_not_taken_for_a_replay(
                 raise RuntimeError("dead-letter queue unavailable")
             return real(self, message)
 
-        monkeypatch.setattr(type(driver.producer("jobs.failed")), "publish", publish)
+        monkeypatch.setattr(type(driver.producer("jobs.failed")), "send", publish)
         monkeypatch.setattr("kq.core._failures.RETRY_DEAD_LETTER_AFTER", 0.0)
         failures = _run(app, count=2)
         assert [(f.reason, f.outcome) for f in failures] == [

@@ -623,10 +623,10 @@ def test_publishing_past_the_limits_is_refused_before_connecting() -> None:
         publish_timeout=0.1,
     )
     with pytest.raises(UnsupportedOperationError, match="delays a published message by at most"):
-        driver.producer("demo").publish(Message(b"{}", delay=315_360_000))  # ten years: over the limit
+        driver.producer("demo").send(Message(b"{}", delay=315_360_000))  # ten years: over the limit
     assert driver.capabilities_for("demo").delay_problem(315_359_700, requeue=True) is None
     with pytest.raises(UnsupportedOperationError, match="cannot expire messages"):
-        driver.producer("log").publish(Message(b"{}", ttl=60))
+        driver.producer("log").send(Message(b"{}", ttl=60))
 
 
 def test_managequeue_shows_the_queues_capabilities_and_the_poison_warning() -> None:
@@ -757,11 +757,11 @@ def _messages(count: int) -> list[Message]:
 
 def test_a_batch_confirmed_in_full_is_published_once(monkeypatch: pytest.MonkeyPatch) -> None:
     producer, connections = _producer(monkeypatch, lambda c: c.ack(4, multiple=True))
-    producer.publish_batch(_messages(4))
+    producer.send_batch(_messages(4))
     assert [c.published for c in connections] == [["m0", "m1", "m2", "m3"]]
     # The next batch on the same channel: tags go on.
     connections[0].script = lambda c: (c.ack(5), c.ack(6))
-    producer.publish_batch(_messages(2))
+    producer.send_batch(_messages(2))
     assert connections[0].published[4:] == ["m0", "m1"]
 
 
@@ -775,7 +775,7 @@ def test_nacked_messages_are_named_and_the_others_published(monkeypatch: pytest.
     with pytest.raises(
         PublishError, match=r"refused \(nack\) message\(s\) m1 .*; 3 of 4 published"
     ) as caught:
-        producer.publish_batch(_messages(4))
+        producer.send_batch(_messages(4))
     assert (caught.value.published, caught.value.failed) == (["m0", "m2", "m3"], ["m1"])
 
 
@@ -786,14 +786,14 @@ def test_unroutable_messages_are_named_and_the_others_published(monkeypatch: pyt
 
     producer, _ = _producer(monkeypatch, answer, mandatory=True)
     with pytest.raises(PublishError, match="m2 matched no binding of exchange demo") as caught:
-        producer.publish_batch(_messages(3))
+        producer.send_batch(_messages(3))
     assert (caught.value.published, caught.value.failed) == (["m0", "m1"], ["m2"])
 
 
 def test_missing_confirms_are_not_published(monkeypatch: pytest.MonkeyPatch) -> None:
     producer, _ = _producer(monkeypatch, lambda c: c.ack(2, multiple=True), confirm_timeout=0.05)
     with pytest.raises(PublishError, match="did not confirm 1 of 3 message") as caught:
-        producer.publish_batch(_messages(3))
+        producer.send_batch(_messages(3))
     assert (caught.value.published, caught.value.failed) == (["m0", "m1"], ["m2"])
 
 
@@ -802,10 +802,10 @@ def test_a_late_confirm_of_an_earlier_batch_is_not_taken_for_this_ones(
 ) -> None:
     producer, connections = _producer(monkeypatch, lambda c: c.ack(1), confirm_timeout=0.05)
     with pytest.raises(PublishError):
-        producer.publish_batch(_messages(2))  # m1 (tag 2) never confirmed
+        producer.send_batch(_messages(2))  # m1 (tag 2) never confirmed
     # Tag 2's nack arrives during the next batch (tags 3 and 4): it is not one of its messages.
     connections[0].script = lambda c: (c.nack(2), c.ack(4, multiple=True))
-    producer.publish_batch(_messages(2))
+    producer.send_batch(_messages(2))
 
 
 def test_after_a_lost_connection_only_what_was_not_confirmed_is_sent_again(
@@ -819,7 +819,7 @@ def test_after_a_lost_connection_only_what_was_not_confirmed_is_sent_again(
         connection.drop()
 
     producer, connections = _producer(monkeypatch, first, lambda c: c.ack(2, multiple=True))
-    producer.publish_batch(_messages(4))
+    producer.send_batch(_messages(4))
     assert [c.published for c in connections] == [["m0", "m1", "m2", "m3"], ["m2", "m3"]]
 
 
@@ -836,7 +836,7 @@ def test_a_connection_lost_while_publishing_sends_the_rest_again(monkeypatch: py
         return original(self)
 
     monkeypatch.setattr(_Connection, "channel", channel)
-    producer.publish_batch(_messages(4))
+    producer.send_batch(_messages(4))
     assert [c.published for c in connections] == [["m0", "m1"], ["m0", "m1", "m2", "m3"]]
 
 
@@ -848,7 +848,7 @@ def test_a_batch_confirmed_before_the_connection_dropped_is_not_sent_again(
         connection.drop()
 
     producer, connections = _producer(monkeypatch, answer)
-    producer.publish_batch(_messages(3))
+    producer.send_batch(_messages(3))
     assert [c.published for c in connections] == [["m0", "m1", "m2"]]
 
 
@@ -861,7 +861,7 @@ def test_giving_up_names_what_was_confirmed(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch, confirm_one_then_drop, confirm_one_then_drop, publish_timeout=0.6
     )
     with pytest.raises(PublishError, match=r"could not publish 1 of 3 .*; 2 of 3 published") as caught:
-        producer.publish_batch(_messages(3))
+        producer.send_batch(_messages(3))
     assert [c.published for c in connections] == [["m0", "m1", "m2"], ["m1", "m2"]]
     assert (caught.value.published, caught.value.failed) == (["m0", "m1"], ["m2"])
     assert isinstance(caught.value.__cause__, pika.exceptions.StreamLostError)
@@ -872,7 +872,7 @@ def test_without_confirms_the_whole_batch_is_sent_again(monkeypatch: pytest.Monk
         connection.drop()
 
     producer, connections = _producer(monkeypatch, first, lambda c: None, confirm_delivery=False)
-    producer.publish_batch(_messages(2))
+    producer.send_batch(_messages(2))
     assert [c.published for c in connections] == [["m0", "m1"], ["m0", "m1"]]
 
 

@@ -246,11 +246,11 @@ def parse_pairs(values: Iterable[str], option: str, *, allow_flags: bool) -> dic
 
 def exit_code_for(error: BaseException) -> int | None:
     """The exit code for a kq error, or ``None`` when ``error`` is not one of kq's."""
-    from kq.core import BrokerUnavailableError, ConfigError, DriverNotInstalledError, KqError
+    from kq.core import BrokerUnavailableError, ConfigError, KqError, PluginLoadError
 
     if isinstance(error, ConfigError):
         return EXIT_CONFIG
-    if isinstance(error, (DriverNotInstalledError, BrokerUnavailableError)):
+    if isinstance(error, (PluginLoadError, BrokerUnavailableError)):
         return EXIT_UNAVAILABLE
     if isinstance(error, KqError):
         return EXIT_FAILURE

@@ -64,14 +64,14 @@ def failed() -> None:
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N messages.")
 @_common_options
 @pass_state
-def show_failed(
+def show_dead_letters(
     state: State, queue: str, limit: int | None, driver: str | None, idle: float, output_format: str
 ) -> None:
     """Show the dead-lettered messages of QUEUE, oldest first; they stay where they are."""
-    from kq.core._redrive import show_failed
+    from kq.core._redrive import show_dead_letters
 
-    messages = show_failed(state.app, queue, limit=limit, driver=driver, idle=idle)
-    dead_letter_queue = state.app.queue(queue, driver)[1].failed_queue
+    messages = show_dead_letters(state.app, queue, limit=limit, driver=driver, idle=idle)
+    dead_letter_queue = state.app.queue(queue, driver)[1].dead_letter_queue
     emit(messages, output_format, lambda items: _show_lines(items, dead_letter_queue))
 
 
@@ -87,7 +87,7 @@ def show_failed(
 )
 @_common_options
 @pass_state
-def retry_failed(
+def retry_dead_letters(
     state: State,
     queue: str,
     ids: tuple[str, ...],
@@ -102,10 +102,10 @@ def retry_failed(
     They keep their id, body, routing key and headers, lose the dead-letter notes and the attempt
     count, and are signed again. Those that cannot be queued again stay in the dead-letter queue.
     """
-    from kq.core._redrive import retry_failed
+    from kq.core._redrive import retry_dead_letters
 
     selection = _selection(ids, all_)
-    result = retry_failed(
+    result = retry_dead_letters(
         state.app, queue, selection, driver=driver, idle=idle, resign_unverified=resign_unverified
     )
     _report(result, output_format)
@@ -117,7 +117,7 @@ def retry_failed(
 @click.option("--all", "all_", is_flag=True, help="Remove every message of the dead-letter queue.")
 @_common_options
 @pass_state
-def remove_failed(
+def remove_dead_letters(
     state: State,
     queue: str,
     ids: tuple[str, ...],
@@ -127,9 +127,9 @@ def remove_failed(
     output_format: str,
 ) -> None:
     """Delete dead-lettered messages of QUEUE for good."""
-    from kq.core._redrive import remove_failed
+    from kq.core._redrive import remove_dead_letters
 
-    result = remove_failed(state.app, queue, _selection(ids, all_), driver=driver, idle=idle)
+    result = remove_dead_letters(state.app, queue, _selection(ids, all_), driver=driver, idle=idle)
     _report(result, output_format)
 
 

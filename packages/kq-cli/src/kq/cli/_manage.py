@@ -215,7 +215,7 @@ def managequeue(
                 "driver": spec.driver,
                 "consumer": spec.consumer,
                 "routing_keys": list(spec.routing_keys),
-                "dead_letter_queue": spec.failed_queue,
+                "dead_letter_queue": spec.dead_letter_queue,
                 **_configured_capabilities(app, spec.name, spec.driver),
             }
             for spec in app.config.queues.values()

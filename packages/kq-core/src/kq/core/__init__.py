@@ -19,7 +19,7 @@ The pieces, from the bottom up:
   with :class:`Capabilities`; drivers are found through the ``kq.drivers`` entry-point group
   (:func:`driver_entries`, :func:`load_driver_class`). kq-core ships ``memory`` and ``sqlite``.
 - :class:`ConsoleCommandProducer`, :class:`GenericMessageProducer`: application-level producers.
-- :class:`MessageConsumer` and the built-in :class:`ConsoleCommandConsumer` and :class:`NoopConsumer`.
+- :class:`Handler` and the built-in :class:`ConsoleCommandHandler` and :class:`NoopHandler`.
 - :class:`ConsumeLoop` with :class:`Limits`: receive, decode, events, handle, acknowledge.
 - :class:`EventDispatcher` and the event classes.
 - :func:`load_config` / :class:`Config`; :class:`App` ties them together.
@@ -43,28 +43,28 @@ from kq.core._config import (
     load_config,
     parse_config,
 )
-from kq.core._console import CommandResult, ConsoleCommandConsumer, run_command
+from kq.core._console import CommandResult, ConsoleCommandHandler, run_command
 from kq.core._consumers import (
-    CallableConsumer,
-    ConsumerContext,
-    MessageConsumer,
-    NoopConsumer,
-    build_consumer,
+    CallableHandler,
+    Handler,
+    HandlerContext,
+    NoopHandler,
+    build_handler,
 )
 from kq.core._driver import STANDARD_ACTIONS, Capabilities, Consumer, Driver, Producer, QueueManager
 from kq.core._errors import (
     BrokerUnavailableError,
+    ClosedError,
     ConfigError,
-    ConsumerClosedError,
     DeliveryStateError,
-    DriverNotInstalledError,
     ExecutionFailedError,
     KqError,
     LeaseLostError,
     MessageFormatError,
     NotAllowedError,
+    PluginLoadError,
     PublishError,
-    UnknownDriverError,
+    UnknownPluginError,
     UnknownQueueError,
     UnsupportedOperationError,
 )
@@ -80,7 +80,7 @@ from kq.core._events import (
 )
 from kq.core._failures import attempt_of
 from kq.core._http import (
-    HttpConsumer,
+    HttpHandler,
     HttpProducer,
     HttpRequest,
     HttpResult,
@@ -88,7 +88,7 @@ from kq.core._http import (
     parse_http_request,
 )
 from kq.core._imports import import_object, load_check
-from kq.core._inprocess import InProcessConsoleCommandConsumer
+from kq.core._inprocess import InProcessConsoleCommandHandler
 from kq.core._loop import ConsumeLoop, Limits, LoopStats
 from kq.core._message import (
     ATTEMPT,
@@ -109,16 +109,16 @@ from kq.core._message import (
 )
 from kq.core._options import Option
 from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
-from kq.core._redrive import RedriveResult, remove_failed, retry_failed, show_failed
+from kq.core._redrive import RedriveResult, remove_dead_letters, retry_dead_letters, show_dead_letters
 from kq.core._registry import (
     CONSUMER_GROUP,
     DRIVER_GROUP,
     LISTENER_GROUP,
     DriverEntry,
     PluginEntry,
-    consumer_names,
     driver_entries,
     driver_names,
+    handler_names,
     load_driver_class,
     load_plugin,
     plugin_entries,
@@ -133,7 +133,7 @@ from kq.core._routing import (
 )
 from kq.core._service import (
     ServiceCall,
-    ServiceConsumer,
+    ServiceHandler,
     ServiceProducer,
     make_service_call,
     parse_service_call,
@@ -176,7 +176,7 @@ __all__ = [
     "DRIVER_GROUP",
     "LISTENER_GROUP",
     "PluginEntry",
-    "consumer_names",
+    "handler_names",
     "load_plugin",
     "plugin_entries",
     # configuration and application
@@ -203,11 +203,11 @@ __all__ = [
     "make_command",
     # consuming
     "ATTEMPT",
-    "CallableConsumer",
+    "CallableHandler",
     "CommandResult",
-    "ConsoleCommandConsumer",
+    "ConsoleCommandHandler",
     "ConsumeLoop",
-    "ConsumerContext",
+    "HandlerContext",
     "Limits",
     "LoopStats",
     "RetryPolicy",
@@ -221,13 +221,13 @@ __all__ = [
     "DRIVER_REDELIVERY",
     "DRIVER_ROUTING_KEY",
     "RedriveResult",
-    "remove_failed",
-    "retry_failed",
-    "show_failed",
-    "MessageConsumer",
-    "NoopConsumer",
+    "remove_dead_letters",
+    "retry_dead_letters",
+    "show_dead_letters",
+    "Handler",
+    "NoopHandler",
     "attempt_of",
-    "build_consumer",
+    "build_handler",
     "import_object",
     "load_check",
     "decode_body",
@@ -235,12 +235,12 @@ __all__ = [
     "parse_command",
     "run_command",
     # execution types
-    "HttpConsumer",
+    "HttpHandler",
     "HttpRequest",
     "HttpResult",
-    "InProcessConsoleCommandConsumer",
+    "InProcessConsoleCommandHandler",
     "ServiceCall",
-    "ServiceConsumer",
+    "ServiceHandler",
     "make_http_request",
     "make_service_call",
     "parse_http_request",
@@ -268,16 +268,16 @@ __all__ = [
     # errors
     "BrokerUnavailableError",
     "ConfigError",
-    "ConsumerClosedError",
+    "ClosedError",
     "DeliveryStateError",
     "LeaseLostError",
     "PublishError",
-    "DriverNotInstalledError",
+    "PluginLoadError",
     "ExecutionFailedError",
     "KqError",
     "MessageFormatError",
     "NotAllowedError",
-    "UnknownDriverError",
+    "UnknownPluginError",
     "UnknownQueueError",
     "UnsupportedOperationError",
     # version

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kq.core._config import Config, ListenerSpec, load_config
-from kq.core._consumers import ConsumerContext, MessageConsumer, build_consumer
+from kq.core._consumers import Handler, HandlerContext, build_handler
 from kq.core._driver import Driver
-from kq.core._errors import ConfigError, KqError, UnknownDriverError, UnknownQueueError
+from kq.core._errors import ConfigError, KqError, UnknownPluginError, UnknownQueueError
 from kq.core._events import EventDispatcher
 from kq.core._http import HttpProducer
 from kq.core._imports import import_object
@@ -117,7 +117,7 @@ class App:
         """Return driver instance ``name`` (default: the configured default), built on first use.
 
         Raises:
-            UnknownDriverError: ``name`` is not a configured driver instance.
+            UnknownPluginError: ``name`` is not a configured driver instance.
         """
         name = name or self.config.default_driver
         driver = self._drivers.get(name)
@@ -125,10 +125,10 @@ class App:
             return driver
         spec = self.config.drivers.get(name)
         if spec is None:
-            raise UnknownDriverError(name, self.config.drivers, what="driver")
+            raise UnknownPluginError(name, self.config.drivers, what="driver")
         try:
             driver_class = load_driver_class(spec.type)
-        except UnknownDriverError as exc:
+        except UnknownPluginError as exc:
             raise ConfigError(str(exc), key=f"drivers.{name}.type", source=spec.source) from None
         driver = driver_class(spec, self.config.queues_of(name))
         self._drivers[name] = driver
@@ -152,7 +152,7 @@ class App:
                 )
             instance = self.driver(spec.driver)
             return instance, instance.queue(queue)
-        dead_letter_of = [q for q in self.config.queues.values() if q.failed_queue == queue]
+        dead_letter_of = [q for q in self.config.queues.values() if q.dead_letter_queue == queue]
         if dead_letter_of and driver is None:
             driver = dead_letter_of[0].driver
         instance = self.driver(driver)
@@ -175,7 +175,7 @@ class App:
     def dead_letter_origins(self, queue: str, driver: str | None = None) -> list[QueueSpec]:
         """The queues whose dead-letter queue ``queue`` is (configured ones, or the unconfigured queue
         ``demo`` for ``demo.failed`` where unconfigured queues are accepted)."""
-        origins = [q for q in self.config.queues.values() if q.failed_queue == queue]
+        origins = [q for q in self.config.queues.values() if q.dead_letter_queue == queue]
         if origins or queue in self.config.queues:
             return origins
         instance, _ = self.queue(queue, driver)
@@ -199,7 +199,7 @@ class App:
             origin = instance.queue(base)
         except KqError:
             return None
-        return origin if origin.failed_queue == queue else None
+        return origin if origin.dead_letter_queue == queue else None
 
     def producer(self, queue: str, driver: str | None = None) -> GenericMessageProducer:
         """A producer of raw bodies for ``queue``."""
@@ -222,12 +222,10 @@ class App:
         instance, spec = self.queue(queue, driver)
         return kind(instance, spec.name, dispatcher=self.dispatcher, signer=self.signer)
 
-    def message_consumer(
-        self, queue: str, driver: str | None = None, *, label: str | None = None
-    ) -> MessageConsumer:
+    def handler(self, queue: str, driver: str | None = None, *, label: str | None = None) -> Handler:
         """The message consumer configured for ``queue``."""
         _, spec = self.queue(queue, driver)
-        return build_consumer(ConsumerContext(config=self.config, queue=spec, label=label))
+        return build_handler(HandlerContext(config=self.config, queue=spec, label=label))
 
     def consume_loop(
         self,
@@ -237,13 +235,13 @@ class App:
         routing_key: str | None = None,
         limits: Limits | None = None,
         label: str | None = None,
-        handler: MessageConsumer | None = None,
+        handler: Handler | None = None,
         **options: Any,
     ) -> ConsumeLoop:
         """A consume loop for ``queue`` with its configured message consumer (or ``handler``)."""
         instance, spec = self.queue(queue, driver)
         if handler is None:
-            handler = build_consumer(ConsumerContext(config=self.config, queue=spec, label=label))
+            handler = build_handler(HandlerContext(config=self.config, queue=spec, label=label))
         required = spec.require_signature
         if required is None:
             required = spec.consumer in self.config.signing.require

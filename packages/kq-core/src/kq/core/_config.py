@@ -20,7 +20,7 @@ from typing import Any
 from kq.core._errors import ConfigError
 from kq.core._events import EVENTS
 from kq.core._numbers import MAX_COUNT, MAX_SECONDS, check_number, check_whole_number
-from kq.core._registry import consumer_names
+from kq.core._registry import handler_names
 from kq.core._retry import RetryPolicy, check_retry_field
 from kq.core._spec import DriverSpec, QueueSpec
 
@@ -398,10 +398,10 @@ def _parse_queue(
             source=source,
         )
     consumer = table.get("consumer", "console_command")
-    known = consumer_names()
+    known = handler_names()
     if not isinstance(consumer, str) or not (consumer in known or _CALLABLE_NAME.match(consumer)):
         raise ConfigError(
-            f"consumer must be one of {', '.join(known)} (kq.consumers entry points) or 'module:attribute', "
+            f"consumer must be one of {', '.join(known)} (kq.handlers entry points) or 'module:attribute', "
             f"not {consumer!r}",
             key=f"{key}.consumer",
             source=source,
@@ -433,7 +433,7 @@ def _parse_queue(
         consumer=consumer,
         routing_keys=tuple(routing_keys),
         options=options,
-        dead_letter_queue=dead_letter,
+        dead_letter_queue=dead_letter or "",
         require_signature=require_signature,
         source=source,
     )

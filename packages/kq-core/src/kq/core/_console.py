@@ -20,7 +20,7 @@ from typing import IO, Any
 from kq.core._allow import AllowList
 from kq.core._command import CommandCall, parse_command
 from kq.core._config import ConsoleSettings
-from kq.core._consumers import ConsumerContext, MessageConsumer
+from kq.core._consumers import Handler, HandlerContext
 from kq.core._errors import ExecutionFailedError, NotAllowedError
 from kq.core._message import Delivery
 
@@ -71,7 +71,7 @@ class CommandResult:
         }
 
 
-class ConsoleCommandConsumer(MessageConsumer):
+class ConsoleCommandHandler(Handler):
     """Runs console-command messages (``{"command", "arguments", "options"}``) as child processes.
 
     Args:
@@ -112,7 +112,7 @@ class ConsoleCommandConsumer(MessageConsumer):
         return inherited
 
     @classmethod
-    def from_context(cls, context: ConsumerContext) -> ConsoleCommandConsumer:
+    def from_context(cls, context: HandlerContext) -> ConsoleCommandHandler:
         """Use ``[console]`` and ``[allow] commands``."""
         return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
 

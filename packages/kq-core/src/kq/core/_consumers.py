@@ -1,6 +1,6 @@
 """Message consumers: what a queue's messages are handed to once received and decoded.
 
-A message consumer declares the content types it accepts and implements :meth:`MessageConsumer.consume`;
+A message consumer declares the content types it accepts and implements :meth:`Handler.consume`;
 it returns a result (for ``message_consumed``) or raises (for ``message_consumption_failed``). Raising
 :class:`~kq.core.MessageFormatError` or :class:`~kq.core.NotAllowedError` means the message can never
 succeed; anything else is an execution failure.
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from kq.core._codecs import decode_body
 from kq.core._config import Config
-from kq.core._errors import ConfigError, UnknownDriverError
+from kq.core._errors import ConfigError, UnknownPluginError
 from kq.core._imports import import_object
 from kq.core._message import JSON, Delivery
 from kq.core._registry import CONSUMER_GROUP, load_plugin
@@ -25,7 +25,7 @@ from kq.core._spec import QueueSpec
 logger = logging.getLogger(__name__)
 
 
-class MessageConsumer(abc.ABC):
+class Handler(abc.ABC):
     """Base class of message consumers."""
 
     #: Media types this consumer decodes; ``None`` accepts every type kq can decode.
@@ -49,13 +49,13 @@ class MessageConsumer(abc.ABC):
         """Release resources when the consume loop ends."""
 
     @classmethod
-    def from_context(cls, context: ConsumerContext) -> MessageConsumer:
+    def from_context(cls, context: HandlerContext) -> Handler:
         """Build the consumer for a queue; the default takes no arguments. Override to read the
         configuration (``context.config.allow``, ``context.config.console``, ...)."""
         return cls()
 
 
-class NoopConsumer(MessageConsumer):
+class NoopHandler(Handler):
     """Does nothing and returns the decoded body (for tests and throughput measurements)."""
 
     accepted_content_types = None
@@ -66,7 +66,7 @@ class NoopConsumer(MessageConsumer):
         return body
 
 
-class CallableConsumer(MessageConsumer):
+class CallableHandler(Handler):
     """Adapts a plain function ``f(body, delivery) -> result`` named in the configuration."""
 
     accepted_content_types = None
@@ -81,7 +81,7 @@ class CallableConsumer(MessageConsumer):
 
 
 @dataclass(frozen=True)
-class ConsumerContext:
+class HandlerContext:
     """What a message consumer factory may use to build a consumer for a queue."""
 
     config: Config
@@ -89,11 +89,11 @@ class ConsumerContext:
     label: str | None = None
 
 
-def build_consumer(context: ConsumerContext) -> MessageConsumer:
+def build_handler(context: HandlerContext) -> Handler:
     """Build the message consumer configured for ``context.queue``.
 
     A plain name (``console_command``, ``service``, ``http``, ``noop``, ...) is looked up in the
-    ``kq.consumers`` entry points; ``module:attr`` names a :class:`MessageConsumer` subclass or a function
+    ``kq.handlers`` entry points; ``module:attr`` names a :class:`Handler` subclass or a function
     ``f(body, delivery)``. A class is built with its ``from_context(context)`` classmethod when it has
     one, else without arguments.
     """
@@ -104,12 +104,12 @@ def build_consumer(context: ConsumerContext) -> MessageConsumer:
     else:
         try:
             target = load_plugin(CONSUMER_GROUP, name)
-        except UnknownDriverError as exc:
+        except UnknownPluginError as exc:
             raise ConfigError(str(exc), key=key, source=context.queue.source) from None
-    if isinstance(target, type) and issubclass(target, MessageConsumer):
+    if isinstance(target, type) and issubclass(target, Handler):
         return target.from_context(context)
     if callable(target):
-        return CallableConsumer(target, name)
+        return CallableHandler(target, name)
     raise ConfigError(
-        f"{name} is neither a MessageConsumer subclass nor a function", key=key, source=context.queue.source
+        f"{name} is neither a Handler subclass nor a function", key=key, source=context.queue.source
     )

@@ -77,7 +77,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from kq.core._errors import (
-    ConsumerClosedError,
+    ClosedError,
     DeliveryStateError,
     LeaseLostError,
     UnknownQueueError,
@@ -328,7 +328,7 @@ class Driver(abc.ABC):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ConsumerClosedError(f"driver '{self.name}' is closed")
+            raise ClosedError(f"driver '{self.name}' is closed")
 
     def __enter__(self) -> Driver:
         return self
@@ -363,12 +363,12 @@ class Producer(abc.ABC):
         self.queue = queue
         self.closed = False
 
-    def publish(self, message: Message) -> None:
-        """Publish one message."""
-        self.publish_batch((message,))
+    def send(self, message: Message) -> None:
+        """Send one message."""
+        self.send_batch((message,))
 
-    def publish_batch(self, messages: Sequence[Message]) -> None:
-        """Publish ``messages``; confirms, transactions and batch calls are paid once per batch.
+    def send_batch(self, messages: Sequence[Message]) -> None:
+        """Send ``messages``; confirms, transactions and batch calls are paid once per batch.
 
         A message id and a body are not unique per publication: retry copies, requeue copies and
         re-drives publish them again. A driver must never derive a broker de-duplication id from them
@@ -379,7 +379,7 @@ class Producer(abc.ABC):
             PublishError: the batch failed part-way; it says which messages were published.
         """
         if self.closed:
-            raise ConsumerClosedError(f"the producer of queue '{self.queue.name}' is closed")
+            raise ClosedError(f"the producer of queue '{self.queue.name}' is closed")
         if not messages:
             return
         caps = self.driver.capabilities_for(self.queue.name)
@@ -395,7 +395,7 @@ class Producer(abc.ABC):
                     f"driver '{self.driver.name}' {problem} on queue '{self.queue.name}' "
                     f"(message {message.message_id} asks for {message.delay:g}s)"
                 )
-        self._publish_batch(messages)
+        self._send_batch(messages)
 
     def close(self) -> None:
         """Release the producer's resources."""
@@ -404,7 +404,7 @@ class Producer(abc.ABC):
             self._close()
 
     @abc.abstractmethod
-    def _publish_batch(self, messages: Sequence[Message]) -> None:
+    def _send_batch(self, messages: Sequence[Message]) -> None:
         """Send ``messages`` (validated, non-empty)."""
 
     def _close(self) -> None:  # noqa: B027 - optional hook
@@ -430,7 +430,7 @@ class Consumer(abc.ABC):
     def receive(self, timeout: float) -> Delivery | None:
         """Wait at most ``timeout`` seconds for the next delivery; ``None`` when none came."""
         if self.closed:
-            raise ConsumerClosedError(f"the consumer of queue '{self.queue.name}' is closed")
+            raise ClosedError(f"the consumer of queue '{self.queue.name}' is closed")
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
         delivery = self._receive(timeout)
@@ -579,7 +579,7 @@ class Consumer(abc.ABC):
         if delivery.settled:
             raise DeliveryStateError(f"cannot {what} {delivery!r}: it is already settled")
         if self.closed:
-            raise ConsumerClosedError(f"cannot {what} {delivery!r}: the consumer is closed")
+            raise ClosedError(f"cannot {what} {delivery!r}: the consumer is closed")
 
     def __enter__(self) -> Consumer:
         return self
@@ -608,7 +608,7 @@ class Consumer(abc.ABC):
         """Queue the copy, then acknowledge the original. The default publishes through the driver's
         producer for this logical queue, which suits brokers that address queues directly (sqlite,
         SQS); brokers that route through exchanges override it to reach this queue only."""
-        self.driver.producer(self.queue.name).publish(delivery.to_message(headers=headers, delay=delay))
+        self.driver.producer(self.queue.name).send(delivery.to_message(headers=headers, delay=delay))
         self._ack(delivery)
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:  # noqa: B027 - optional hook
@@ -693,7 +693,7 @@ class QueueManager(abc.ABC):
                 "driver": self.driver.name,
                 "consumer": spec.consumer,
                 "routing_keys": list(spec.routing_keys),
-                "dead_letter_queue": spec.failed_queue,
+                "dead_letter_queue": spec.dead_letter_queue,
             }
             for spec in self.driver.configured_queues.values()
             if spec.configured

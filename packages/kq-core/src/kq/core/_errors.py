@@ -31,7 +31,7 @@ class ConfigError(KqError):
         super().__init__(f"{message} ({' '.join(where)})" if where else message)
 
 
-class UnknownDriverError(KqError):
+class UnknownPluginError(KqError):
     """No driver (type or configured instance) has the requested name."""
 
     def __init__(self, name: str, known: Iterable[str], *, what: str = "driver") -> None:
@@ -49,7 +49,7 @@ class BrokerUnavailableError(KqError, ConnectionError):
     """
 
 
-class DriverNotInstalledError(KqError):
+class PluginLoadError(KqError):
     """A driver is registered but its module or client library cannot be imported."""
 
 
@@ -108,5 +108,5 @@ class PublishError(KqError):
         self.failed = list(failed)
 
 
-class ConsumerClosedError(KqError):
+class ClosedError(KqError):
     """The driver consumer was used after :meth:`close`."""

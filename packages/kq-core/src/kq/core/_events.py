@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from kq.core._message import Delivery, Message
 from kq.core._numbers import check_number
+
+if TYPE_CHECKING:
+    from kq.core._consumers import Handler
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class MessageReceived(Event):
     name: ClassVar[str] = "message_received"
     delivery: Delivery
     body: Any
-    consumer: object
+    handler: Handler | None
     vetoed_by: str | None = None
 
     @property
@@ -65,12 +68,12 @@ class MessageReceived(Event):
 
 @dataclass
 class MessageConsumed(Event):
-    """A message consumer handled a message successfully; ``result`` is what it returned."""
+    """A handler handled a message successfully; ``result`` is what it returned."""
 
     name: ClassVar[str] = "message_consumed"
     delivery: Delivery
     body: Any
-    consumer: object
+    handler: Handler | None
     result: Any
     duration: float = 0.0
 
@@ -91,7 +94,7 @@ class MessageConsumptionFailed(Event):
 
     Attributes:
         reason: ``"failed"`` (the work ran and failed), ``"malformed"`` (the driver could not read
-            it), ``"undecodable"``, ``"invalid"`` (malformed for its consumer), ``"not-allowed"``,
+            it), ``"undecodable"``, ``"invalid"`` (malformed for its handler), ``"not-allowed"``,
             ``"poison"`` (delivered more than ``max_deliveries`` times), or a signature problem
             (``"unsigned"``, ``"unknown-key"``, ``"bad-signature"``, ``"not-yet-valid"``,
             ``"expired"``, ``"replayed"``).
@@ -105,7 +108,7 @@ class MessageConsumptionFailed(Event):
     name: ClassVar[str] = "message_consumption_failed"
     delivery: Delivery
     body: Any
-    consumer: object
+    handler: Handler | None
     error: BaseException
     reason: str = "failed"
     attempt: int = 1

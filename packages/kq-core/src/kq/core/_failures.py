@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from kq.core._consumers import MessageConsumer
+from kq.core._consumers import Handler
 from kq.core._driver import Capabilities, Consumer, Driver
 from kq.core._errors import (
     ConfigError,
@@ -116,7 +116,7 @@ class FailurePolicy:
         driver: Driver,
         spec: QueueSpec,
         capabilities: Capabilities,
-        handler: MessageConsumer,
+        handler: Handler,
         dispatcher: EventDispatcher,
         *,
         signer: Signer | None,
@@ -140,7 +140,7 @@ class FailurePolicy:
         event = MessageConsumptionFailed(
             delivery=delivery,
             body=failure.body,
-            consumer=self.handler,
+            handler=self.handler,
             error=failure.error,
             reason=failure.reason,
             attempt=attempt_of(delivery),
@@ -233,7 +233,7 @@ class FailurePolicy:
         self, consumer: Consumer, delivery: Delivery, failure: Failure, what: str, stats: LoopStats
     ) -> str:
         error, reason = failure.error, failure.reason
-        target = self.spec.failed_queue
+        target = self.spec.dead_letter_queue
         try:
             self._dead_letter(delivery, reason, error, target)
         except self.driver.connection_errors:
@@ -330,7 +330,7 @@ class FailurePolicy:
         headers[DEAD_LETTER_QUEUE] = delivery.queue
         headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
-        self.driver.producer(target).publish(delivery.to_message(headers=headers))
+        self.driver.producer(target).send(delivery.to_message(headers=headers))
 
 
 def printable(text: str) -> str:

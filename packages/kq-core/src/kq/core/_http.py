@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import MAX_URL_SUBJECT, AllowList
-from kq.core._consumers import ConsumerContext, MessageConsumer
+from kq.core._consumers import Handler, HandlerContext
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
 from kq.core._message import Delivery, Message
 from kq.core._numbers import check_number
@@ -173,7 +173,7 @@ def url_allowed(url: str, allowed: AllowList) -> bool:
     return host is not None and allowed.allows(host, pattern_subject=url)
 
 
-class HttpConsumer(MessageConsumer):
+class HttpHandler(Handler):
     """Sends the HTTP requests that messages describe, to allowed URLs only."""
 
     kind = "http"
@@ -186,7 +186,7 @@ class HttpConsumer(MessageConsumer):
         self._requests = requests
 
     @classmethod
-    def from_context(cls, context: ConsumerContext) -> HttpConsumer:
+    def from_context(cls, context: HandlerContext) -> HttpHandler:
         """Use ``[allow] urls`` (``re:`` entries match URLs of up to ``MAX_URL_SUBJECT`` characters)."""
         return cls(AllowList(context.config.allow.urls, max_subject=MAX_URL_SUBJECT))
 

@@ -1,6 +1,6 @@
 """The in-process console-command consumer: the "MPM" mode.
 
-It runs the same console-command messages as :class:`~kq.core.ConsoleCommandConsumer`, with the same
+It runs the same console-command messages as :class:`~kq.core.ConsoleCommandHandler`, with the same
 validation and allow-list, but calls the application's command-line entry point inside the worker
 instead of starting a process per message: much faster, at the price of sharing the worker's memory,
 global state and crashes. ``[console] callable`` names the entry point (default ``kq.cli:cli``, the
@@ -32,8 +32,8 @@ from typing import Any
 from kq.core._allow import AllowList
 from kq.core._command import CommandCall
 from kq.core._config import ConsoleSettings
-from kq.core._console import CommandResult, ConsoleCommandConsumer, OutputTail
-from kq.core._consumers import ConsumerContext
+from kq.core._console import CommandResult, ConsoleCommandHandler, OutputTail
+from kq.core._consumers import HandlerContext
 from kq.core._errors import ConfigError
 from kq.core._imports import import_object
 from kq.core._message import Delivery
@@ -41,7 +41,7 @@ from kq.core._message import Delivery
 logger = logging.getLogger(__name__)
 
 
-class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
+class InProcessConsoleCommandHandler(ConsoleCommandHandler):
     """Runs console-command messages by calling ``[console] callable`` inside the worker."""
 
     kind = "inprocess_console_command"
@@ -52,7 +52,7 @@ class InProcessConsoleCommandConsumer(ConsoleCommandConsumer):
         self.entry = _load(settings.callable)
 
     @classmethod
-    def from_context(cls, context: ConsumerContext) -> InProcessConsoleCommandConsumer:
+    def from_context(cls, context: HandlerContext) -> InProcessConsoleCommandHandler:
         """Use ``[console]`` and ``[allow] commands``."""
         return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from kq.core._consumers import MessageConsumer
+from kq.core._consumers import Handler
 from kq.core._driver import Consumer, Driver
 from kq.core._errors import KqError, MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageReceived, describe_callable
@@ -110,7 +110,7 @@ class ConsumeLoop:
         self,
         driver: Driver,
         queue: str,
-        handler: MessageConsumer,
+        handler: Handler,
         *,
         dispatcher: EventDispatcher | None = None,
         routing_key: str | None = None,
@@ -351,7 +351,7 @@ class ConsumeLoop:
                     MessageConsumed(
                         delivery=delivery,
                         body=outcome.body,
-                        consumer=self.handler,
+                        handler=self.handler,
                         result=outcome.result,
                         duration=duration,
                     )
@@ -385,7 +385,7 @@ class ConsumeLoop:
             return Failure(None, exc, UNDECODABLE)
         if self.dispatcher.has_listeners(MessageReceived.name):
             event = self.dispatcher.dispatch(
-                MessageReceived(delivery=delivery, body=body, consumer=self.handler)
+                MessageReceived(delivery=delivery, body=body, handler=self.handler)
             )
             if event.vetoed_by is not None:
                 return _Vetoed(event.vetoed_by)

@@ -50,7 +50,7 @@ class MessageProducer:
         """Sign (when a signer is set), publish as one batch, and announce the messages."""
         if self.signer is not None:
             messages = [self.signer.sign(message, self.queue) for message in messages]
-        self.driver.producer(self.queue).publish_batch(messages)
+        self.driver.producer(self.queue).send_batch(messages)
         if len(messages) == 1:
             logger.debug(
                 "published message %s to queue %s (key %r)",

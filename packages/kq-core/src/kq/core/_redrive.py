@@ -13,15 +13,15 @@ passed, and holds no more than it can extend within a third of the lease (timed 
 What it looks at but does not act on (``show``; the ids not asked for) is held until the end, never
 released early: a released message would be handed back first and seen again.
 
-- :func:`show_failed` settles nothing.
-- :func:`retry_failed` publishes each selected message to its original queue (the ``kq-original-queue``
+- :func:`show_dead_letters` settles nothing.
+- :func:`retry_dead_letters` publishes each selected message to its original queue (the ``kq-original-queue``
   header, else the queue named) without the dead-letter notes and the attempt counter, with the same
   message id, body, content type, routing key and other headers, **signed again** by the app's signer,
   then acknowledges it on the dead-letter queue. A message whose publication fails is not
   acknowledged: it stays where it was. When a batch publish fails part-way
   (:class:`~kq.core.PublishError`), the messages it names as published are acknowledged and the others
   stay.
-- :func:`remove_failed` acknowledges the selected messages: they are gone.
+- :func:`remove_dead_letters` acknowledges the selected messages: they are gone.
 
 A delivery whose lease was lost (the driver's :class:`~kq.core.LeaseLostError`) is not acted on and is
 reported as failed: another consumer may hold the message now.
@@ -75,11 +75,11 @@ LEASE_CHUNK = 100
 #: On drivers with leases: deliveries held before the first extension is timed. After it, re-drive
 #: holds no more than it can extend within a third of the lease (see :class:`_Leases`).
 LEASE_PROBE = 10
-#: Characters of a text body shown by :func:`show_failed`.
+#: Characters of a text body shown by :func:`show_dead_letters`.
 PREVIEW_CHARS = 200
-#: Messages republished per batch by :func:`retry_failed` (confirms and commits are paid once per batch).
+#: Messages republished per batch by :func:`retry_dead_letters` (confirms and commits are paid once per batch).
 REPUBLISH_BATCH = 100
-#: Headers :func:`retry_failed` takes off before queueing a message again.
+#: Headers :func:`retry_dead_letters` takes off before queueing a message again.
 REDRIVE_DROPPED_HEADERS = TRANSIT_HEADERS
 #: Signature outcomes that still prove the content is authentic (only its age or reuse is wrong).
 _AUTHENTIC = frozenset({"expired", "not-yet-valid", "replayed"})
@@ -87,7 +87,7 @@ _AUTHENTIC = frozenset({"expired", "not-yet-valid", "replayed"})
 
 @dataclass(frozen=True)
 class RedriveResult:
-    """What :func:`retry_failed` or :func:`remove_failed` did.
+    """What :func:`retry_dead_letters` or :func:`remove_dead_letters` did.
 
     Attributes:
         action: ``"retry"`` or ``"remove"``.
@@ -127,7 +127,7 @@ class RedriveResult:
         return result
 
 
-def show_failed(
+def show_dead_letters(
     app: App,
     queue: str,
     *,
@@ -154,7 +154,7 @@ def show_failed(
         return [describe_dead_letter(delivery) for delivery in shown]
 
 
-def retry_failed(
+def retry_dead_letters(
     app: App,
     queue: str,
     ids: Iterable[str] | None = None,
@@ -195,7 +195,7 @@ def retry_failed(
         )
 
 
-def remove_failed(
+def remove_dead_letters(
     app: App,
     queue: str,
     ids: Iterable[str] | None = None,
@@ -253,7 +253,7 @@ def remove_failed(
 
 
 def describe_dead_letter(delivery: Delivery) -> dict[str, Any]:
-    """What :func:`show_failed` says about one dead-lettered delivery."""
+    """What :func:`show_dead_letters` says about one dead-lettered delivery."""
     headers = delivery.headers
     return {
         "message_id": delivery.message_id,
@@ -304,7 +304,7 @@ def _dead_letters(
     if prefetch < 1:
         raise ValueError(f"prefetch must be at least 1, not {prefetch}")
     instance, spec = app.queue(queue, driver)
-    dead_letter_queue = spec.failed_queue
+    dead_letter_queue = spec.dead_letter_queue
     consumer = instance.consumer(dead_letter_queue, prefetch=min(prefetch, limit or prefetch))
     try:
         yield instance, dead_letter_queue, consumer

@@ -3,8 +3,8 @@
 Three groups, read with ``importlib.metadata``:
 
 - ``kq.drivers``: driver types (``sqlite = "kq.drivers.sqlite:SqliteDriver"``);
-- ``kq.consumers``: message consumer types, named in ``[queues.<name>] consumer``
-  (``console_command = "kq.core._console:ConsoleCommandConsumer"``);
+- ``kq.handlers``: message consumer types, named in ``[queues.<name>] consumer``
+  (``console_command = "kq.core._console:ConsoleCommandHandler"``);
 - ``kq.listeners``: functions ``register(dispatcher)`` that add event listeners in every kq process.
 
 Each group is scanned once; listing names imports nothing. A plugin module is imported only when it is
@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kq.core._driver import Driver
-from kq.core._errors import DriverNotInstalledError, UnknownDriverError
+from kq.core._errors import PluginLoadError, UnknownPluginError
 
 logger = logging.getLogger(__name__)
 
 #: The entry-point group drivers register in.
 DRIVER_GROUP = "kq.drivers"
 #: The entry-point group of message consumer types.
-CONSUMER_GROUP = "kq.consumers"
+CONSUMER_GROUP = "kq.handlers"
 #: The entry-point group of listener plugins (``register(dispatcher)`` functions).
 LISTENER_GROUP = "kq.listeners"
 
@@ -47,7 +47,7 @@ class PluginEntry:
         """Import the plugin.
 
         Raises:
-            DriverNotInstalledError: the module or a library it needs cannot be imported, or importing it
+            PluginLoadError: the module or a library it needs cannot be imported, or importing it
                 failed; the message names the plugin and its distribution.
         """
         module_name = self.value.partition(":")[0]
@@ -58,15 +58,15 @@ class PluginEntry:
         except ImportError as exc:
             missing = getattr(exc, "name", None)
             if missing and not missing.startswith(module_name):
-                raise DriverNotInstalledError(
+                raise PluginLoadError(
                     f"{what} '{self.name}' needs the Python package '{missing}', which is not installed; "
                     f"reinstall {dist} (pip install {dist})"
                 ) from exc
-            raise DriverNotInstalledError(
+            raise PluginLoadError(
                 f"{what} '{self.name}' cannot be imported from {self.value} ({exc}); reinstall {dist}"
             ) from exc
         except Exception as exc:
-            raise DriverNotInstalledError(
+            raise PluginLoadError(
                 f"{what} '{self.name}' from {dist} failed to load ({type(exc).__name__}: {exc})"
             ) from exc
 
@@ -75,11 +75,11 @@ class DriverEntry(PluginEntry):
     """A registered driver type, not yet imported."""
 
     def load(self) -> type[Driver]:
-        """Import the driver class (raises DriverNotInstalledError, see :meth:`PluginEntry.load`)."""
+        """Import the driver class (raises PluginLoadError, see :meth:`PluginEntry.load`)."""
         loaded = super().load()
         if not (isinstance(loaded, type) and issubclass(loaded, Driver)):
             dist = self.distribution or "the distribution that registered it"
-            raise DriverNotInstalledError(
+            raise PluginLoadError(
                 f"entry point '{self.name}' = '{self.value}' of {dist} is not a kq.core.Driver subclass"
             )
         return loaded
@@ -125,7 +125,7 @@ def driver_names() -> list[str]:
     return sorted(_entry_points(DRIVER_GROUP))
 
 
-def consumer_names() -> list[str]:
+def handler_names() -> list[str]:
     """Names of the registered message consumer types."""
     return sorted(_entry_points(CONSUMER_GROUP))
 
@@ -134,26 +134,26 @@ def load_driver_class(name: str) -> type[Driver]:
     """Import and return the driver class registered as ``name``.
 
     Raises:
-        UnknownDriverError: no such driver type is installed (the message lists the installed ones).
-        DriverNotInstalledError: it is registered but cannot be imported.
+        UnknownPluginError: no such driver type is installed (the message lists the installed ones).
+        PluginLoadError: it is registered but cannot be imported.
     """
     for entry in driver_entries():
         if entry.name == name:
             return entry.load()
-    raise UnknownDriverError(name, driver_names(), what="driver type")
+    raise UnknownPluginError(name, driver_names(), what="driver type")
 
 
 def load_plugin(group: str, name: str) -> Any:
     """Import and return the plugin registered as ``name`` in ``group``.
 
     Raises:
-        UnknownDriverError: nothing has that name (the message lists the registered ones).
-        DriverNotInstalledError: it is registered but cannot be imported.
+        UnknownPluginError: nothing has that name (the message lists the registered ones).
+        PluginLoadError: it is registered but cannot be imported.
     """
     for entry in plugin_entries(group):
         if entry.name == name:
             return entry.load()
-    raise UnknownDriverError(name, _entry_points(group), what=_KIND[group])
+    raise UnknownPluginError(name, _entry_points(group), what=_KIND[group])
 
 
 def clear_cache() -> None:

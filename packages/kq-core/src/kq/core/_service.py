@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import AllowMap
-from kq.core._consumers import ConsumerContext, MessageConsumer
+from kq.core._consumers import Handler, HandlerContext
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
 from kq.core._message import Delivery, Message
 from kq.core._producers import MessageProducer
@@ -92,7 +92,7 @@ def parse_service_call(body: Any) -> ServiceCall:
     return make_service_call(service, method, [] if arguments is None else arguments, body.get("kwargs"))
 
 
-class ServiceConsumer(MessageConsumer):
+class ServiceHandler(Handler):
     """Calls the allowed Python callables that messages name.
 
     Args:
@@ -106,7 +106,7 @@ class ServiceConsumer(MessageConsumer):
         self._targets: dict[tuple[str, str], Any] = {}
 
     @classmethod
-    def from_context(cls, context: ConsumerContext) -> ServiceConsumer:
+    def from_context(cls, context: HandlerContext) -> ServiceHandler:
         """Use ``[allow.services]``."""
         return cls(AllowMap(context.config.allow.services))
 

@@ -35,7 +35,7 @@ class QueueSpec:
             or ``module:attr``).
         routing_keys: Binding keys of consumers (AMQP topic patterns); empty means every message.
         options: Broker-specific settings, checked against the driver's ``queue_options``.
-        dead_letter_queue: Where messages that cannot be processed go; ``None`` for ``<name>.failed``.
+        dead_letter_queue: Where messages that cannot be processed go; given empty, ``<name>.failed``.
         require_signature: Accept only signed messages (``None``: as ``[signing] require`` says for
             the queue's consumer).
         retry: When failed messages are tried again (default: never).
@@ -50,14 +50,13 @@ class QueueSpec:
     consumer: str = "console_command"
     routing_keys: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
-    dead_letter_queue: str | None = None
+    dead_letter_queue: str = ""
     require_signature: bool | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_deliveries: int = 10
     configured: bool = True
     source: str | None = None
 
-    @property
-    def failed_queue(self) -> str:
-        """The dead-letter queue's name."""
-        return self.dead_letter_queue or f"{self.name}{DEAD_LETTER_SUFFIX}"
+    def __post_init__(self) -> None:
+        if not self.dead_letter_queue:
+            object.__setattr__(self, "dead_letter_queue", f"{self.name}{DEAD_LETTER_SUFFIX}")

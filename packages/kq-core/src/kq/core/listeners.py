@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from kq.core._console import CommandResult, ConsoleCommandConsumer
+from kq.core._console import CommandResult, ConsoleCommandHandler
 from kq.core._events import Event, MessageConsumed, MessageConsumptionFailed, MessageReceived
 from kq.core._numbers import check_number, check_whole_number
 
@@ -154,7 +154,7 @@ class RequeueFailedCommands:
         """Ask for a retry of a failed console command below the attempt limit."""
         if not isinstance(event, MessageConsumptionFailed) or event.reason != "failed":
             return
-        if not isinstance(event.consumer, ConsoleCommandConsumer):
+        if not isinstance(event.handler, ConsoleCommandHandler):
             return
         if event.attempt < self.max_attempts:
             event.retry(self.delay)

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
         make_xmlrpc_call,
         parse_xmlrpc_call,
     )
-    from kq.contrib.xmlrpc._consumer import DEFAULT_TIMEOUT, MAX_RESPONSE, XmlRpcConsumer
+    from kq.contrib.xmlrpc._consumer import DEFAULT_TIMEOUT, MAX_RESPONSE, XmlRpcHandler
     from kq.contrib.xmlrpc._producer import XmlRpcProducer
 
 # Imported on first use: `kq --help` loads this package for the queuexmlrpc command and must not pay
@@ -79,7 +79,7 @@ _EXPORTS = {
     "parse_xmlrpc_call": "_call",
     "DEFAULT_TIMEOUT": "_consumer",
     "MAX_RESPONSE": "_consumer",
-    "XmlRpcConsumer": "_consumer",
+    "XmlRpcHandler": "_consumer",
     "XmlRpcProducer": "_producer",
 }
 
@@ -109,7 +109,7 @@ __all__ = [
     # consuming
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE",
-    "XmlRpcConsumer",
+    "XmlRpcHandler",
     # version
     "__version__",
 ]

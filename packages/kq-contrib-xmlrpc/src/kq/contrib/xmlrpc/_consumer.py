@@ -11,10 +11,10 @@ from kq.contrib.xmlrpc._call import MAX_SERVER_LENGTH, XmlRpcCall, XmlRpcFault, 
 from kq.contrib.xmlrpc._transport import ResponseRefusedError, transport_for
 from kq.core import (
     AllowMap,
-    ConsumerContext,
     Delivery,
     ExecutionFailedError,
-    MessageConsumer,
+    Handler,
+    HandlerContext,
     NotAllowedError,
 )
 
@@ -28,7 +28,7 @@ MAX_RESPONSE = 16 * 1024 * 1024
 MAX_FAULT_TEXT = 500
 
 
-class XmlRpcConsumer(MessageConsumer):
+class XmlRpcHandler(Handler):
     """Calls the allowed XML-RPC methods that messages name.
 
     Nothing goes on the network before ``[allow.xmlrpc]`` allows the server and the method (and, for
@@ -56,7 +56,7 @@ class XmlRpcConsumer(MessageConsumer):
         self.max_response = max_response
 
     @classmethod
-    def from_context(cls, context: ConsumerContext) -> XmlRpcConsumer:
+    def from_context(cls, context: HandlerContext) -> XmlRpcHandler:
         """Use ``[allow.xmlrpc]``; ``re:`` keys match server URLs (at most ``MAX_SERVER_LENGTH`` long)."""
         return cls(AllowMap(context.config.allow.xmlrpc, max_target=MAX_SERVER_LENGTH))
 

@@ -30,7 +30,7 @@ The classes:
 - :class:`QueueManagerConformance` — info, purge, delete, list-available, list-configured, each where
   offered (``queue_actions``).
 - :class:`ConsumeLoopConformance` — the core consume loop on the driver: acknowledgement, dead letters,
-  hostile input, no poison from released deliveries, re-driving dead letters (``retry_failed``).
+  hostile input, no poison from released deliveries, re-driving dead letters (``retry_dead_letters``).
 - :class:`FailureHandlingConformance` — retries with measured backoff (where delays are possible), dead
   letters after the last attempt, poison messages after crashes (unless the count is of receives).
 - :class:`SigningConformance` — signed messages verify after the trip; altered ones do not.

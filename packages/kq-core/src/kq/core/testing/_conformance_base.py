@@ -172,7 +172,7 @@ class DriverTestBase:
         try:
             yield driver
         finally:
-            self.cleanup(driver, [queue, spec.failed_queue])
+            self.cleanup(driver, [queue, spec.dead_letter_queue])
             driver.close()
 
     @pytest.fixture
@@ -188,7 +188,7 @@ class DriverTestBase:
 
     def publish(self, driver: Driver, queue: str, *messages: Message) -> None:
         """Publish ``messages`` as one batch."""
-        driver.producer(queue).publish_batch(messages)
+        driver.producer(queue).send_batch(messages)
 
     def test_declared_capabilities_are_tested(self, queue: str) -> None:
         """Each capability the driver declares is tested: the driver's test module (this class, or

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from kq.core._driver import Driver
-from kq.core._errors import ConsumerClosedError, DeliveryStateError, UnsupportedOperationError
+from kq.core._errors import ClosedError, DeliveryStateError, UnsupportedOperationError
 from kq.core._message import Message
 from kq.core.testing._conformance_base import DriverTestBase, requires
 from kq.core.testing._conformance_competing import CompetingConsumerTests
@@ -188,7 +188,7 @@ class BasicConformance(HeaderTests, CompetingConsumerTests, DriverTestBase):
         """Using a closed consumer raises instead of silently doing nothing."""
         consumer = driver.consumer(queue)
         consumer.close()
-        with pytest.raises(ConsumerClosedError):
+        with pytest.raises(ClosedError):
             consumer.receive(0.1)
 
     def test_unknown_queue_action_is_refused(self, driver: Driver) -> None:

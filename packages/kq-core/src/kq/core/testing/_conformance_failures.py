@@ -61,7 +61,7 @@ class FailureHandlingConformance(DriverTestBase):
             )
             loop.run()
             assert (loop.stats.failed, loop.stats.retried, loop.stats.dead_lettered) == (2, 1, 1)
-            with driver.consumer(driver.queue(queue).failed_queue) as consumer:
+            with driver.consumer(driver.queue(queue).dead_letter_queue) as consumer:
                 dead = receive_within(consumer, self.receive_timeout)
                 consumer.ack(dead)
             assert dead.headers[DEAD_LETTER_REASON] == "failed"
@@ -90,7 +90,7 @@ class FailureHandlingConformance(DriverTestBase):
             loop.run()
             assert handler.runs == [], "a poison message must not be handled again"
             assert loop.stats.dead_lettered == 1
-            with driver.consumer(driver.queue(queue).failed_queue) as consumer:
+            with driver.consumer(driver.queue(queue).dead_letter_queue) as consumer:
                 dead = receive_within(consumer, self.receive_timeout)
                 consumer.ack(dead)
             assert dead.headers[DEAD_LETTER_REASON] == "poison"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kq.core._consumers import NoopConsumer
+from kq.core._consumers import NoopHandler
 from kq.core._driver import Driver
 from kq.core._loop import ConsumeLoop, Limits
 from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, JSON, Message
@@ -22,7 +22,7 @@ class ConsumeLoopConformance(RedriveTests, DriverTestBase):
         loop = ConsumeLoop(
             driver,
             queue,
-            NoopConsumer(),
+            NoopHandler(),
             limits=Limits(messages=5, time=self.receive_timeout * 3),
             poll_interval=0.5,
         )
@@ -46,8 +46,8 @@ class ConsumeLoopConformance(RedriveTests, DriverTestBase):
         )
         loop.run()
         assert loop.stats.failed == 1
-        failed_queue = driver.queue(queue).failed_queue
-        with driver.consumer(failed_queue) as consumer:
+        dead_letter_queue = driver.queue(queue).dead_letter_queue
+        with driver.consumer(dead_letter_queue) as consumer:
             got = receive_within(consumer, self.receive_timeout)
             consumer.ack(got)
         assert got.message_id == sent.message_id
@@ -86,8 +86,8 @@ class ConsumeLoopConformance(RedriveTests, DriverTestBase):
         reason = loop.run()  # must return, not raise
         assert loop.stats.received == total, reason
         assert good.message_id in handler.ids, "the good message behind the hostile ones was not consumed"
-        failed_queue = driver.queue(queue).failed_queue
-        with driver.consumer(failed_queue) as consumer:
+        dead_letter_queue = driver.queue(queue).dead_letter_queue
+        with driver.consumer(dead_letter_queue) as consumer:
             dead = drain(consumer, idle=self.idle_timeout * 2)
         reasons = {d.message_id: d.headers.get(DEAD_LETTER_REASON) for d in dead}
         for message in hostile:

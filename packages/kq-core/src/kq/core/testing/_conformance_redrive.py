@@ -11,7 +11,7 @@ from kq.core._app import App
 from kq.core._config import Config, SigningSettings
 from kq.core._driver import Driver
 from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Message
-from kq.core._redrive import REPUBLISH_BATCH, retry_failed
+from kq.core._redrive import REPUBLISH_BATCH, retry_dead_letters
 from kq.core._signing import new_key
 from kq.core._spec import DriverSpec, QueueSpec
 from kq.core.testing._conformance_base import DriverTestBase
@@ -34,7 +34,7 @@ class _AppOn(App):
 
 
 class RedriveTests(DriverTestBase):
-    """``retry_failed`` on this driver, with more dead letters than one republishing batch."""
+    """``retry_dead_letters`` on this driver, with more dead letters than one republishing batch."""
 
     #: Dead letters re-driven by the test (more than :data:`kq.core._redrive.REPUBLISH_BATCH`).
     redrive_messages: ClassVar[int] = REPUBLISH_BATCH + 50
@@ -57,11 +57,15 @@ class RedriveTests(DriverTestBase):
                 )
                 for i in range(self.redrive_messages)
             ]
-            self.publish(driver, spec.failed_queue, *dead)
-            result = retry_failed(_AppOn(driver, self.driver_spec(), spec), queue, idle=self.idle_timeout)
+            self.publish(driver, spec.dead_letter_queue, *dead)
+            result = retry_dead_letters(
+                _AppOn(driver, self.driver_spec(), spec), queue, idle=self.idle_timeout
+            )
             failed = dict(list(result.failed.items())[:3])
             assert result.ok, f"missing: {list(result.missing)[:3]}, failed: {failed}"
-            assert len(result.done) == len(dead), f"retry_failed re-drove {len(result.done)} of {len(dead)}"
+            assert len(result.done) == len(dead), (
+                f"retry_dead_letters re-drove {len(result.done)} of {len(dead)}"
+            )
             assert sorted(result.done) == sorted(m.message_id for m in dead)
             with driver.consumer(queue) as consumer:
                 back = drain(consumer, idle=self.idle_timeout)
@@ -70,6 +74,6 @@ class RedriveTests(DriverTestBase):
             )
             assert all(DEAD_LETTER_REASON not in d.headers for d in back), "dead-letter headers kept"
             assert sorted(int(d.headers["x-n"]) for d in back) == list(range(len(dead)))
-            with driver.consumer(spec.failed_queue) as consumer:
+            with driver.consumer(spec.dead_letter_queue) as consumer:
                 left = consumer.receive(self.idle_timeout)
             assert left is None, f"{left!r} is still in the dead-letter queue"

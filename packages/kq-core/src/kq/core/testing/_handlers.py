@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kq.core._consumers import MessageConsumer
+from kq.core._consumers import Handler
 from kq.core._message import JSON, Delivery
 
 
-class Failing(MessageConsumer):
+class Failing(Handler):
     """Fails every message."""
 
     accepted_content_types = None
@@ -22,7 +22,7 @@ class Failing(MessageConsumer):
         raise RuntimeError(f"cannot handle {body!r}")
 
 
-class Recording(MessageConsumer):
+class Recording(Handler):
     """Accepts JSON only and records the ids of what it consumed."""
 
     accepted_content_types = frozenset({JSON})
@@ -36,7 +36,7 @@ class Recording(MessageConsumer):
         return body
 
 
-class FailingTwice(MessageConsumer):
+class FailingTwice(Handler):
     """Fails the first two executions of each message, then succeeds; records when each one ran."""
 
     accepted_content_types = None
@@ -65,7 +65,7 @@ class Handling:
     lease_expires: float | None
 
 
-class Timed(MessageConsumer):
+class Timed(Handler):
     """Takes ``seconds`` per message (after calling ``on_start`` with the delivery, when given) and
     records every execution in a shared list, with the lease the delivery had when it started."""
 

@@ -165,7 +165,7 @@ class MemoryProducer(Producer):
 
     driver: MemoryDriver
 
-    def _publish_batch(self, messages: Sequence[Message]) -> None:
+    def _send_batch(self, messages: Sequence[Message]) -> None:
         store = self.driver.store
         now = time.monotonic()
         with store.condition:

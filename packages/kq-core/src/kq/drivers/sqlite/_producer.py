@@ -26,7 +26,7 @@ class SqliteProducer(Producer):
         self._file = file_identity(self._path)
         self._registered = False
 
-    def _publish_batch(self, messages: Sequence[Message]) -> None:
+    def _send_batch(self, messages: Sequence[Message]) -> None:
         now = time.time()
         rows = [
             (

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from kq.core import topic_matches
@@ -73,7 +74,7 @@ def connect(path: Path, *, busy_timeout: float, synchronous: str) -> sqlite3.Con
     # inode number may be the old one's) has version 0 and gets it anew.
     if connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
         with _initialise_lock:
-            _initialise(connection)
+            _initialise(connection, busy_timeout)
     return connection
 
 
@@ -88,9 +89,9 @@ def rollback(connection: sqlite3.Connection) -> None:
             connection.execute("ROLLBACK")
 
 
-def _initialise(connection: sqlite3.Connection) -> None:
+def _initialise(connection: sqlite3.Connection, busy_timeout: float) -> None:
     # WAL lets readers (idle consumers polling) run beside one writer; the setting is stored in the file.
-    connection.execute("PRAGMA journal_mode = WAL")
+    _use_wal(connection, busy_timeout)
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -106,6 +107,26 @@ def _initialise(connection: sqlite3.Connection) -> None:
     except BaseException:
         rollback(connection)
         raise
+
+
+def _use_wal(connection: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, waiting up to ``busy_timeout`` for other connections.
+
+    sqlite does not call its busy handler for a journal-mode change: while another process holds a write
+    lock (workers starting together on a new file, one of them creating the schema) the pragma fails at
+    once with "database is locked", so it is retried here.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def routing_filter(routing_keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:

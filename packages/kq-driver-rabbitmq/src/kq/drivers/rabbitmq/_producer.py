@@ -36,7 +36,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from kq.core import (
     DRIVER_REDELIVERY,
     DRIVER_ROUTING_KEY,
-    ConsumerClosedError,
+    ClosedError,
     Message,
     Producer,
     PublishError,
@@ -118,7 +118,7 @@ class RabbitMQProducer(Producer):
         # Delay targets declared on this connection: (kind, target, ms) -> exchange or queue name.
         self._delays: dict[tuple[str, str, int], str] = {}
 
-    def _publish_batch(self, messages: Sequence[Message]) -> None:
+    def _send_batch(self, messages: Sequence[Message]) -> None:
         _check_delayed_ttls(messages)
         self._publish(messages, self.topology.exchange, None)
 
@@ -127,7 +127,7 @@ class RabbitMQProducer(Producer):
         bindings (a retried message must not reach the other queues of a shared exchange). The routing
         key each message had travels in the ``kq-routing-key`` header and is restored by the consumer."""
         if self.closed:
-            raise ConsumerClosedError(f"the producer of queue '{self.queue.name}' is closed")
+            raise ClosedError(f"the producer of queue '{self.queue.name}' is closed")
         _check_delayed_ttls(messages)
         copies = [
             dataclasses.replace(m, headers={**m.headers, ROUTING_KEY_HEADER: m.routing_key}) for m in messages
