@@ -77,7 +77,7 @@ LEASE_CHUNK = 100
 LEASE_PROBE = 10
 #: Characters of a text body shown by :func:`show_dead_letters`.
 PREVIEW_CHARS = 200
-#: Messages republished per batch by :func:`retry_dead_letters` (confirms and commits are paid once per batch).
+#: Messages republished per batch by :func:`retry_dead_letters` (confirms and commits paid once per batch).
 REPUBLISH_BATCH = 100
 #: Headers :func:`retry_dead_letters` takes off before queueing a message again.
 REDRIVE_DROPPED_HEADERS = TRANSIT_HEADERS
