@@ -249,7 +249,7 @@ def _signed_with(signed_at: str, key: str = KEY) -> Delivery:
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999", "1e300", "-1e300", "", "soon", "1" * 5000])
 def test_a_signed_at_out_of_range_is_refused_with_a_signature_reason(value: str) -> None:
-    from kq.core._signing import SignatureError
+    from kq.core._errors import SignatureError
 
     verifier = Verifier({"k": KEY.encode()}, max_age=600)
     with pytest.raises(SignatureError) as caught:

@@ -61,9 +61,11 @@ from kq.core._errors import (
     KqError,
     LeaseLostError,
     MessageFormatError,
+    MissingExtraError,
     NotAllowedError,
     PluginLoadError,
     PublishError,
+    SignatureError,
     UnknownPluginError,
     UnknownQueueError,
     UnsupportedOperationError,
@@ -138,7 +140,7 @@ from kq.core._service import (
     make_service_call,
     parse_service_call,
 )
-from kq.core._signing import SignatureError, Signer, Verifier, new_key
+from kq.core._signing import Signer, Verifier, new_key
 from kq.core._spec import DriverSpec, QueueSpec
 from kq.core._watchdog import Watchdog
 from kq.core._watchdog_model import StartOutcome, StopOutcome, WatchdogError, WorkerInstance
@@ -272,6 +274,7 @@ __all__ = [
     "DeliveryStateError",
     "LeaseLostError",
     "PublishError",
+    "MissingExtraError",
     "PluginLoadError",
     "ExecutionFailedError",
     "KqError",

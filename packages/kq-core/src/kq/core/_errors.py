@@ -50,7 +50,12 @@ class BrokerUnavailableError(KqError, ConnectionError):
 
 
 class PluginLoadError(KqError):
-    """A driver is registered but its module or client library cannot be imported."""
+    """A plugin (driver, handler, listener, command) is registered but its module or client library
+    cannot be imported."""
+
+
+class MissingExtraError(KqError):
+    """An optional feature needs a package that is not installed; the message names the extra to install."""
 
 
 class UnknownQueueError(KqError):
@@ -109,4 +114,12 @@ class PublishError(KqError):
 
 
 class ClosedError(KqError):
-    """The driver consumer was used after :meth:`close`."""
+    """A driver, producer or consumer was used after its ``close()``."""
+
+
+class SignatureError(KqError):
+    """A message's signature is missing, wrong, expired or replayed; ``reason`` says which."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

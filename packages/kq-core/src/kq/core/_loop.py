@@ -19,7 +19,7 @@ from typing import Any
 
 from kq.core._consumers import Handler
 from kq.core._driver import Consumer, Driver
-from kq.core._errors import KqError, MessageFormatError, NotAllowedError
+from kq.core._errors import KqError, MessageFormatError, NotAllowedError, SignatureError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageReceived, describe_callable
 from kq.core._failures import (
     FAILED,
@@ -36,7 +36,7 @@ from kq.core._leases import LeaseKeeper
 from kq.core._message import Delivery
 from kq.core._numbers import check_number, check_whole_number
 from kq.core._resources import MemoryGauge
-from kq.core._signing import SignatureError, Signer, Verifier
+from kq.core._signing import Signer, Verifier
 
 logger = logging.getLogger(__name__)
 

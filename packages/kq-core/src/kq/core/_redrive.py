@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kq.core._driver import Consumer, Driver
-from kq.core._errors import KqError, LeaseLostError, PublishError
+from kq.core._errors import KqError, LeaseLostError, PublishError, SignatureError
 from kq.core._failures import attempt_of
 from kq.core._message import (
     DEAD_LETTER_DELIVERIES,
@@ -57,7 +57,7 @@ from kq.core._message import (
     Message,
 )
 from kq.core._producers import GenericMessageProducer
-from kq.core._signing import KEY_ID, NONCE, SignatureError, Verifier
+from kq.core._signing import KEY_ID, NONCE, Verifier
 
 if TYPE_CHECKING:
     from kq.core._app import App

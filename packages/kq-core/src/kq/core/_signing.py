@@ -34,7 +34,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kq.core._errors import ConfigError, KqError
+from kq.core._errors import ConfigError, SignatureError
 from kq.core._message import TRANSIT_HEADERS, Delivery, Message, is_portable_header_name
 from kq.core._numbers import MAX_TIMESTAMP, check_number
 
@@ -52,14 +52,6 @@ CLOCK_SKEW = 60.0
 MIN_KEY_BYTES = 32
 #: Most nonces a worker remembers.
 REPLAY_CACHE_SIZE = 200_000
-
-
-class SignatureError(KqError):
-    """A message's signature is missing, wrong, expired or replayed; ``reason`` says which."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
 
 
 def new_key() -> str:

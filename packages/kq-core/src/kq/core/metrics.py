@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kq.core._errors import PluginLoadError
+from kq.core._errors import MissingExtraError
 from kq.core._events import (
     EventDispatcher,
     MessageConsumed,
@@ -36,7 +36,7 @@ def _prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError:
-        raise PluginLoadError(
+        raise MissingExtraError(
             "metrics need the prometheus-client package: pip install 'kq-core[prometheus]'"
         ) from None
     return prometheus_client

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         parse_xmlrpc_call,
     )
     from kq.contrib.xmlrpc._consumer import DEFAULT_TIMEOUT, MAX_RESPONSE, XmlRpcHandler
+    from kq.contrib.xmlrpc._errors import ResponseRefusedError, XmlRpcError
     from kq.contrib.xmlrpc._producer import XmlRpcProducer
 
 # Imported on first use: `kq --help` loads this package for the queuexmlrpc command and must not pay
@@ -74,6 +75,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "MULTICALL": "_call",
     "XmlRpcCall": "_call",
+    "XmlRpcError": "_errors",
+    "ResponseRefusedError": "_errors",
     "XmlRpcFault": "_call",
     "make_xmlrpc_call": "_call",
     "parse_xmlrpc_call": "_call",
@@ -101,6 +104,8 @@ __all__ = [
     # messages
     "MULTICALL",
     "XmlRpcCall",
+    "XmlRpcError",
+    "ResponseRefusedError",
     "XmlRpcFault",
     "make_xmlrpc_call",
     "parse_xmlrpc_call",

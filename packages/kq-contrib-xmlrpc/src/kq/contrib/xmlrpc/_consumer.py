@@ -8,7 +8,8 @@ import xmlrpc.client
 from typing import Any
 
 from kq.contrib.xmlrpc._call import MAX_SERVER_LENGTH, XmlRpcCall, XmlRpcFault, parse_xmlrpc_call
-from kq.contrib.xmlrpc._transport import ResponseRefusedError, transport_for
+from kq.contrib.xmlrpc._errors import ResponseRefusedError
+from kq.contrib.xmlrpc._transport import transport_for
 from kq.core import (
     AllowMap,
     Delivery,

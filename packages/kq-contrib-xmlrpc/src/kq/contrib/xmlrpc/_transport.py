@@ -20,12 +20,10 @@ import xmlrpc.client
 from typing import Any
 from xml.parsers import expat
 
+from kq.contrib.xmlrpc._errors import ResponseRefusedError
+
 #: Bytes read from the response at a time.
 CHUNK = 64 * 1024
-
-
-class ResponseRefusedError(Exception):
-    """The server's answer was refused before it was fully parsed (too large, compressed, has a DTD)."""
 
 
 class LimitedTransport(xmlrpc.client.Transport):

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 
 from kq.core._driver import Driver
+from kq.core._errors import SignatureError
 from kq.core._loop import ConsumeLoop, Limits
 from kq.core._message import Message
 from kq.core._retry import RetryPolicy
-from kq.core._signing import SignatureError, Signer, Verifier, new_key
+from kq.core._signing import Signer, Verifier, new_key
 from kq.core.testing._conformance_base import DriverTestBase
 from kq.core.testing._handlers import FailingTwice
 from kq.core.testing._helpers import receive_within
