@@ -7,6 +7,7 @@ Each session installs the distributions under packages/ in editable mode into it
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -16,8 +17,13 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 ROOT = Path(__file__).parent
-#: Installed in dependency order (kq-core first) so local packages win over anything on PyPI.
-PACKAGES = ["kq-core", "kq-cli", "kq-driver-rabbitmq", "kq-contrib-xmlrpc"]
+#: Installed first, in this order (the others depend on them), so local packages win over anything on PyPI.
+_BASE = ["kq-core", "kq-cli"]
+#: Every distribution under packages/: a new one is picked up by every session without an edit here.
+PACKAGES = [
+    *_BASE,
+    *sorted(p.parent.name for p in ROOT.glob("packages/*/pyproject.toml") if p.parent.name not in _BASE),
+]
 TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6", "hatchling>=1.18", "prometheus-client>=0.17"]
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
@@ -59,10 +65,16 @@ def integration(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
-    session.install("ruff>=0.6")
+    """ruff (lint and formatting) and the import-linter contracts of pyproject.toml (the layering)."""
+    session.install("ruff>=0.6", "import-linter>=2.17", "pytest>=8")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # import-linter reads the sources without importing them: the src folders on the path are enough
+    # (kq is a namespace package spread over them), no install needed.
+    sources = os.pathsep.join(str(ROOT / "packages" / name / "src") for name in PACKAGES)
+    session.run("lint-imports", "--no-cache", env={"PYTHONPATH": sources})
+    # ...and each contract does fail on a forbidden import.
+    session.run("pytest", str(ROOT / "tests"), "-p", "no:cacheprovider")
 
 
 @nox.session
@@ -70,7 +82,7 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on every package's sources and tests, the benchmarks and this noxfile."""
     _install_packages(session, "mypy>=1.10", "types-psutil", "types-requests", *TEST_REQUIREMENTS, "nox")
     sources = [str(ROOT / "packages" / name / "src") for name in PACKAGES]
-    session.run("mypy", *sources, "noxfile.py", "benchmarks", "integration")
+    session.run("mypy", *sources, "noxfile.py", "benchmarks", "integration", "tests")
     # Test folders have no __init__.py, so each is checked on its own: two packages may both have a
     # test_conformance.py without mypy seeing duplicate modules.
     for name in PACKAGES:

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from kq.core import ConsumeLoop, Driver, DriverSpec, Limits, Message, NoopHandler, load_driver_class
+from kq.core import ConsumeLoop, Limits, Message, NoopHandler
+from kq.core.driver import Driver, DriverSpec
+from kq.core.plugins import load_driver_class
 
 
 def _median_seconds(argv: list[str], runs: int) -> float:

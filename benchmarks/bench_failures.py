@@ -24,7 +24,6 @@ from kq.core import (
     App,
     ConsumeLoop,
     Delivery,
-    Driver,
     Handler,
     Limits,
     Message,
@@ -35,6 +34,7 @@ from kq.core import (
     parse_config,
     retry_dead_letters,
 )
+from kq.core.driver import Driver
 
 QUEUE = "bench"
 

@@ -30,7 +30,9 @@ from typing import Any
 
 import pika
 
-from kq.core import ConsumeLoop, DriverSpec, Limits, Message, NoopHandler, load_driver_class
+from kq.core import ConsumeLoop, Limits, Message, NoopHandler
+from kq.core.driver import DriverSpec
+from kq.core.plugins import load_driver_class
 
 BODY = b'{"command": "echoback", "arguments": ["benchmark"], "options": {}}'
 

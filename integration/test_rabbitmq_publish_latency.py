@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import pika
 import pytest
 
-from kq.core import DriverSpec, Message, load_driver_class
+from kq.core import Message
+from kq.core.driver import DriverSpec
+from kq.core.plugins import load_driver_class
 from kq.core.testing import unique_queue_name
 
 if TYPE_CHECKING:

@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kq.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli
-from kq.cli._common import CLIENT_LIBRARY_LOGGERS
+from kq.cli._common import CORE_CLIENT_LOGGERS, configure_logging
+from kq.core.driver import Driver
+from kq.core.plugins import load_driver_class
 
 
 def kq(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -212,8 +214,32 @@ def test_broker_client_libraries_are_heard_from_at_debug_only(
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])  # let basicConfig configure, then put things back
     monkeypatch.setattr(root, "level", root.level)
-    for name in CLIENT_LIBRARY_LOGGERS:
+    client_loggers = (*load_driver_class("rabbitmq").client_loggers, *CORE_CLIENT_LOGGERS)
+    assert "pika" in client_loggers  # the drivers declare theirs (Driver.client_loggers)
+    for name in client_loggers:
         monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
     assert kq(*args, "managequeue", "help").exit_code == EXIT_OK
     assert root.level == kq_level
-    assert {logging.getLogger(name).level for name in ("pika", "botocore", "stomp")} == {library_level}
+    assert {logging.getLogger(name).level for name in client_loggers} == {library_level}
+
+
+def test_a_driver_loaded_later_has_its_client_loggers_quieted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver imported after logging is set up (as kq commands import them on use) is quieted too."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    library = logging.getLogger("kqtest.client.library")
+    monkeypatch.setattr(library, "level", logging.NOTSET)
+    client_loggers = configure_logging("INFO", 0, 0)
+    assert client_loggers in root.handlers[0].filters
+
+    class ChattyDriver(Driver):  # imported after configure_logging, as `kq consume` loads a driver
+        client_loggers = ("kqtest.client.library",)
+
+    record = library.makeRecord(library.name, logging.ERROR, __file__, 1, "refused", (), None)
+    assert not client_loggers.filter(record)  # CRITICAL + 1 by default: heard from at -vv only
+    assert library.level == logging.CRITICAL + 1
+    assert client_loggers.filter(
+        logging.getLogger("kq.core").makeRecord("kq.core", logging.INFO, "", 1, "", (), None)
+    )
+    del ChattyDriver

@@ -255,7 +255,7 @@ def test_unknown_action_argument_is_a_clear_error() -> None:
 #: (RabbitMQ quorum and classic queues, SQS FIFO and standard queues).
 _CAPS_DRIVER = """
 import dataclasses
-from kq.core import Option
+from kq.core.driver import Option
 from kq.drivers.sqlite import SqliteDriver
 
 class CapsDriver(SqliteDriver):
@@ -402,7 +402,7 @@ def test_an_instance_that_cannot_be_built_does_not_break_the_listings(workdir: P
 )
 def test_delay_limits_in_the_text_output(publish: float | None, requeue: float | None, text: str) -> None:
     from kq.cli._manage import capabilities_text
-    from kq.core import Capabilities
+    from kq.core.driver import Capabilities
 
     caps = Capabilities(
         delayed_delivery=True, max_publish_delay=publish, max_requeue_delay=requeue, message_ttl=True

@@ -406,3 +406,30 @@ def test_workerswatchdog_is_the_php_name(space: Workspace) -> None:
     assert _workers(space) == {}
     done = space.kq("workerswatchdog", "restart", check=False)
     assert done.returncode == 2
+
+
+def test_without_kq_cli_importable_start_names_the_distribution_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a kq-core-only environment would see: one error before any worker is spawned, exit 1."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from kq.cli import cli
+
+    config = tmp_path / "kq.toml"
+    config.write_text(CONFIG + WORKERS)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, package=None: None if name == "kq.cli" else real_find_spec(name, package),
+    )
+
+    result = CliRunner().invoke(cli, ["--config", str(config), "watchdog", "start"])
+
+    assert result.exit_code == 1, result.output
+    assert "install the kq-cli distribution (pip install kq-cli)" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / ".kq" / "logs").exists(), "no worker was spawned"

@@ -161,4 +161,4 @@ def test_kq_help_lists_the_command_without_importing_kq_core(tmp_path: Path) -> 
     assert "queuexmlrpc" in done.stdout
     loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
     assert "kq.contrib.xmlrpc._cli" in loaded
-    assert not [m for m in loaded if m.startswith("kq.core") or m == "kq.contrib.xmlrpc._call"], loaded
+    assert not [m for m in loaded if m.startswith("kq.core") or m == "kq.contrib.xmlrpc._xmlrpc"], loaded

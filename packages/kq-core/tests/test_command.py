@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kq.core import CommandCall, MessageFormatError, make_command, parse_command
-from kq.core._command import MAX_ITEMS, MAX_VALUE_LENGTH
+from kq.core.handlers._console import MAX_ITEMS, MAX_VALUE_LENGTH
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ _MODULE = """
 import dataclasses
 import time
 
-from kq.core import DriverSpec, matches_any
+from kq.core.driver import DriverSpec, matches_any
 from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kq.core import Consumer, DriverSpec
+from kq.core.driver import Consumer, DriverSpec
 from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kq.core import Consumer, Driver, DriverSpec
+from kq.core.driver import Consumer, Driver, DriverSpec
 from kq.core.testing import (
     BasicConformance,
     ConsumeLoopConformance,

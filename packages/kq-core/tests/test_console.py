@@ -15,17 +15,17 @@ from kq.core import (
     AllowList,
     CommandResult,
     ConsoleCommandHandler,
-    ConsoleSettings,
     ConsumeLoop,
     Delivery,
-    DriverSpec,
     ExecutionFailedError,
     Limits,
     Message,
     MessageConsumptionFailed,
     encode_json,
-    run_command,
 )
+from kq.core._config import ConsoleSettings
+from kq.core.driver import DriverSpec
+from kq.core.handlers import run_command
 from kq.drivers.memory import MemoryDriver
 
 # Starts a grandchild that sleeps, records both pids, then sleeps itself.

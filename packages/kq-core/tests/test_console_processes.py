@@ -17,16 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kq.core import (
-    AllowList,
-    CommandResult,
-    ConsoleSettings,
-    Delivery,
-    ExecutionFailedError,
-    InProcessConsoleCommandHandler,
-    run_command,
-)
-from kq.core._console import MAX_OUTPUT
+from kq.core import AllowList, CommandResult, Delivery, ExecutionFailedError, InProcessConsoleCommandHandler
+from kq.core._config import ConsoleSettings
+from kq.core.handlers import run_command
+from kq.core.handlers._process import MAX_OUTPUT
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +80,7 @@ def test_the_exit_decides_even_if_a_background_process_holds_the_output(
     """It used to wait for end-of-file on the pipes: "timed out" after the whole timeout, and, with a
     daemon in its own session, blocked until the daemon exited."""
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="kq.core._console"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.handlers._process"):
         result = run_command(_leaves_a_background_process(background_pid, where), timeout=5)
     elapsed = time.monotonic() - started
     assert elapsed < 3, f"run_command waited {elapsed:.1f}s for a background process"
@@ -108,7 +102,7 @@ def test_a_timeout_does_not_wait_for_a_daemon_that_holds_the_output(
     argv = _leaves_a_background_process(background_pid, "own-session", "then-sleep")
     started = time.monotonic()
     with (
-        caplog.at_level(logging.WARNING, logger="kq.core._console"),
+        caplog.at_level(logging.WARNING, logger="kq.core.handlers._process"),
         pytest.raises(ExecutionFailedError, match=r"timed out after 2s and was killed") as caught,
     ):
         run_command(argv, timeout=2)

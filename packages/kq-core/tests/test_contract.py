@@ -17,22 +17,19 @@ import pytest
 
 from kq.core import (
     App,
-    Capabilities,
     ConsumeLoop,
     Delivery,
-    DriverSpec,
     Handler,
     LeaseLostError,
     Limits,
     Message,
     MessageFormatError,
-    Producer,
-    QueueSpec,
     RetryPolicy,
     UnsupportedOperationError,
     parse_config,
 )
-from kq.core._failures import PARK_AFTER, poison_protection_problem, printable
+from kq.core._failure_policy import PARK_AFTER
+from kq.core._failures import poison_protection_problem, printable
 from kq.core._leases import LeaseKeeper
 from kq.core._message import (
     DEAD_LETTER_ERROR,
@@ -42,6 +39,7 @@ from kq.core._message import (
     is_portable_header_name,
 )
 from kq.core._redrive import retry_dead_letters
+from kq.core.driver import Capabilities, DriverSpec, Producer, QueueSpec
 from kq.core.testing import drain, receive_within
 from kq.drivers.memory import MemoryConsumer, MemoryDriver
 from kq.drivers.sqlite import SqliteDriver

@@ -26,7 +26,7 @@ from kq.core import (
     make_http_request,
     parse_http_request,
 )
-from kq.core._http import MAX_BODY
+from kq.core.handlers._http import MAX_BODY
 
 
 class Server(ThreadingHTTPServer):

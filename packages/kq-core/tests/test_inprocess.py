@@ -17,7 +17,6 @@ from kq.core import (
     App,
     CommandResult,
     ConfigError,
-    ConsoleSettings,
     Delivery,
     ExecutionFailedError,
     InProcessConsoleCommandHandler,
@@ -26,6 +25,7 @@ from kq.core import (
     NotAllowedError,
     parse_config,
 )
+from kq.core._config import ConsoleSettings
 from kq.core.listeners import Accumulator
 from kq.drivers.memory import MemoryDriver
 

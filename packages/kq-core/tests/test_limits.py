@@ -8,17 +8,9 @@ from typing import Any
 
 import pytest
 
-from kq.core import (
-    ConfigError,
-    ConsumeLoop,
-    Delivery,
-    DriverSpec,
-    Handler,
-    Limits,
-    Message,
-    NoopHandler,
-    load_check,
-)
+from kq.core import ConfigError, ConsumeLoop, Delivery, Handler, Limits, Message, NoopHandler
+from kq.core.driver import DriverSpec
+from kq.core.plugins import load_check
 from kq.drivers.memory import MemoryDriver
 
 

@@ -19,10 +19,8 @@ from kq.core import (
     CommandResult,
     ConfigError,
     ConsoleCommandHandler,
-    ConsoleSettings,
     ConsumeLoop,
     Delivery,
-    DriverSpec,
     Handler,
     Limits,
     Message,
@@ -30,6 +28,8 @@ from kq.core import (
     parse_config,
 )
 from kq.core import _registry as registry
+from kq.core._config import ConsoleSettings
+from kq.core.driver import DriverSpec
 from kq.core.listeners import Accumulator, Monitor, RequeueFailedCommands, Stopwatch
 from kq.core.testing import drain
 from kq.drivers.memory import MemoryDriver

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from kq.core import JSON, KQ_HEADER_PREFIX, Delivery, Message, MessageFormatError, new_message_id
+from kq.core import JSON, KQ_HEADER_PREFIX, Delivery, Message, MessageFormatError
+from kq.core.driver import new_message_id
 
 
 def test_defaults() -> None:

@@ -12,13 +12,13 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from kq.core import (  # noqa: E402 - after the importorskip
     ConsumeLoop,
     Delivery,
-    DriverSpec,
     EventDispatcher,
     Handler,
     Limits,
     Message,
     MessageReceived,
 )
+from kq.core.driver import DriverSpec  # noqa: E402
 from kq.core.listeners import RequeueFailedCommands  # noqa: E402
 from kq.core.metrics import PrometheusMetrics  # noqa: E402
 from kq.drivers.memory import MemoryDriver  # noqa: E402
@@ -71,8 +71,9 @@ def test_counters_follow_what_the_loop_did(driver: MemoryDriver) -> None:
 
 
 def test_retries_are_counted(driver: MemoryDriver) -> None:
-    from kq.core import ConsoleCommandHandler, ConsoleSettings, encode_json
+    from kq.core import ConsoleCommandHandler, encode_json
     from kq.core._allow import AllowList
+    from kq.core._config import ConsoleSettings
 
     registry = prometheus_client.CollectorRegistry()
     dispatcher = EventDispatcher()
@@ -110,7 +111,8 @@ def test_messages_refused_before_decoding_keep_the_gauge_at_zero(driver: MemoryD
 def test_retries_of_the_queue_policy_are_counted_as_retries(driver: MemoryDriver) -> None:
     """Found in review: the policy's retry was decided after the listeners ran, so metrics counted it
     as a dead letter."""
-    from kq.core import QueueSpec, RetryPolicy
+    from kq.core import RetryPolicy
+    from kq.core.driver import QueueSpec
 
     registry = prometheus_client.CollectorRegistry()
     dispatcher = EventDispatcher()

@@ -22,11 +22,9 @@ from kq.core import (
     App,
     ConfigError,
     Delivery,
-    DriverSpec,
     Limits,
     Message,
     MessageFormatError,
-    Option,
     RetryPolicy,
     encode_json,
     load_config,
@@ -36,6 +34,7 @@ from kq.core import (
 from kq.core._numbers import MAX_SECONDS, check_number, check_whole_number
 from kq.core._options import resolve_options
 from kq.core._signing import SIGNATURE, SIGNED_AT, Signer, Verifier, _canonical, _signed_fields, new_key
+from kq.core.driver import DriverSpec, Option
 from kq.core.listeners import RequeueFailedCommands
 from kq.drivers.memory import MemoryDriver
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from kq.core import ConfigError, Option
+from kq.core import ConfigError
 from kq.core._options import resolve_options
+from kq.core.driver import Option
 
 SRC = "/srv/kq.toml"
 SCHEMA = {

@@ -4,12 +4,20 @@ declares its entry points."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 pytestmark = pytest.mark.slow
 
@@ -48,3 +56,31 @@ def test_wheel_keeps_namespace_packages(package: Path, tmp_path: Path) -> None:
         assert "sqlite = kq.drivers.sqlite:SqliteDriver" in entry_points
     if package.name == "kq-cli":
         assert "kq = kq.cli:main" in entry_points
+
+
+def _version(package: Path) -> Version:
+    [version_file] = package.glob("src/kq/**/version.py")
+    found = re.search(r'^__version__ = "([^"]+)"$', version_file.read_text(), re.MULTILINE)
+    assert found, version_file
+    return Version(found.group(1))
+
+
+def test_sibling_requirements_are_pinned_to_the_siblings_minor_release() -> None:
+    """kq-cli requires the kq-core it was released with (``~=X.Y.Z``), not any later one."""
+    versions = {p.name: _version(p) for p in PACKAGES}
+    pinned = []
+    for package in PACKAGES:
+        project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+        for requirement in map(Requirement, project.get("dependencies", [])):
+            if requirement.name not in versions:
+                continue
+            current = versions[requirement.name]
+            next_minor = Version(f"{current.major}.{current.minor + 1}.0")
+            where = f"{package.name} requires {requirement}"
+            assert current in requirement.specifier, f"{where}, which excludes the current {current}"
+            assert next_minor not in requirement.specifier, f"{where}, which lets {next_minor} in"
+            assert Version("0") not in requirement.specifier, f"{where}, which has no lower bound"
+            pinned.append((package.name, requirement.name))
+    assert ("kq-cli", "kq-core") in pinned
+    drivers = {p.name for p in PACKAGES if p.name.startswith("kq-driver-")}
+    assert drivers <= {package for package, sibling in pinned if sibling == "kq-cli"}

@@ -46,10 +46,8 @@ from kq.core import (
     JSON,
     AllowList,
     AllowMap,
-    ConsoleSettings,
     ConsumeLoop,
     Delivery,
-    DriverSpec,
     EventDispatcher,
     Handler,
     HttpHandler,
@@ -61,15 +59,17 @@ from kq.core import (
     ServiceHandler,
     Signer,
     Verifier,
-    attempt_of,
     decode_body,
     encode_json,
     new_key,
     parse_command,
     parse_service_call,
 )
+from kq.core._config import ConsoleSettings
+from kq.core._failures import attempt_of
 from kq.core._message import is_reserved_header_name
 from kq.core._signing import KEY_ID, NONCE, SIGNATURE, SIGNED_AT
+from kq.core.driver import DriverSpec
 from kq.drivers.memory import MemoryDriver
 
 T = TypeVar("T")

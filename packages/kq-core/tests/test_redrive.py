@@ -23,16 +23,13 @@ from kq.core import (
     Message,
     MessageConsumptionFailed,
     _redrive,
+    _redrive_browse,
     parse_config,
 )
-from kq.core._redrive import (
-    REDRIVE_DROPPED_HEADERS,
-    _Leases,
-    body_preview,
-    remove_dead_letters,
-    retry_dead_letters,
-    show_dead_letters,
-)
+from kq.core._failures import body_preview
+from kq.core._leases import Leases
+from kq.core._redrive import remove_dead_letters, retry_dead_letters, show_dead_letters
+from kq.core._redrive_retry import REDRIVE_DROPPED_HEADERS
 from kq.core._signing import NONCE, SIGNATURE
 from kq.drivers.memory import MemoryDriver
 
@@ -333,7 +330,7 @@ def test_retry_refuses_a_garbled_signature(app: App) -> None:
 
 def test_retry_of_a_message_kq_cannot_publish_leaves_it(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = dead_letter(app, count=2)
-    real = _redrive._chunks
+    real = _redrive_browse.chunks
 
     def chunks(*args: Any, **kwargs: Any) -> Iterator[list[Delivery]]:
         for n, found in enumerate(real(*args, **kwargs)):
@@ -341,7 +338,7 @@ def test_retry_of_a_message_kq_cannot_publish_leaves_it(app: App, monkeypatch: p
                 found[0].headers["x:foreign"] = "1"  # a foreign AMQP producer's header name kq does not carry
             yield found
 
-    monkeypatch.setattr(_redrive, "_chunks", chunks)
+    monkeypatch.setattr(_redrive, "chunks", chunks)
     result = retry_dead_letters(app, "jobs", idle=IDLE, resign_unverified=True)
     monkeypatch.undo()
     assert result.done == (ids[1],)
@@ -424,7 +421,7 @@ def test_held_deliveries_stay_reserved_while_browsing_takes_long(tmp_path: Path)
         holder = driver.consumer("jobs.failed")
         delivery = holder.receive(1)
         assert delivery is not None
-        leases = _Leases(holder, holder.lease_duration)
+        leases = Leases(holder, holder.lease_duration)
         leases.add(delivery)
         time.sleep(0.3)
         leases.keep()

@@ -18,16 +18,12 @@ import pytest
 
 from kq.core import (
     App,
-    Consumer,
     Delivery,
-    DriverSpec,
     Handler,
     LeaseLostError,
     Limits,
     Message,
     PublishError,
-    QueueSpec,
-    load_driver_class,
     parse_config,
     remove_dead_letters,
     retry_dead_letters,
@@ -36,6 +32,8 @@ from kq.core import (
 from kq.core import _app as app_module
 from kq.core._message import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON
 from kq.core._signing import NONCE
+from kq.core.driver import Consumer, DriverSpec, QueueSpec
+from kq.core.plugins import load_driver_class
 from kq.drivers.memory import MemoryDriver
 from kq.drivers.memory._driver import MemoryConsumer, MemoryProducer
 

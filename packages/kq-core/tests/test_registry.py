@@ -11,14 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kq.core import (
-    PluginLoadError,
-    UnknownPluginError,
-    driver_entries,
-    driver_names,
-    load_driver_class,
-)
+from kq.core import PluginLoadError, UnknownPluginError
 from kq.core import _registry as registry
+from kq.core.plugins import driver_entries, driver_names, load_driver_class
 from kq.drivers.sqlite import SqliteDriver
 
 

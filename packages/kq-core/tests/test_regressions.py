@@ -13,24 +13,21 @@ import pytest
 
 from kq.core import (
     App,
-    Capabilities,
     ConfigError,
     ConsoleCommandHandler,
-    ConsoleSettings,
     ConsumeLoop,
     Delivery,
     DeliveryStateError,
-    DriverSpec,
     Handler,
     Limits,
     Message,
     NoopHandler,
-    Producer,
-    QueueSpec,
     UnsupportedOperationError,
     parse_config,
 )
 from kq.core._allow import AllowList
+from kq.core._config import ConsoleSettings
+from kq.core.driver import Capabilities, DriverSpec, Producer, QueueSpec
 from kq.drivers.memory import MemoryDriver
 from kq.drivers.sqlite import SqliteDriver
 

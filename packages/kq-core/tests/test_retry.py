@@ -11,20 +11,18 @@ from typing import Any, ClassVar
 import pytest
 
 from kq.core import (
-    Capabilities,
     ConsumeLoop,
     Delivery,
     DeliveryStateError,
-    Driver,
-    DriverSpec,
     Handler,
     Limits,
     Message,
     MessageConsumptionFailed,
     MessageFormatError,
     NotAllowedError,
-    attempt_of,
 )
+from kq.core._failures import attempt_of
+from kq.core.driver import Capabilities, Driver, DriverSpec
 from kq.core.listeners import Accumulator
 from kq.drivers.memory import MemoryDriver
 from kq.drivers.sqlite import SqliteDriver

@@ -18,19 +18,9 @@ from typing import Any
 
 import pytest
 
-from kq.core import (
-    App,
-    ConsumeLoop,
-    Delivery,
-    DriverSpec,
-    Handler,
-    Limits,
-    Message,
-    QueueSpec,
-    encode_json,
-    parse_config,
-)
+from kq.core import App, ConsumeLoop, Delivery, Handler, Limits, Message, encode_json, parse_config
 from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_REASON
+from kq.core.driver import DriverSpec, QueueSpec
 from kq.core.testing import drain, receive_within
 from kq.drivers.memory import MemoryConsumer, MemoryDriver
 from kq.drivers.sqlite import SqliteDriver

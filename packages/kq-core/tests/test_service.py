@@ -15,7 +15,6 @@ from kq.core import (
     AllowMap,
     ConsumeLoop,
     Delivery,
-    DriverSpec,
     ExecutionFailedError,
     Limits,
     Message,
@@ -26,6 +25,7 @@ from kq.core import (
     make_service_call,
     parse_service_call,
 )
+from kq.core.driver import DriverSpec
 from kq.core.listeners import Accumulator
 from kq.drivers.memory import MemoryDriver
 

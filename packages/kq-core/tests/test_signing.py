@@ -380,7 +380,7 @@ def test_a_message_requeued_by_its_worker_is_not_taken_for_a_replay(
             return real(self, message)
 
         monkeypatch.setattr(type(driver.producer("jobs.failed")), "send", publish)
-        monkeypatch.setattr("kq.core._failures.RETRY_DEAD_LETTER_AFTER", 0.0)
+        monkeypatch.setattr("kq.core._failure_policy.RETRY_DEAD_LETTER_AFTER", 0.0)
         failures = _run(app, count=2)
         assert [(f.reason, f.outcome) for f in failures] == [
             ("failed", "requeued"),

@@ -6,6 +6,9 @@ The end-to-end behaviour (real `kq consume` workers) is tested in kq-cli's test_
 
 from __future__ import annotations
 
+import ast
+import graphlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -19,17 +22,18 @@ import psutil
 import pytest
 
 from kq.core import ProcessStarted, parse_config
-from kq.core._watchdog import Watchdog
-from kq.core._watchdog_model import WatchdogError
-from kq.core._watchdog_procs import (
+from kq.core.watchdog import RestartPolicy, Watchdog, WatchdogError
+from kq.core.watchdog import _control as watchdog_control
+from kq.core.watchdog import _procs as watchdog_procs
+from kq.core.watchdog._procs import (
     describe_status,
     find_workers,
     parse_command_line,
     terminate,
     worker_command,
 )
-from kq.core._watchdog_run import BACKOFF, FATAL, RUNNING, STARTING, Supervisor
-from kq.core._watchdog_state import WatchdogLock, exclusive, read_status, write_status
+from kq.core.watchdog._state import WatchdogLock, exclusive, read_status, write_status
+from kq.core.watchdog._supervisor import BACKOFF, FATAL, RUNNING, STARTING, Supervisor
 
 SLEEPER = "import time; time.sleep(60)"
 #: Ignores SIGTERM, and starts a grandchild in a session of its own that sleeps too.
@@ -251,8 +255,10 @@ def test_supervisor_backs_off_exponentially_and_gives_up(tmp_path: Path) -> None
         started.append(_FakePopen())
         return started[-1]
 
-    watchdog.spawn = spawn  # type: ignore[assignment,method-assign]
-    supervisor = Supervisor(watchdog, str(tmp_path / "kq.toml"), watchdog.instances(), grace=1)
+    watchdog.control.spawn = spawn  # type: ignore[assignment,method-assign]
+    supervisor = Supervisor(
+        watchdog.policy, watchdog.control, str(tmp_path / "kq.toml"), watchdog.instances(), grace=1
+    )
     slot = supervisor.slots[0]
 
     supervisor._tick(0.0)
@@ -298,3 +304,85 @@ def _wait_for(predicate: Any, timeout: float = 10) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def _without_cli(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Make ``kq.cli`` look uninstalled, and record any attempt to spawn a worker."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> Any:
+        return None if name == "kq.cli" else real_find_spec(name, package)
+
+    spawned: list[object] = []
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(watchdog_procs, "spawn", lambda *args: spawned.append(args))
+    monkeypatch.setattr(watchdog_control, "spawn", lambda *args: spawned.append(args))
+    return spawned
+
+
+@pytest.mark.parametrize("command", ["start", "run"])
+def test_missing_kq_cli_is_one_clear_error_before_anything_is_spawned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    spawned = _without_cli(monkeypatch)
+    watchdog = Watchdog(_config(tmp_path, '[workers.mail]\nqueue = "mail"\n'), lock_wait=0)
+
+    with pytest.raises(WatchdogError, match=r"install the kq-cli distribution \(pip install kq-cli\)"):
+        getattr(watchdog, command)()
+
+    assert spawned == []
+
+
+def test_the_supervisor_retries_a_worker_whose_start_finds_kq_cli_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kq-cli removed while `run` supervises: a failed start (backoff), not a supervisor that dies."""
+    watchdog = Watchdog(_config(tmp_path, "[workers.w]\n"), max_retries=2)
+    supervisor = Supervisor(
+        watchdog.policy, watchdog.control, str(tmp_path / "kq.toml"), watchdog.instances(), 1
+    )
+    spawned = _without_cli(monkeypatch)
+
+    supervisor._tick(0.0)
+
+    assert (supervisor.slots[0].state, supervisor.slots[0].quick_exits, spawned) == (BACKOFF, 1, [])
+
+
+def test_restart_policy_doubles_the_delay_up_to_its_cap_and_tries_at_least_once() -> None:
+    policy = RestartPolicy(backoff=0.5, max_backoff=3.0)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert RestartPolicy(max_retries=0).max_retries == 1
+    assert Watchdog(parse_config({}), max_retries=-3).policy.max_retries == 1
+
+
+def test_the_watchdog_modules_import_each_other_without_a_cycle() -> None:
+    """No cycle inside kq.core.watchdog, not even one hidden under ``if TYPE_CHECKING:``."""
+    package = Path(watchdog_procs.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        module = f"kq.core.watchdog.{path.stem}".removesuffix(".__init__")
+        graph[module] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                graph[module].add(node.module)
+            elif isinstance(node, ast.Import):
+                graph[module].update(alias.name for alias in node.names)
+    internal = {module: {m for m in imports if m in graph} for module, imports in graph.items()}
+    # The package's __init__ re-exports its modules; a module importing it back would be a cycle.
+    assert all("kq.core.watchdog" not in imports for imports in internal.values())
+    del internal["kq.core.watchdog"]
+
+    order = list(graphlib.TopologicalSorter(internal).static_order())  # raises CycleError on a cycle
+
+    assert set(order) == set(internal)
+    assert "kq.core.watchdog._watchdog" not in internal["kq.core.watchdog._supervisor"]
+
+
+def test_importing_kq_core_loads_neither_the_watchdog_nor_psutil() -> None:
+    code = (
+        "import sys, kq.core; "
+        "print(sorted(m for m in sys.modules if m.startswith(('kq.core.watchdog', 'psutil'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert loaded.strip() == "[]"

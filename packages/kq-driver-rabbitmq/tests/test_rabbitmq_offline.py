@@ -17,19 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kq.cli import EXIT_UNAVAILABLE, cli
-from kq.core import (
-    BrokerUnavailableError,
-    ConfigError,
-    Delivery,
-    DriverSpec,
-    Message,
-    PublishError,
-    QueueSpec,
-    Signer,
-    Verifier,
-    load_driver_class,
-)
-from kq.core._message import is_portable_header_name
+from kq.core import BrokerUnavailableError, ConfigError, Delivery, Message, PublishError, Signer, Verifier
+from kq.core.driver import DriverSpec, QueueSpec, is_portable_header_name
+from kq.core.plugins import load_driver_class
 from kq.drivers.rabbitmq import RabbitMQDriver, _consumer
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 from kq.drivers.rabbitmq._producer import RabbitMQProducer
@@ -880,3 +870,23 @@ def test_the_drivers_publish_error_is_kqs() -> None:
     from kq.drivers import rabbitmq
 
     assert rabbitmq.PublishError is PublishError
+
+
+def test_the_drivers_errors_are_kq_errors_from_its_errors_module() -> None:
+    from kq.core import KqError
+    from kq.drivers import rabbitmq
+    from kq.drivers.rabbitmq import _errors
+
+    assert set(_errors.__all__) <= set(rabbitmq.__all__)
+    assert rabbitmq.ManagementError is _errors.ManagementError
+    assert issubclass(rabbitmq.ManagementError, KqError)
+
+
+def test_an_unreachable_management_api_raises_management_error() -> None:
+    from kq.drivers.rabbitmq import ManagementError
+    from kq.drivers.rabbitmq._management import Management
+
+    # Port 1 on the loopback: refused at once, nothing listens there.
+    management = Management("http://127.0.0.1:1", "guest", "guest", "/", timeout=2.0)
+    with pytest.raises(ManagementError, match=r"management API at http://127\.0\.0\.1:1 is unreachable"):
+        management.queues()

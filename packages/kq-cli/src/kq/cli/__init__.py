@@ -1,13 +1,22 @@
 """kq-cli: the ``kq`` command.
 
-Commands (``kq COMMAND --help`` explains every option)::
+Commands (``kq COMMAND --help`` explains every option; docs/cli.md has them all)::
 
     kq queuecommand QUEUE COMMAND [ARGS]... [-o name=value]... [-i DRIVER] [-r KEY] [-t TTL]
     kq queuemessage QUEUE BODY [-c CONTENT_TYPE] [-m REPEAT] [-b] [-i DRIVER] [-r KEY] [-t TTL]
+    kq queueservice QUEUE SERVICE METHOD [ARGS]... [-j JSON] [-k name=value]... [--json-kwargs JSON]
+    kq queuehttp QUEUE URL [-X METHOD] [-H name=value]... [-p name=value]... [-d TEXT | --json JSON]
     kq consume QUEUE [-m MESSAGES] [-t SECONDS] [-r KEY] [-i DRIVER] [--label LABEL] [-w]
     kq managedriver list [--format json]
     kq managequeue ACTION [QUEUE] [-i DRIVER] [-a name=value]... [--format json]
+    kq failed show|retry|remove QUEUE [ID]...      (the dead-letter queue of QUEUE)
+    kq signing new-key
+    kq watchdog start|stop|check|run               (the [workers.*] processes)
+    kq workerswatchdog ACTION                      (the PHP library's name for kq watchdog)
     kq echoback INPUT [-f FILE]
+
+Other distributions add commands through the ``kq.commands`` entry points, built with
+:mod:`kq.cli.plugin` (``kq-contrib-xmlrpc`` adds ``kq queuexmlrpc``).
 
 Global options: ``--config PATH`` (else ``$KQ_CONFIG``, ``./kq.toml``, ``[tool.kq]``, defaults),
 ``--log-level LEVEL``, ``-v``/``-q``. Exit codes are the ``EXIT_*`` constants of this package.

@@ -87,7 +87,7 @@ class FiniteFloat(_FloatParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         """``value`` (text, or a default) as a checked float; a usage error naming the option otherwise."""
-        from kq.core._numbers import MAX_SECONDS, check_number
+        from kq.core.driver import MAX_SECONDS, check_number
 
         try:
             return check_number(
@@ -104,17 +104,70 @@ class FiniteFloat(_FloatParamType):
         return f"FiniteFloat({self.minimum!r}, {self.maximum!r})"
 
 
-#: Loggers of the broker client libraries the drivers use.
-CLIENT_LIBRARY_LOGGERS = ("pika", "botocore", "boto3", "urllib3", "stomp", "stomp.py")
+#: The client library of kq-core's HTTP handler (requests' urllib3); drivers declare their own
+#: (``Driver.client_loggers``), quieted once the driver is loaded (:class:`ClientLoggers`).
+CORE_CLIENT_LOGGERS = ("urllib3",)
 
 
-def configure_logging(level: str, verbose: int, quiet: int) -> None:
-    """Send library logs to stderr at the chosen level (``-v`` lowers it, ``-q`` raises it)."""
+class ClientLoggers(logging.Filter):
+    """Holds the client libraries' loggers at ``level``: kq-core's, and those the loaded drivers declare.
+
+    A driver's ``client_loggers`` are read when its class has been imported (``kq --help`` imports
+    none): on the first record after that, this filter sets their level, and drops that record if it
+    is below it; later records of theirs stop at their logger.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.quieted: set[str] = set()
+        self._drivers_seen = -1
+        self.quiet(CORE_CLIENT_LOGGERS)
+
+    def quiet(self, names: Iterable[str]) -> None:
+        """Set the level of the loggers ``names`` (once each)."""
+        for name in names:
+            if name not in self.quieted:
+                logging.getLogger(name).setLevel(self.level)
+                self.quieted.add(name)
+
+    def quiet_loaded_drivers(self) -> None:
+        """Quiet the client loggers of every driver class imported so far."""
+        if "kq.core" not in sys.modules:  # no driver can be loaded without kq-core
+            return
+        from kq.core.driver import Driver
+
+        classes: list[type] = []
+        pending: list[type] = [Driver]
+        while pending:
+            subclasses: list[type] = pending.pop().__subclasses__()
+            for subclass in subclasses:
+                classes.append(subclass)
+                pending.append(subclass)
+        if len(classes) != self._drivers_seen:
+            self._drivers_seen = len(classes)
+            for driver_class in classes:
+                self.quiet(getattr(driver_class, "client_loggers", ()))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let ``record`` through unless its logger was just quieted below its level."""
+        self.quiet_loaded_drivers()
+        return record.levelno >= logging.getLogger(record.name).getEffectiveLevel()
+
+
+def configure_logging(level: str, verbose: int, quiet: int) -> ClientLoggers:
+    """Send library logs to stderr at the chosen level (``-v`` lowers it, ``-q`` raises it).
+
+    Returns:
+        The filter that quiets the client libraries (on the stderr handler this installs).
+    """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
     wanted = numeric - 10 * verbose + 10 * quiet
     numeric = max(logging.DEBUG, min(logging.CRITICAL, wanted))
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr)
     # The broker clients log their own view of what kq reports in its words (pika logs a refused
     # connection as three ERROR lines and a traceback): they are heard from at DEBUG only, and all
@@ -125,8 +178,12 @@ def configure_logging(level: str, verbose: int, quiet: int) -> None:
         libraries = logging.WARNING
     else:
         libraries = logging.CRITICAL + 1
-    for name in CLIENT_LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(libraries)
+    client_loggers = ClientLoggers(libraries)
+    client_loggers.quiet_loaded_drivers()
+    for handler in root.handlers:
+        if handler not in before:  # only the handler kq installed, not an application's
+            handler.addFilter(client_loggers)
+    return client_loggers
 
 
 DRIVER_HELP = "Driver instance to use (default: the queue's configured driver, else default_driver)."

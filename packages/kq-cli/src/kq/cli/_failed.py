@@ -11,7 +11,7 @@ import click
 from kq.cli._common import EXIT_FAILURE, FiniteFloat, State, emit, format_option, pass_state
 
 if TYPE_CHECKING:
-    from kq.core._redrive import RedriveResult
+    from kq.core import RedriveResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,11 +64,11 @@ def failed() -> None:
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N messages.")
 @_common_options
 @pass_state
-def show_dead_letters(
+def show_command(
     state: State, queue: str, limit: int | None, driver: str | None, idle: float, output_format: str
 ) -> None:
     """Show the dead-lettered messages of QUEUE, oldest first; they stay where they are."""
-    from kq.core._redrive import show_dead_letters
+    from kq.core import show_dead_letters
 
     messages = show_dead_letters(state.app, queue, limit=limit, driver=driver, idle=idle)
     dead_letter_queue = state.app.queue(queue, driver)[1].dead_letter_queue
@@ -87,7 +87,7 @@ def show_dead_letters(
 )
 @_common_options
 @pass_state
-def retry_dead_letters(
+def retry_command(
     state: State,
     queue: str,
     ids: tuple[str, ...],
@@ -102,7 +102,7 @@ def retry_dead_letters(
     They keep their id, body, routing key and headers, lose the dead-letter notes and the attempt
     count, and are signed again. Those that cannot be queued again stay in the dead-letter queue.
     """
-    from kq.core._redrive import retry_dead_letters
+    from kq.core import retry_dead_letters
 
     selection = _selection(ids, all_)
     result = retry_dead_letters(
@@ -117,7 +117,7 @@ def retry_dead_letters(
 @click.option("--all", "all_", is_flag=True, help="Remove every message of the dead-letter queue.")
 @_common_options
 @pass_state
-def remove_dead_letters(
+def remove_command(
     state: State,
     queue: str,
     ids: tuple[str, ...],
@@ -127,7 +127,7 @@ def remove_dead_letters(
     output_format: str,
 ) -> None:
     """Delete dead-lettered messages of QUEUE for good."""
-    from kq.core._redrive import remove_dead_letters
+    from kq.core import remove_dead_letters
 
     result = remove_dead_letters(state.app, queue, _selection(ids, all_), driver=driver, idle=idle)
     _report(result, output_format)

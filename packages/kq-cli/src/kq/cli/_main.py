@@ -42,9 +42,9 @@ class _KqGroup(click.Group):
         try:
             loaded = entry_point.load()
         except Exception as exc:
-            return _unavailable(cmd_name, entry_point.value, exc)
+            return _unavailable(entry_point, exc)
         if not isinstance(loaded, click.Command):
-            return _unavailable(cmd_name, entry_point.value, TypeError("not a click command"))
+            return _unavailable(entry_point, TypeError("not a click command"))
         return loaded
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -75,12 +75,34 @@ class _KqGroup(click.Group):
 
 @functools.lru_cache(maxsize=1)
 def _plugin_commands() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMAND_GROUP)}
+    """The ``kq.commands`` entry points by name, as kq-core's plugin registry reads its own groups.
+
+    Read here rather than through :mod:`kq.core.plugins`: ``kq --help`` lists these commands and must
+    not import kq-core (see test_cli_lazy_imports.py). The rules are the registry's: the first
+    registration of a name wins, and a second one with another value is logged.
+    """
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for entry_point in importlib.metadata.entry_points(group=COMMAND_GROUP):
+        if entry_point.name in found:
+            if found[entry_point.name].value != entry_point.value:
+                logger.warning(
+                    "two distributions register command '%s' (%s and %s); using the first",
+                    entry_point.name,
+                    found[entry_point.name].value,
+                    entry_point.value,
+                )
+            continue
+        found[entry_point.name] = entry_point
+    return found
 
 
-def _unavailable(name: str, value: str, error: Exception) -> click.Command:
+def _unavailable(entry_point: importlib.metadata.EntryPoint, error: Exception) -> click.Command:
     """A stand-in for a subcommand whose distribution is broken: it says so instead of vanishing."""
-    message = f"the command {name!r} ({value}) cannot be loaded: {type(error).__name__}: {error}"
+    name, value = entry_point.name, entry_point.value
+    dist = entry_point.dist.name if entry_point.dist is not None else "the distribution that registered it"
+    message = (
+        f"the command {name!r} ({value}) cannot be loaded: {type(error).__name__}: {error}; reinstall {dist}"
+    )
 
     def fail() -> None:
         raise click.ClickException(message)

@@ -10,7 +10,8 @@ import click
 from kq.cli._common import State, emit, format_option, parse_pairs, pass_state, render_text
 
 if TYPE_CHECKING:
-    from kq.core import App, Driver, Option, QueueSpec
+    from kq.core import App
+    from kq.core.driver import Driver, Option, QueueSpec
 
 
 @click.group()
@@ -29,7 +30,8 @@ def list_drivers(state: State, output_format: str) -> None:
     A driver whose module or client library cannot be imported is listed with the error instead of
     breaking the listing.
     """
-    from kq.core import KqError, driver_entries
+    from kq.core import KqError
+    from kq.core.plugins import driver_entries
 
     types: list[dict[str, Any]] = []
     for entry in driver_entries():
@@ -50,6 +52,7 @@ def list_drivers(state: State, output_format: str) -> None:
         types.append(item)
     app = state.app
     config = app.config
+    config.check_plugins()  # a configured type that is not installed is an error, not a listing
     instances = [
         {
             "name": spec.name,
@@ -76,7 +79,7 @@ def instance_capabilities(app: App, name: str) -> dict[str, Any]:
 def queue_capabilities(driver: Driver, spec: QueueSpec) -> dict[str, Any]:
     """The capabilities of queue ``spec`` on ``driver`` (``Driver.capabilities_for(queue)``) and the
     warnings about them: why ``max_deliveries`` cannot protect the queue from poison messages, if so."""
-    from kq.core._failures import poison_protection_problem
+    from kq.core.driver import poison_protection_problem
 
     capabilities = driver.capabilities_for(spec.name)
     problem = poison_protection_problem(spec.max_deliveries, capabilities.delivery_count)
@@ -209,6 +212,7 @@ def managequeue(
     """
     app = state.app
     if action == "list-configured" and driver is None and queue is None:
+        app.config.check_plugins()  # a handler or driver type that is not installed is an error here
         configured = [
             {
                 "queue": spec.name,

@@ -59,13 +59,13 @@ def queuecommand(
     Put '--' before arguments that start with a dash:
     kq queuecommand demo mycommand -- --not-an-option-of-queuecommand
     """
-    from kq.core import AllowList, make_command
+    from kq.core import make_command
 
     app = state.app
     call = make_command(command, arguments, parse_pairs(options, "-o/--option", allow_flags=True))
     if not novalidate:
         _, spec = app.queue(queue, driver)
-        allowed = AllowList(app.config.allow.commands)
+        allowed = app.config.allow.allow_list("commands")
         if spec.consumer in ("console_command", "inprocess_console_command") and not allowed.allows(
             call.command
         ):

@@ -7,28 +7,17 @@ from typing import Any
 
 import click
 
-from kq.cli._common import (
+from kq.cli._common import parse_pairs
+from kq.cli.plugin import (
     FiniteFloat,
     State,
     driver_option,
     expiry_options,
     format_option,
-    parse_pairs,
+    json_option,
     pass_state,
     report_queued,
 )
-
-
-def _json_option(value: str | None, what: str, kind: type) -> Any:
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=what) from None
-    if not isinstance(parsed, kind):
-        raise click.BadParameter(f"must be a JSON {'array' if kind is list else 'object'}", param_hint=what)
-    return parsed
 
 
 @click.command()
@@ -36,10 +25,10 @@ def _json_option(value: str | None, what: str, kind: type) -> Any:
 @click.argument("service")
 @click.argument("method")
 @click.argument("arguments", nargs=-1)
-@click.option(
+@json_option(
     "-j",
     "--json-arguments",
-    metavar="JSON",
+    kind=list,
     help="Positional arguments as a JSON array, instead of ARGUMENTS (which are strings).",
 )
 @click.option(
@@ -50,7 +39,7 @@ def _json_option(value: str | None, what: str, kind: type) -> Any:
     metavar="NAME=VALUE",
     help="A keyword argument (a string), repeatable.",
 )
-@click.option("--json-kwargs", metavar="JSON", help="Keyword arguments as a JSON object (merged over -k).")
+@json_option("--json-kwargs", kind=dict, help="Keyword arguments as a JSON object (merged over -k).")
 @driver_option
 @click.option("-r", "--routing-key", help="Routing key (default: SERVICE with ':' as '.', then '.METHOD').")
 @expiry_options
@@ -62,9 +51,9 @@ def queueservice(
     service: str,
     method: str,
     arguments: tuple[str, ...],
-    json_arguments: str | None,
+    json_arguments: list[Any] | None,
     kwargs: tuple[str, ...],
-    json_kwargs: str | None,
+    json_kwargs: dict[str, Any] | None,
     driver: str | None,
     routing_key: str | None,
     ttl: float | None,
@@ -80,11 +69,11 @@ def queueservice(
     if json_arguments is not None:
         if arguments:
             raise click.UsageError("give ARGUMENTS or --json-arguments, not both")
-        positional = _json_option(json_arguments, "-j/--json-arguments", list)
+        positional = json_arguments
     keywords: dict[str, Any] = {
         k: v or "" for k, v in parse_pairs(kwargs, "-k/--kwarg", allow_flags=False).items()
     }
-    keywords.update(_json_option(json_kwargs, "--json-kwargs", dict) or {})
+    keywords.update(json_kwargs or {})
     message = state.app.service_producer(queue, driver).publish(
         service, method, positional, keywords, routing_key=routing_key, ttl=ttl, delay=delay
     )
@@ -154,6 +143,7 @@ def queuehttp(
     if data is not None:
         options["data"] = data
     if json_body is not None:
+        # Parsed here, not by json_option: "--json null" sends a JSON null body.
         try:
             options["json"] = json.loads(json_body)
         except json.JSONDecodeError as exc:

@@ -32,7 +32,7 @@ def new_key(key_id: str, path: Path | None, output_format: str) -> None:
 
     Keep keys out of kq.toml: put them in the environment or in a file, and name them in [signing] keys.
     """
-    from kq.core._signing import new_key as make_key
+    from kq.core import new_key as make_key
 
     key = make_key()
     if path is not None:

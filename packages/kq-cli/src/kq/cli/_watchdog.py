@@ -10,7 +10,7 @@ import click
 from kq.cli._common import EXIT_FAILURE, FiniteFloat, State, emit, format_option, pass_state
 
 if TYPE_CHECKING:
-    from kq.core._watchdog import Watchdog
+    from kq.core.watchdog import Watchdog
 
 _GRACE_HELP = (
     "Seconds a worker may take to finish its current message after SIGTERM before it is killed "
@@ -19,7 +19,7 @@ _GRACE_HELP = (
 
 
 def _watchdog(state: State, **timings: Any) -> Watchdog:
-    from kq.core._watchdog import Watchdog
+    from kq.core.watchdog import Watchdog
 
     app = state.app
     return Watchdog(app.config, app.dispatcher, **timings)

@@ -1,4 +1,4 @@
-"""Allow-lists: what a message consumer may execute.
+"""Allow-lists: what a handler may execute, and the ``[allow]`` sections they are configured in.
 
 An entry is an exact string or ``re:<regular expression>``, matched against the whole value (the
 expression is anchored at both ends). An empty list allows nothing. :class:`AllowList` holds names
@@ -16,14 +16,24 @@ long for each character more). The value comes from a message, so two guards app
 
 Neither catches every slow expression (overlapping alternatives such as ``(a|a)+`` are not detected):
 keep ``re:`` entries simple, a literal prefix and one ``.*`` or a character class.
+
+``[allow]`` is open: each handler reads the section it declares (``Handler.allow_section``), as a
+list of names (:meth:`AllowSettings.allow_list`) or a table of targets and methods
+(:meth:`AllowSettings.allow_map`). Every section is checked for its shape and its ``re:`` entries when
+the file is loaded; which handler reads it is known only when one is built (loading the file scans no
+entry points), so a section no handler reads is caught then, if it is a near miss of one that is read.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from kq.core._errors import ConfigError, KqError
 
 #: Longest command, service or method name ``re:`` entries are matched against. With this bound an
 #: expression whose matching time grows with the cube of the length (``.*a.*a.*b``) takes about 10 ms.
@@ -216,3 +226,150 @@ class AllowMap:
 
     def __repr__(self) -> str:
         return f"AllowMap({self.entries!r})"
+
+
+#: What the entries of a section are: a list of names, or targets mapped to their methods.
+AllowEntries: TypeAlias = "tuple[str, ...] | Mapping[str, tuple[str, ...]]"
+#: The sections of kq-core's own handlers: the shape each must have and what its entries name, for a
+#: precise message at load (a plugin's section takes its shape from the file and is checked when read).
+_CORE_SECTIONS: dict[str, tuple[type, str]] = {
+    "commands": (list, "command names"),
+    "urls": (list, "host names"),
+    "services": (dict, "method names"),
+}
+#: How alike a section name must be to a declared one to be taken for a typo of it (difflib ratio).
+_TYPO_CUTOFF = 0.75
+
+
+@dataclass(frozen=True)
+class AllowSettings:
+    """``[allow]``: what handlers may execute, one section per kind of target; empty allows nothing.
+
+    kq-core's handlers read ``commands`` (console commands), ``urls`` (HTTP hosts, or ``re:`` on the
+    whole URL) and ``services`` (``module`` or ``module:attr`` -> methods); a plugin's handler reads the
+    section it declares (kq-contrib-xmlrpc: ``xmlrpc``).
+
+    Attributes:
+        sections: Section name -> a tuple of entries (an allow-list) or a mapping of target -> methods.
+        source: The configuration file, for error messages.
+    """
+
+    sections: Mapping[str, AllowEntries] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False)
+
+    def allow_list(self, name: str, *, max_subject: int = MAX_NAME_SUBJECT) -> AllowList:
+        """Section ``name`` as an :class:`AllowList` (empty when absent).
+
+        Raises:
+            ConfigError: the section is a table of targets, or it is absent and a section nobody reads
+                looks like a typo of it.
+        """
+        entries = self._entries(name)
+        if entries is None:
+            return AllowList(max_subject=max_subject)
+        if isinstance(entries, Mapping):
+            raise ConfigError(
+                "must be a list of names or 're:' patterns (it is a table of targets and methods)",
+                key=f"allow.{name}",
+                source=self.source,
+            )
+        return AllowList(entries, max_subject=max_subject)
+
+    def allow_map(
+        self, name: str, *, max_target: int = MAX_NAME_SUBJECT, max_method: int = MAX_NAME_SUBJECT
+    ) -> AllowMap:
+        """Section ``name`` as an :class:`AllowMap` (empty when absent).
+
+        Raises:
+            ConfigError: the section is a list, or it is absent and a section nobody reads looks like
+                a typo of it.
+        """
+        entries = self._entries(name)
+        if entries is None:
+            return AllowMap(max_target=max_target, max_method=max_method)
+        if not isinstance(entries, Mapping):
+            raise ConfigError(
+                "expected a table of targets, each with a list of methods (it is a list)",
+                key=f"allow.{name}",
+                source=self.source,
+            )
+        return AllowMap(entries, max_target=max_target, max_method=max_method)
+
+    def _entries(self, name: str) -> AllowEntries | None:
+        if name in self.sections:
+            return self.sections[name]
+        # A typo such as "comands" would otherwise deny everything without a word.
+        for close in difflib.get_close_matches(name, list(self.sections), n=3, cutoff=_TYPO_CUTOFF):
+            if close not in declared_sections():
+                raise ConfigError(
+                    f"unknown key: no installed handler reads [allow] {close}; did you mean '{name}'?",
+                    key=f"allow.{close}",
+                    source=self.source,
+                )
+        return None
+
+
+def declared_sections() -> frozenset[str]:
+    """The ``[allow]`` sections the installed handlers declare (this imports every handler type; a
+    handler that fails to import is skipped, its own use reports why)."""
+    from kq.core import _registry  # the registry imports the driver base: only when needed
+
+    declared: set[str] = set()
+    for entry in _registry.plugin_entries(_registry.CONSUMER_GROUP):
+        try:
+            loaded = entry.load()
+        except KqError:
+            continue
+        section = getattr(loaded, "allow_section", None)
+        if isinstance(section, str):
+            declared.add(section)
+    return frozenset(declared)
+
+
+def parse_allow(table: Mapping[str, Any], source: str | None) -> AllowSettings:
+    """``[allow]`` checked for shape and ``re:`` safety: a section is a list of entries or a table of
+    target -> list of methods (kq-core's own sections must have their own shape)."""
+    sections: dict[str, AllowEntries] = {}
+    for name, value in table.items():
+        key = f"allow.{name}"
+        shape, what = _CORE_SECTIONS.get(name, (None, "names"))
+        if shape is dict or (shape is None and isinstance(value, dict)):
+            if not isinstance(value, dict):
+                raise ConfigError(f"expected a table, got {type(value).__name__}", key=key, source=source)
+            sections[name] = {
+                _pattern(target, f"{key}.{target}", source): _patterns(
+                    methods, f"{key}.{target}", what, source
+                )
+                for target, methods in value.items()
+            }
+        elif shape is None and not isinstance(value, list):
+            raise ConfigError(
+                "must be a list of names or 're:' patterns, or a table of targets and their methods",
+                key=key,
+                source=source,
+            )
+        else:
+            sections[name] = _patterns(value, key, what, source)
+    return AllowSettings(sections=sections, source=source)
+
+
+def _patterns(entries: Any, key: str, what: str, source: str | None) -> tuple[str, ...]:
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+        raise ConfigError(f"must be a list of {what} or 're:' patterns", key=key, source=source)
+    return tuple(_pattern(entry, key, source) for entry in entries)
+
+
+def _pattern(entry: str, key: str, source: str | None) -> str:
+    """Check one entry: an exact name, or ``re:`` and a valid, not exponential, expression."""
+    if entry.startswith("re:"):
+        try:
+            compile_pattern(entry[3:])
+        except UnsafePatternError as exc:
+            raise ConfigError(
+                f"regular expression {entry!r} refused: {exc}", key=key, source=source
+            ) from None
+        except re.error as exc:
+            raise ConfigError(
+                f"invalid regular expression {entry!r}: {exc}", key=key, source=source
+            ) from None
+    return entry

@@ -14,21 +14,25 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kq.core._config import Config, ListenerSpec, load_config
-from kq.core._consumers import Handler, HandlerContext, build_handler
 from kq.core._driver import Driver
 from kq.core._errors import ConfigError, KqError, UnknownPluginError, UnknownQueueError
 from kq.core._events import EventDispatcher
-from kq.core._http import HttpProducer
 from kq.core._imports import import_object
-from kq.core._loop import ConsumeLoop, Limits
-from kq.core._producers import ConsoleCommandProducer, GenericMessageProducer, MessageProducer
+from kq.core._limits import Limits
+from kq.core._loop import ConsumeLoop
 from kq.core._registry import LISTENER_GROUP, load_driver_class, plugin_entries
-from kq.core._service import ServiceProducer
 from kq.core._signing import Signer, Verifier, local_key, read_key
 from kq.core._spec import QueueSpec
+from kq.core.handlers._base import Handler, HandlerContext, build_handler
+from kq.core.handlers._producer import GenericMessageProducer, MessageProducer
+
+if TYPE_CHECKING:
+    from kq.core.handlers._console import ConsoleCommandProducer
+    from kq.core.handlers._http import HttpProducer
+    from kq.core.handlers._service import ServiceProducer
 
 logger = logging.getLogger(__name__)
 
@@ -205,20 +209,33 @@ class App:
         """A producer of raw bodies for ``queue``."""
         return self.producer_of(GenericMessageProducer, queue, driver)
 
+    # Shortcuts for the built-in execution types, each importing its type's module only when called.
     def command_producer(self, queue: str, driver: str | None = None) -> ConsoleCommandProducer:
-        """A console-command producer for ``queue``."""
+        """A console-command producer for ``queue``: ``producer_of(ConsoleCommandProducer, queue)``."""
+        from kq.core.handlers._console import ConsoleCommandProducer
+
         return self.producer_of(ConsoleCommandProducer, queue, driver)
 
     def service_producer(self, queue: str, driver: str | None = None) -> ServiceProducer:
-        """A producer of Python service calls for ``queue``."""
+        """A producer of Python service calls for ``queue``: ``producer_of(ServiceProducer, queue)``."""
+        from kq.core.handlers._service import ServiceProducer
+
         return self.producer_of(ServiceProducer, queue, driver)
 
     def http_producer(self, queue: str, driver: str | None = None) -> HttpProducer:
-        """A producer of HTTP requests for ``queue``."""
+        """A producer of HTTP requests for ``queue``: ``producer_of(HttpProducer, queue)``."""
+        from kq.core.handlers._http import HttpProducer
+
         return self.producer_of(HttpProducer, queue, driver)
 
     def producer_of(self, kind: type[P], queue: str, driver: str | None = None) -> P:
-        """A producer of class ``kind`` (any :class:`MessageProducer`, contrib ones too) for ``queue``."""
+        """A producer of class ``kind`` for ``queue``: the one way to get any execution type's producer.
+
+        Args:
+            kind: A :class:`MessageProducer` subclass, kq-core's or another distribution's.
+            queue: The logical queue.
+            driver: The driver instance, for an unconfigured queue (default: the queue's own).
+        """
         instance, spec = self.queue(queue, driver)
         return kind(instance, spec.name, dispatcher=self.dispatcher, signer=self.signer)
 
@@ -242,9 +259,7 @@ class App:
         instance, spec = self.queue(queue, driver)
         if handler is None:
             handler = build_handler(HandlerContext(config=self.config, queue=spec, label=label))
-        required = spec.require_signature
-        if required is None:
-            required = spec.consumer in self.config.signing.require
+        required = self.config.signature_required(spec)
         sources = self.signed_for(spec.name, instance.name)
         return ConsumeLoop(
             instance,

@@ -123,3 +123,11 @@ class SignatureError(KqError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class WatchdogError(KqError):
+    """A watchdog command could not do its job.
+
+    For example: another watchdog holds the lock, the configuration is not a file, or kq-cli (whose
+    ``kq consume`` every worker runs) is not installed.
+    """

@@ -17,7 +17,7 @@ from kq.core._message import Delivery, Message
 from kq.core._numbers import check_number
 
 if TYPE_CHECKING:
-    from kq.core._consumers import Handler
+    from kq.core.handlers._base import Handler
 
 logger = logging.getLogger(__name__)
 

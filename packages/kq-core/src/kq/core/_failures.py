@@ -1,36 +1,21 @@
-"""The failure policy of the consume loop: what happens to a delivery that could not be handled.
+"""Failures: why a delivery could not be handled, and the dead-letter format that records it.
 
-A message whose execution fails (reason ``failed``) is retried as its queue's retry policy says: a copy
-with ``kq-attempt`` increased, visible after a backoff delay that the queue can honour (clamped, or at
-once, and logged). After its last attempt, or at once when it can never succeed (every other reason), it
-is published to the queue's dead-letter queue with ``kq-dead-letter-*`` headers saying why, then
-acknowledged. If that publish fails, the message goes back on its queue so that nothing is lost: after a
-few seconds when the failure is transient, *parked* for an hour when the dead-letter queue refuses it for
-good (a plain copy, every header packed into one, is tried first).
-
-The reasons are named once, here; signature problems add their own (:mod:`kq.core._signing`). Re-drive
-and metrics read them from this module, never from the loop.
+The reasons are named once, here (:data:`FailureReason`): the consume loop, the failure policy
+(:mod:`kq.core._failure_policy`), the ready-made listeners and the metrics use these constants. A dead
+letter is a copy of the failed message with ``kq-dead-letter-*`` headers; :func:`dead_letter_message`
+writes them and :func:`describe_dead_letter` reads them back (for ``kq failed show``), so the format
+lives in one module. Re-drive and metrics import from this module, never from the loop.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from kq.core._consumers import Handler
-from kq.core._driver import Capabilities, Consumer, Driver
-from kq.core._errors import (
-    ConfigError,
-    MessageFormatError,
-    UnknownQueueError,
-    UnsupportedOperationError,
-)
-from kq.core._events import EventDispatcher, MessageConsumptionFailed
+from kq.core._errors import KqError, MessageFormatError, SignatureError
 from kq.core._message import (
     ATTEMPT,
     DEAD_LETTER_DELIVERIES,
@@ -39,305 +24,132 @@ from kq.core._message import (
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_REASON,
     DEAD_LETTER_TIME,
+    KQ_HEADER_PREFIX,
     Delivery,
+    Message,
     is_portable_header_name,
 )
-from kq.core._signing import Signer, Verifier
-from kq.core._spec import QueueSpec
+from kq.core._signing import KEY_ID
 
 if TYPE_CHECKING:
-    from kq.core._loop import LoopStats
+    from kq.core._capabilities import Capabilities
+    from kq.core._signing import Verifier
+    from kq.core._spec import QueueSpec
 
-logger = logging.getLogger(__name__)
+#: Why a delivery failed: ``kq-dead-letter-reason``, ``MessageConsumptionFailed.reason`` and the metrics'
+#: ``reason`` label.
+FailureReason = Literal[
+    "failed",
+    "malformed",
+    "undecodable",
+    "invalid",
+    "not-allowed",
+    "poison",
+    "unsigned",
+    "unknown-key",
+    "bad-signature",
+    "not-yet-valid",
+    "expired",
+    "replayed",
+]
 
-# The reasons a delivery fails for (``kq-dead-letter-reason``, ``MessageConsumptionFailed.reason``, the
-# metrics' ``reason`` label), besides the signature ones.
 #: The work ran and failed: the handler raised, a command exited non-zero or timed out.
-FAILED = "failed"
+FAILED: Final = "failed"
 #: The driver could not read what the broker handed over (``Delivery.defect``).
-MALFORMED = "malformed"
+MALFORMED: Final = "malformed"
 #: The body does not decode for its content type.
-UNDECODABLE = "undecodable"
+UNDECODABLE: Final = "undecodable"
 #: It decodes but is not a valid message for its handler.
-INVALID = "invalid"
+INVALID: Final = "invalid"
 #: It asks for something outside the allow-lists.
-NOT_ALLOWED = "not-allowed"
+NOT_ALLOWED: Final = "not-allowed"
 #: Delivered more than ``max_deliveries`` times without being settled.
-POISON = "poison"
-#: Every reason above; a signature problem adds its own (``SignatureError.reason``).
-REASONS = (FAILED, MALFORMED, UNDECODABLE, INVALID, NOT_ALLOWED, POISON)
+POISON: Final = "poison"
+#: Not signed, for a queue that requires signatures.
+UNSIGNED: Final = "unsigned"
+#: Signed with a key id that is not configured.
+UNKNOWN_KEY: Final = "unknown-key"
+#: The signature does not match the message (or its signature headers are garbled).
+BAD_SIGNATURE: Final = "bad-signature"
+#: Signed to become valid later.
+NOT_YET_VALID: Final = "not-yet-valid"
+#: Signed longer ago than ``[signing] max_age``.
+EXPIRED: Final = "expired"
+#: Its signature was already received by this worker.
+REPLAYED: Final = "replayed"
 
-#: Failure reasons of messages that were decoded and announced (``message_received``) first; the
-#: others (undecodable, poison, signature problems) failed before that.
-RECEIVED_FAILURE_REASONS = frozenset({FAILED, INVALID, NOT_ALLOWED})
-
-#: Seconds before a message that could not be dead-lettered is tried again.
-RETRY_DEAD_LETTER_AFTER = 5.0
-#: Seconds a message stays parked on its queue when its dead-letter queue refuses it for good.
-PARK_AFTER = 3600.0
-#: Errors after which publishing the same dead letter again cannot succeed (its format, an operation
-#: or a queue the driver does not support, configuration).
-PERMANENT_PUBLISH_ERRORS: tuple[type[Exception], ...] = (
-    MessageFormatError,
-    UnsupportedOperationError,
-    ConfigError,
-    UnknownQueueError,
+#: The reasons the loop and the failure policy give; :data:`SIGNATURE_REASONS` are the verifier's
+#: (``SignatureError.reason``).
+REASONS: tuple[FailureReason, ...] = (FAILED, MALFORMED, UNDECODABLE, INVALID, NOT_ALLOWED, POISON)
+SIGNATURE_REASONS: frozenset[FailureReason] = frozenset(
+    {UNSIGNED, UNKNOWN_KEY, BAD_SIGNATURE, NOT_YET_VALID, EXPIRED, REPLAYED}
 )
+#: Signature outcomes that still prove the content is authentic (only its age or reuse is wrong).
+AUTHENTIC_SIGNATURE_REASONS: frozenset[FailureReason] = frozenset({EXPIRED, NOT_YET_VALID, REPLAYED})
+#: Failure reasons of messages that were decoded and announced (``message_received``) first; the
+#: others (malformed, undecodable, poison, signature problems) failed before that.
+RECEIVED_FAILURE_REASONS: frozenset[FailureReason] = frozenset({FAILED, INVALID, NOT_ALLOWED})
+
 #: Longest error text kept in a dead-letter header.
 MAX_ERROR_HEADER = 1000
+#: Characters of a text body shown by :func:`describe_dead_letter`.
+PREVIEW_CHARS = 200
 
 
 @dataclass(frozen=True)
 class Failure:
     """Why a delivery could not be handled: its decoded body (``None`` if it failed before decoding), the
-    error, and the reason (one of :data:`REASONS` or a signature reason)."""
+    error, and the reason."""
 
     body: Any
     error: Exception
-    reason: str
+    reason: FailureReason
 
 
-class FailurePolicy:
-    """Retries, dead-letters or parks the deliveries of one queue that could not be handled.
+def attempt_of(delivery: Delivery) -> int:
+    """The execution attempt a delivery is (``kq-attempt`` header; 1 when absent or malformed)."""
+    try:
+        return max(1, int(delivery.headers.get(ATTEMPT, "1")))
+    except ValueError:
+        return 1
 
-    Args:
-        driver: The driver instance holding the queue (its producers publish copies and dead letters).
-        spec: The queue's settings: retry policy, dead-letter queue.
-        capabilities: What the driver can do for this queue (delays and their maxima).
-        handler: The queue's message consumer, for log lines and events.
-        dispatcher: Where ``message_consumption_failed`` is announced.
-        signer: Signs retried copies (``None``: they are not signed).
-        verifier: Told to forget a requeued delivery, which is not a replay when it comes back.
-        wait: Waits a number of seconds unless the worker is asked to stop (a requeue without delay).
+
+def refusal(
+    delivery: Delivery,
+    verifier: Verifier | None,
+    signed_for: Collection[str],
+    spec: QueueSpec,
+    capabilities: Capabilities,
+) -> Failure | None:
+    """Why ``delivery`` must not be handled at all, checked before its body is decoded, or ``None``.
+
+    In this order: the driver could not read it (:data:`MALFORMED`), its signature does not check for
+    one of ``signed_for`` (when a ``verifier`` is given), it came more than ``max_deliveries`` times
+    (:data:`POISON`).
     """
-
-    def __init__(
-        self,
-        driver: Driver,
-        spec: QueueSpec,
-        capabilities: Capabilities,
-        handler: Handler,
-        dispatcher: EventDispatcher,
-        *,
-        signer: Signer | None,
-        verifier: Verifier | None,
-        wait: Callable[[float], object],
-    ) -> None:
-        self.driver = driver
-        self.spec = spec
-        self.capabilities = capabilities
-        self.handler = handler
-        self.dispatcher = dispatcher
-        self.signer = signer
-        self.verifier = verifier
-        self._wait = wait
-
-    def handle(
-        self, consumer: Consumer, delivery: Delivery, failure: Failure, started: float, stats: LoopStats
-    ) -> None:
-        """Count, announce (``message_consumption_failed``), then retry, dead-letter or park ``delivery``."""
-        stats.failed += 1
-        event = MessageConsumptionFailed(
-            delivery=delivery,
-            body=failure.body,
-            handler=self.handler,
-            error=failure.error,
-            reason=failure.reason,
-            attempt=attempt_of(delivery),
-            duration=time.monotonic() - started,
-        )
-        policy = self.spec.retry
-        if failure.reason == FAILED and policy.retries_after(event.attempt):
-            event.retry(policy.delay_after(event.attempt))  # planned before listeners, who may change it
-        if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
-            self.dispatcher.dispatch(event)
-        what = self.handler.describe(failure.body) if failure.body is not None else "message"
-        if event.retry_delay is not None:
-            if failure.reason == FAILED and self._retry(consumer, delivery, event, what, stats):
-                return
-            if failure.reason != FAILED:
-                logger.warning(
-                    "queue %s message %s: a listener asked to retry a message that can never succeed "
-                    "(%s); dead-lettering it instead",
-                    delivery.queue,
-                    delivery.message_id,
-                    failure.reason,
-                )
-        event.outcome = self._dead_letter_or_requeue(consumer, delivery, failure, what, stats)
-
-    def _retry(
-        self,
-        consumer: Consumer,
-        delivery: Delivery,
-        event: MessageConsumptionFailed,
-        what: str,
-        stats: LoopStats,
-    ) -> bool:
-        delay = self._retry_delay(delivery, event.retry_delay or 0.0)
-        headers = dict(delivery.headers)
-        headers[ATTEMPT] = str(event.attempt + 1)
+    if delivery.defect is not None:
+        # The driver could not read all of it: nothing about it can be trusted, so nothing runs.
+        return Failure(None, MessageFormatError(delivery.defect), MALFORMED)
+    # Authenticity first: a forged delivery count must not decide why a forged message is refused.
+    if verifier is not None:
         try:
-            if self.signer is not None:
-                # A copy is a new message for the replay cache: a new nonce, valid from when it is due.
-                # (A message with header names kq cannot publish fails here, or in the driver's retry:
-                # it is dead-lettered below, those headers kept.)
-                copy = delivery.to_message(headers=headers, delay=delay)
-                headers = dict(self.signer.sign(copy, delivery.queue, valid_from=time.time() + delay).headers)
-            consumer.retry(delivery, headers, delay=delay)
-        except self.driver.connection_errors:
-            raise
-        except Exception as exc:
-            logger.error(
-                "queue %s message %s: %s failed and could not be queued again (%s: %s)",
-                delivery.queue,
-                delivery.message_id,
-                what,
-                type(exc).__name__,
-                exc,
-            )
-            return False
-        stats.retried += 1
-        event.outcome = "retried"
-        logger.warning(
-            "queue %s message %s: %s failed (%s: %s); attempt %d queued again%s",
-            delivery.queue,
-            delivery.message_id,
-            what,
-            type(event.error).__name__,
-            event.error,
-            event.attempt + 1,
-            f", visible in {delay:g}s" if delay else "",
-        )
-        return True
-
-    def _retry_delay(self, delivery: Delivery, wanted: float) -> float:
-        """The delay a retry copy gets: ``wanted``, or as close as the queue allows (logged)."""
-        caps = self.capabilities
-        problem = caps.delay_problem(wanted, requeue=False)
-        if problem is None:
-            return wanted
-        # The rule (docs/failures.md): the longest delay the queue allows, else at once; never a lost retry.
-        longest = caps.max_publish_delay if caps.delayed_delivery and caps.max_publish_delay else 0.0
-        logger.warning(
-            "queue %s message %s: driver %s %s, so the retry planned in %gs is queued %s",
-            delivery.queue,
-            delivery.message_id,
-            self.driver.name,
-            problem,
-            wanted,
-            f"in {longest:g}s instead" if longest else "at once",
-        )
-        return longest
-
-    def _dead_letter_or_requeue(
-        self, consumer: Consumer, delivery: Delivery, failure: Failure, what: str, stats: LoopStats
-    ) -> str:
-        error, reason = failure.error, failure.reason
-        target = self.spec.dead_letter_queue
-        try:
-            self._dead_letter(delivery, reason, error, target)
-        except self.driver.connection_errors:
-            raise
-        except PERMANENT_PUBLISH_ERRORS as refused:
-            # The dead-letter queue refuses this copy and always will (its headers, its size, a queue
-            # that cannot exist): a plainer copy, with every original header packed into one, may pass.
-            try:
-                self._dead_letter(delivery, reason, error, target, plain=True)
-            except self.driver.connection_errors:
-                raise
-            except Exception as still_refused:
-                return self._requeue(consumer, delivery, error, what, target, still_refused, refused, stats)
-        except Exception as publish_error:
-            return self._requeue(consumer, delivery, error, what, target, publish_error, None, stats)
-        consumer.ack(delivery)
-        stats.dead_lettered += 1
-        logger.error(
-            "queue %s message %s: %s %s (%s: %s); moved to dead-letter queue %s",
-            delivery.queue,
-            delivery.message_id,
-            what,
-            "rejected" if reason != FAILED else FAILED,
-            type(error).__name__,
-            error,
-            target,
-        )
-        return "dead-lettered"
-
-    def _requeue(
-        self,
-        consumer: Consumer,
-        delivery: Delivery,
-        error: Exception,
-        what: str,
-        target: str,
-        publish_error: Exception,
-        permanent: Exception | None,
-        stats: LoopStats,
-    ) -> str:
-        """Keep a message the dead-letter queue would not take: back on its queue, never lost.
-
-        A transient failure is tried again in RETRY_DEAD_LETTER_AFTER seconds; a permanent one (the
-        plain copy refused too) is parked for PARK_AFTER seconds, or as long as the queue can delay a
-        requeue, so that it does not come back every few seconds forever.
-        """
-        caps = self.capabilities
-        wanted = PARK_AFTER if permanent is not None else RETRY_DEAD_LETTER_AFTER
-        limit = caps.max_requeue_delay
-        delay = (min(wanted, limit) if limit is not None else wanted) if caps.delayed_delivery else 0.0
-        consumer.reject(delivery, requeue=True, delay=delay)
-        if self.verifier is not None:
-            self.verifier.forget(delivery)  # it comes back as it was: not a replay
-        stats.requeued += 1
-        if permanent is not None:
-            stats.parked += 1
-        if not delay:
-            self._wait(RETRY_DEAD_LETTER_AFTER)
-        logger.error(
-            "queue %s message %s: %s failed (%s: %s) and could not be dead-lettered to %s (%s: %s); %s",
-            delivery.queue,
-            delivery.message_id,
-            what,
-            type(error).__name__,
-            error,
-            target,
-            type(publish_error).__name__,
-            publish_error,
-            (
-                f"the dead-letter queue refuses it for good ({permanent}): parked back on its queue for "
-                f"{delay or RETRY_DEAD_LETTER_AFTER:g}s; fix the dead-letter queue and it is dead-lettered "
-                "when it comes back"
-                if permanent is not None
-                else f"requeued, to be tried again in {delay or RETRY_DEAD_LETTER_AFTER:g}s"
-            ),
-        )
-        return "parked" if permanent is not None else "requeued"
-
-    def _dead_letter(
-        self, delivery: Delivery, reason: str, error: Exception, target: str, *, plain: bool = False
-    ) -> None:
-        headers: dict[str, str] = {}
-        # Names a foreign producer may send but kq cannot publish ("X-Php Trace") are kept, in one header;
-        # a plain copy keeps every header there.
-        foreign: dict[str, str] = {}
-        for name, value in delivery.headers.items():
-            keep = not plain and is_portable_header_name(name) and isinstance(value, str)
-            (headers if keep else foreign)[name] = value
-        if foreign:
-            headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False, default=str)
-        headers[DEAD_LETTER_REASON] = reason
-        # A command's last line of output often carries terminal escapes: brokers refuse control characters.
-        headers[DEAD_LETTER_ERROR] = printable(f"{type(error).__name__}: {error}")[:MAX_ERROR_HEADER]
-        headers[DEAD_LETTER_QUEUE] = delivery.queue
-        headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
-        self.driver.producer(target).send(delivery.to_message(headers=headers))
+            verifier.verify(delivery, signed_for)
+        except SignatureError as exc:
+            return Failure(None, exc, cast("FailureReason", exc.reason))  # one of SIGNATURE_REASONS
+    return _poison(delivery, spec.max_deliveries, capabilities.delivery_count)
 
 
-def printable(text: str) -> str:
-    """``text`` with control characters (terminal escapes, NUL, line breaks) written as escapes."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+def _poison(delivery: Delivery, max_deliveries: int, delivery_count: str) -> Failure | None:
+    # A count of receives also grows with releases and browses: it cannot prove a handler crashed.
+    if not max_deliveries or delivery.delivery_count <= max_deliveries or delivery_count == "receives":
+        return None
+    # Delivered again and again without being settled: its handler kills or hangs the worker. Handling
+    # it once more would do the same; keep it aside instead.
+    error = KqError(
+        f"delivered {delivery.delivery_count} times, more than max_deliveries = {max_deliveries}: a worker "
+        "died or lost its connection while handling it each time"
+    )
+    return Failure(None, error, POISON)
 
 
 def poison_protection_problem(max_deliveries: int, delivery_count: str) -> str | None:
@@ -360,9 +172,71 @@ def poison_protection_problem(max_deliveries: int, delivery_count: str) -> str |
     return None
 
 
-def attempt_of(delivery: Delivery) -> int:
-    """The execution attempt a delivery is (``kq-attempt`` header; 1 when absent or malformed)."""
+def dead_letter_message(delivery: Delivery, failure: Failure, *, plain: bool = False) -> Message:
+    """The copy of ``delivery`` that goes to the dead-letter queue, with the ``kq-dead-letter-*`` headers.
+
+    Header names a foreign producer may send but kq cannot publish (``X-Php Trace``) are kept, in one
+    JSON header; a ``plain`` copy (for a dead-letter queue that refused the first) keeps every header
+    there.
+    """
+    headers: dict[str, str] = {}
+    foreign: dict[str, str] = {}
+    for name, value in delivery.headers.items():
+        keep = not plain and is_portable_header_name(name) and isinstance(value, str)
+        (headers if keep else foreign)[name] = value
+    if foreign:
+        headers[DEAD_LETTER_FOREIGN_HEADERS] = json.dumps(foreign, ensure_ascii=False, default=str)
+    error = failure.error
+    headers[DEAD_LETTER_REASON] = failure.reason
+    # A command's last line of output often carries terminal escapes: brokers refuse control characters.
+    headers[DEAD_LETTER_ERROR] = printable(f"{type(error).__name__}: {error}")[:MAX_ERROR_HEADER]
+    headers[DEAD_LETTER_QUEUE] = delivery.queue
+    headers[DEAD_LETTER_TIME] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    headers[DEAD_LETTER_DELIVERIES] = str(delivery.delivery_count)
+    return delivery.to_message(headers=headers)
+
+
+def describe_dead_letter(delivery: Delivery) -> dict[str, Any]:
+    """What ``kq failed show`` says about one dead-lettered delivery (the headers
+    :func:`dead_letter_message` wrote, and a preview of the body)."""
+    headers = delivery.headers
+    return {
+        "message_id": delivery.message_id,
+        "reason": headers.get(DEAD_LETTER_REASON),
+        "error": headers.get(DEAD_LETTER_ERROR),
+        "dead_lettered_at": headers.get(DEAD_LETTER_TIME),
+        "original_queue": headers.get(DEAD_LETTER_QUEUE),
+        "routing_key": delivery.routing_key,
+        "content_type": delivery.content_type,
+        "attempts": attempt_of(delivery),
+        "delivery_count": _int_or_none(headers.get(DEAD_LETTER_DELIVERIES)),
+        "key_id": headers.get(KEY_ID),
+        "size": len(delivery.body),
+        "body": body_preview(delivery.body),
+        "headers": {k: v for k, v in headers.items() if not k.startswith(KQ_HEADER_PREFIX)},
+    }
+
+
+def body_preview(body: bytes, chars: int = PREVIEW_CHARS) -> str:
+    """The first ``chars`` characters of a text body, or ``<N bytes>`` for a binary one."""
     try:
-        return max(1, int(delivery.headers.get(ATTEMPT, "1")))
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(body)} bytes>"
+    if any((c < " " and c not in "\t\n\r") or c == "\x7f" for c in text):
+        return f"<{len(body)} bytes>"
+    return text[:chars]
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, NUL, line breaks) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
     except ValueError:
-        return 1
+        return None

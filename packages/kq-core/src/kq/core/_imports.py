@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
 from kq.core._errors import ConfigError
@@ -24,16 +23,3 @@ def import_object(name: str, *, what: str, key: str | None = None, source: str |
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot load {what} {name!r}: {exc}", key=key, source=source) from None
     return target
-
-
-def load_check(name: str) -> Callable[[], str | None]:
-    """A stop check for :class:`~kq.core.Limits`: a function returning a reason to stop (or ``None``),
-    or a class (instantiated without arguments) or object with such a ``check()`` method."""
-    target = import_object(name, what="stop check", key="--check")
-    if isinstance(target, type):
-        target = target()
-    check = getattr(target, "check", target)
-    if not callable(check):
-        raise ConfigError(f"stop check {name!r} is neither callable nor has a check() method", key="--check")
-    loaded: Callable[[], str | None] = check
-    return loaded

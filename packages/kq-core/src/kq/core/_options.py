@@ -1,14 +1,18 @@
-"""Declared, validated options for drivers and queues.
+"""Declared, validated options: the one way every table of ``kq.toml`` is checked.
 
 A driver class lists the options it accepts (``driver_options`` for ``[drivers.<name>]``,
 ``queue_options`` for the broker-specific keys of ``[queues.<name>]``); the core checks names and types
 once, when the driver is built, so a typo in ``kq.toml`` is an error that names the key and the file
-instead of a silently ignored setting.
+instead of a silently ignored setting. kq's own sections (``[console]``, ``[signing]``,
+``[workers.<name>]``, ``[[listeners]]``, the core keys of queues and drivers, the top level) are
+described with the same :class:`Option` and checked by the same :func:`resolve_options` when the file
+is loaded; an unknown key names the closest known one ("did you mean").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,9 @@ class Option:
         minimum: The smallest number accepted (default: 0 when ``positive``, else ``-maximum``; a driver
             checks the meaning of its own negative values).
         maximum: The largest number accepted; the default, ten years in seconds, suits durations.
+        validate: Checks and converts the value instead of the type check (kq's own sections, whose
+            keys take lists, tables or names): returns the value or raises :class:`ValueError` with
+            the message (it becomes a :class:`ConfigError` naming the key).
     """
 
     default: Any
@@ -37,9 +44,15 @@ class Option:
     positive: bool = False
     minimum: float | None = None
     maximum: float = MAX_SECONDS
+    validate: Callable[[Any], Any] | None = None
 
     def check(self, key: str, value: Any, source: str | None) -> Any:
         """Return ``value`` converted to the option's type, or raise :class:`ConfigError`."""
+        if self.validate is not None:
+            try:
+                return self.validate(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=key, source=source) from None
         accepted = self.type if isinstance(self.type, tuple) else (self.type,)
         if value is None and self.default is None and not self.required:
             return None
@@ -96,35 +109,58 @@ def _names(types: tuple[type, ...]) -> str:
     return " or ".join(t.__name__ for t in types)
 
 
+#: How alike an unknown name must be to a known one to be offered as "did you mean" (difflib ratio).
+SIMILAR = 0.8
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` is most likely a typo of, or ``None``."""
+    found = difflib.get_close_matches(name, list(known), n=1, cutoff=SIMILAR)
+    return found[0] if found else None
+
+
+def unknown_key_error(
+    name: str, known: Iterable[str], *, prefix: str, source: str | None, noun: str = "key"
+) -> ConfigError:
+    """The error for key ``name`` of table ``prefix``: the accepted keys, and the closest one."""
+    known = list(known)
+    suggestion = closest(name, known)
+    hint = f"; did you mean '{suggestion}'?" if suggestion else ""
+    return ConfigError(
+        f"unknown {noun} '{name}' (accepted: {', '.join(sorted(known)) or 'none'}){hint}",
+        key=f"{prefix}.{name}" if prefix else name,
+        source=source,
+    )
+
+
 def resolve_options(
     schema: Mapping[str, Option],
     values: Mapping[str, Any],
     *,
     prefix: str,
     source: str | None,
+    noun: str = "option",
 ) -> dict[str, Any]:
     """Check ``values`` against ``schema`` and fill in defaults.
 
     Args:
         schema: The accepted options.
         values: What the configuration gave.
-        prefix: Dotted path of the table, for error messages (``drivers.local``).
+        prefix: Dotted path of the table, for error messages (``drivers.local``; ``""``: the top level).
         source: The configuration file, for error messages.
+        noun: What an unknown name is called in the message (``option`` of a driver, ``key`` of a
+            section).
 
     Raises:
-        ConfigError: an unknown key, a value of the wrong type or a missing required option.
+        ConfigError: an unknown key (with the closest known one), a value of the wrong type or a
+            missing required option.
     """
     unknown = sorted(set(values) - set(schema))
     if unknown:
-        accepted = ", ".join(sorted(schema)) or "none"
-        raise ConfigError(
-            f"unknown option '{unknown[0]}' (accepted: {accepted})",
-            key=f"{prefix}.{unknown[0]}",
-            source=source,
-        )
+        raise unknown_key_error(unknown[0], schema, prefix=prefix, source=source, noun=noun)
     resolved: dict[str, Any] = {}
     for name, option in schema.items():
-        key = f"{prefix}.{name}"
+        key = f"{prefix}.{name}" if prefix else name
         if name in values:
             resolved[name] = option.check(key, values[name], source)
         elif option.required:

@@ -1,28 +1,31 @@
-"""Plugin discovery through entry points: drivers, message consumers and listeners.
+"""Plugin discovery through entry points: drivers, handlers and listeners (public: :mod:`kq.core.plugins`).
 
 Three groups, read with ``importlib.metadata``:
 
 - ``kq.drivers``: driver types (``sqlite = "kq.drivers.sqlite:SqliteDriver"``);
-- ``kq.handlers``: message consumer types, named in ``[queues.<name>] consumer``
-  (``console_command = "kq.core._console:ConsoleCommandHandler"``);
+- ``kq.handlers``: handler types (execution types), named in ``[queues.<name>] consumer``
+  (``console_command = "kq.core.handlers:ConsoleCommandHandler"``);
 - ``kq.listeners``: functions ``register(dispatcher)`` that add event listeners in every kq process.
 
 Each group is scanned once; listing names imports nothing. A plugin module is imported only when it is
-asked for, so ``kq --help`` does not pay for pika or boto3. kq-core registers its own drivers and
-consumers the same way third parties do; a plugin that fails to import raises an error naming it and
-its distribution, and never breaks the others.
+asked for, so ``kq --help`` does not pay for pika or boto3; ``importlib.metadata`` itself is imported
+at the first scan. kq-core registers its own drivers and handlers the same way third parties do; a
+plugin that fails to import raises an error naming it and its distribution, and never breaks the others.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kq.core._driver import Driver
 from kq.core._errors import PluginLoadError, UnknownPluginError
+
+if TYPE_CHECKING:
+    import importlib.metadata
+
+    from kq.core._driver import Driver
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class DriverEntry(PluginEntry):
 
     def load(self) -> type[Driver]:
         """Import the driver class (raises PluginLoadError, see :meth:`PluginEntry.load`)."""
+        from kq.core._driver import Driver
+
         loaded = super().load()
         if not (isinstance(loaded, type) and issubclass(loaded, Driver)):
             dist = self.distribution or "the distribution that registered it"
@@ -90,6 +95,10 @@ _KIND = {DRIVER_GROUP: "driver", CONSUMER_GROUP: "consumer", LISTENER_GROUP: "li
 
 @functools.cache
 def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
+    # Imported here: importlib.metadata costs more than the rest of this module, and most imports of
+    # it (through the App) never list a plugin.
+    import importlib.metadata
+
     found: dict[str, importlib.metadata.EntryPoint] = {}
     for entry_point in importlib.metadata.entry_points(group=group):
         if entry_point.name in found and found[entry_point.name].value != entry_point.value:

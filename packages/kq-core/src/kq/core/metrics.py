@@ -6,7 +6,8 @@ on an app's dispatcher and serve the registry yourself. Every metric has a ``que
 - ``kq_messages_total`` — messages received;
 - ``kq_message_errors_total`` — failed messages, with a ``reason`` label (failed, malformed, undecodable,
   invalid, not-allowed, poison, signature reasons);
-- ``kq_message_retries_total`` — failures queued again by a listener;
+- ``kq_message_retries_total`` — failed messages queued again for another attempt (by the queue's
+  retry policy or a listener);
 - ``kq_message_dead_letters_total`` — messages sent to the dead-letter queue;
 - ``kq_messages_vetoed_total`` — messages skipped by a ``message_received`` listener;
 - ``kq_messages_inprogress`` — messages being handled now;
@@ -24,7 +25,7 @@ from kq.core._events import (
     MessageConsumptionFailed,
     MessageReceived,
 )
-from kq.core._failures import RECEIVED_FAILURE_REASONS
+from kq.core._failures import FAILED, RECEIVED_FAILURE_REASONS
 
 #: Lower than any listener's priority: metrics see the outcome other listeners chose (veto, retry).
 PRIORITY = -(2**31)
@@ -112,7 +113,7 @@ class PrometheusMetrics:
             self.received.labels(queue).inc()
         self.errors.labels(queue, event.reason).inc()
         self.duration.labels(queue).observe(event.duration)
-        if event.retry_delay is not None and event.reason == "failed":
+        if event.retry_delay is not None and event.reason == FAILED:
             self.retries.labels(queue).inc()
         else:
             self.dead_letters.labels(queue).inc()

@@ -1,8 +1,9 @@
 r"""kq-contrib-xmlrpc: XML-RPC calls as kq messages.
 
-Install ``kq-contrib-xmlrpc`` next to ``kq-core``: it adds the ``xmlrpc`` message consumer and the
-``kq queuexmlrpc`` command. A worker makes the calls its queue's messages ask for, to the servers and
-methods the configuration allows (nothing is allowed by default)::
+Install ``kq-contrib-xmlrpc`` next to ``kq-core``: it adds the ``xmlrpc`` execution type (a handler
+and a producer, in one module) and the ``kq queuexmlrpc`` command. A worker makes the calls its
+queue's messages ask for, to the servers and methods the configuration allows (nothing is allowed by
+default)::
 
     [queues.rpc]
     consumer = "xmlrpc"
@@ -33,13 +34,13 @@ The message body has the PHP library's shape, so either side can be PHP::
 
     {"server": "http://127.0.0.1:8000/RPC2", "method": "reports.build", "arguments": [2026, "weekly"]}
 
-Producers and consumers both refuse a server that is not an ``http``/``https`` URL with a host (or that
+Producers and handlers both refuse a server that is not an ``http``/``https`` URL with a host (or that
 carries credentials or a fragment), a method that is not a dotted name (``system.listMethods``; no part
 starting with ``_``), arguments that are not a list (a missing list means none) or that XML-RPC cannot
 carry (integers beyond 32 bits, NaN, control characters), and unknown keys. The default routing key is
 the server, ``.`` and the method with ``:`` and ``/`` turned into ``.``.
 
-The consumer checks ``[allow.xmlrpc]`` before any network call; a refusal says whether the server or
+The handler checks ``[allow.xmlrpc]`` before any network call; a refusal says whether the server or
 the method was refused, and the message goes to the dead-letter queue. The call goes through the
 standard library's ``xmlrpc.client`` with ``allow_none`` (``<nil/>``) and built-in types (base64 is
 ``bytes``, dateTime.iso8601 is ``datetime``; parsing a response evaluates nothing). Each socket
@@ -59,31 +60,33 @@ from typing import TYPE_CHECKING, Any
 from kq.contrib.xmlrpc.version import __version__
 
 if TYPE_CHECKING:
-    from kq.contrib.xmlrpc._call import (
+    from kq.contrib.xmlrpc._errors import ResponseRefusedError, XmlRpcError
+    from kq.contrib.xmlrpc._xmlrpc import (
+        DEFAULT_TIMEOUT,
+        MAX_RESPONSE,
         MULTICALL,
         XmlRpcCall,
         XmlRpcFault,
+        XmlRpcHandler,
+        XmlRpcProducer,
         make_xmlrpc_call,
         parse_xmlrpc_call,
     )
-    from kq.contrib.xmlrpc._consumer import DEFAULT_TIMEOUT, MAX_RESPONSE, XmlRpcHandler
-    from kq.contrib.xmlrpc._errors import ResponseRefusedError, XmlRpcError
-    from kq.contrib.xmlrpc._producer import XmlRpcProducer
 
 # Imported on first use: `kq --help` loads this package for the queuexmlrpc command and must not pay
 # for kq-core.
 _EXPORTS = {
-    "MULTICALL": "_call",
-    "XmlRpcCall": "_call",
+    "MULTICALL": "_xmlrpc",
+    "XmlRpcCall": "_xmlrpc",
     "XmlRpcError": "_errors",
     "ResponseRefusedError": "_errors",
-    "XmlRpcFault": "_call",
-    "make_xmlrpc_call": "_call",
-    "parse_xmlrpc_call": "_call",
-    "DEFAULT_TIMEOUT": "_consumer",
-    "MAX_RESPONSE": "_consumer",
-    "XmlRpcHandler": "_consumer",
-    "XmlRpcProducer": "_producer",
+    "XmlRpcFault": "_xmlrpc",
+    "make_xmlrpc_call": "_xmlrpc",
+    "parse_xmlrpc_call": "_xmlrpc",
+    "DEFAULT_TIMEOUT": "_xmlrpc",
+    "MAX_RESPONSE": "_xmlrpc",
+    "XmlRpcHandler": "_xmlrpc",
+    "XmlRpcProducer": "_xmlrpc",
 }
 
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from kq.cli._common import State, driver_option, expiry_options, format_option, pass_state, report_queued
+from kq.cli.plugin import (
+    State,
+    driver_option,
+    expiry_options,
+    format_option,
+    json_option,
+    pass_state,
+    report_queued,
+)
 
 
 @click.command()
@@ -18,10 +26,10 @@ from kq.cli._common import State, driver_option, expiry_options, format_option, 
 @click.argument("server")
 @click.argument("method")
 @click.argument("arguments", nargs=-1)
-@click.option(
+@json_option(
     "-j",
     "--json-arguments",
-    metavar="JSON",
+    kind=list,
     help="The arguments as a JSON array, for other types than strings: -j '[2, 3.5, true, {\"a\": 1}]'. "
     "Replaces ARGUMENTS.",
 )
@@ -40,7 +48,7 @@ def queuexmlrpc(
     server: str,
     method: str,
     arguments: tuple[str, ...],
-    json_arguments: str | None,
+    json_arguments: list[Any] | None,
     driver: str | None,
     routing_key: str | None,
     ttl: float | None,
@@ -62,21 +70,8 @@ def queuexmlrpc(
     if json_arguments is not None:
         if arguments:
             raise click.UsageError("give ARGUMENTS or -j/--json-arguments, not both")
-        values = _json_array(json_arguments)
+        values = json_arguments
     producer = state.app.producer_of(XmlRpcProducer, queue, driver)
     message = producer.publish(server, method, values, routing_key=routing_key, ttl=ttl, delay=delay)
     what = f"XML-RPC call {method} on {server} queued"
     report_queued(output_format, what, queue, message, ttl=ttl, delay=delay, body=json.loads(message.body))
-
-
-def _json_array(text: str) -> list[Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="-j/--json-arguments") from None
-    if not isinstance(value, list):
-        raise click.BadParameter(
-            f"must be a JSON array such as '[2, 3]', not {type(value).__name__}",
-            param_hint="-j/--json-arguments",
-        )
-    return value

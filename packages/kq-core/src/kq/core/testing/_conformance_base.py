@@ -18,7 +18,9 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from kq.core._driver import Capabilities, Consumer, Driver
+from kq.core._capabilities import Capabilities
+from kq.core._driver import Driver
+from kq.core._driver_consumer import Consumer
 from kq.core._message import Message
 from kq.core._registry import load_driver_class
 from kq.core._spec import DriverSpec, QueueSpec

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kq.core._driver import Consumer, Driver
+from kq.core._driver import Driver
+from kq.core._driver_consumer import Consumer
 from kq.core._message import Message
 from kq.core._registry import load_driver_class
 from kq.core._spec import DriverSpec, QueueSpec

@@ -7,7 +7,8 @@ from typing import ClassVar
 
 import pytest
 
-from kq.core._loop import ConsumeLoop, Limits
+from kq.core._limits import Limits
+from kq.core._loop import ConsumeLoop
 from kq.core._message import DEAD_LETTER_REASON, Message
 from kq.core._retry import RetryPolicy
 from kq.core.testing._conformance_base import DriverTestBase, requires

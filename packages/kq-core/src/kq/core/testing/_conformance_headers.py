@@ -8,7 +8,7 @@ import pytest
 from kq.core._driver import Driver
 from kq.core._errors import MessageFormatError
 from kq.core._message import Message
-from kq.core._producers import GenericMessageProducer
+from kq.core.handlers._producer import GenericMessageProducer
 from kq.core.testing._conformance_base import DriverTestBase
 from kq.core.testing._helpers import receive_within
 

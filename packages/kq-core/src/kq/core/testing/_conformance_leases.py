@@ -15,7 +15,8 @@ import pytest
 
 from kq.core._driver import Driver
 from kq.core._errors import LeaseLostError
-from kq.core._loop import ConsumeLoop, Limits
+from kq.core._limits import Limits
+from kq.core._loop import ConsumeLoop
 from kq.core._message import Delivery, Message
 from kq.core.testing._conformance_base import DriverTestBase, requires_for_class
 from kq.core.testing._handlers import Handling, Timed
@@ -108,10 +109,10 @@ class LeaseConformance(DriverTestBase):
                 except LeaseLostError:
                     pytest.fail(f"A's late {action} took the copy B holds (B can no longer extend it)")
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="kq.core._driver"):
+            with caplog.at_level(logging.WARNING, logger="kq.core._driver_consumer"):
                 for delivery in second.values():
                     b.ack(delivery)
-            lost = [r.getMessage() for r in caplog.records if r.name == "kq.core._driver"]
+            lost = [r.getMessage() for r in caplog.records if r.name == "kq.core._driver_consumer"]
             assert not lost, f"B's acknowledgements found their leases gone: {lost}"
         with driver.consumer(queue) as third:
             again = third.receive(self.idle_timeout)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from kq.core._consumers import NoopHandler
 from kq.core._driver import Driver
-from kq.core._loop import ConsumeLoop, Limits
+from kq.core._limits import Limits
+from kq.core._loop import ConsumeLoop
 from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, JSON, Message
+from kq.core.handlers._base import NoopHandler
 from kq.core.testing._conformance_base import DriverTestBase
 from kq.core.testing._conformance_redrive import RedriveTests
 from kq.core.testing._handlers import Failing, Handling, Recording, Timed

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from kq.core._driver import STANDARD_ACTIONS, Driver
+from kq.core._capabilities import STANDARD_ACTIONS
+from kq.core._driver import Driver
 from kq.core._errors import UnsupportedOperationError
 from kq.core._message import Message
 from kq.core.testing._conformance_base import Condition, DriverTestBase, requires

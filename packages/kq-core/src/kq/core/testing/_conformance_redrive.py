@@ -11,7 +11,8 @@ from kq.core._app import App
 from kq.core._config import Config, SigningSettings
 from kq.core._driver import Driver
 from kq.core._message import DEAD_LETTER_ERROR, DEAD_LETTER_QUEUE, DEAD_LETTER_REASON, Message
-from kq.core._redrive import REPUBLISH_BATCH, retry_dead_letters
+from kq.core._redrive import retry_dead_letters
+from kq.core._redrive_retry import REPUBLISH_BATCH
 from kq.core._signing import new_key
 from kq.core._spec import DriverSpec, QueueSpec
 from kq.core.testing._conformance_base import DriverTestBase
@@ -36,7 +37,7 @@ class _AppOn(App):
 class RedriveTests(DriverTestBase):
     """``retry_dead_letters`` on this driver, with more dead letters than one republishing batch."""
 
-    #: Dead letters re-driven by the test (more than :data:`kq.core._redrive.REPUBLISH_BATCH`).
+    #: Dead letters re-driven by the test (more than :data:`kq.core._redrive_retry.REPUBLISH_BATCH`).
     redrive_messages: ClassVar[int] = REPUBLISH_BATCH + 50
 
     def test_retry_failed_requeues_every_dead_letter_once(self, queue: str) -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from kq.core._driver import Driver
 from kq.core._errors import SignatureError
-from kq.core._loop import ConsumeLoop, Limits
+from kq.core._limits import Limits
+from kq.core._loop import ConsumeLoop
 from kq.core._message import Message
 from kq.core._retry import RetryPolicy
 from kq.core._signing import Signer, Verifier, new_key

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kq.core._consumers import Handler
 from kq.core._message import JSON, Delivery
+from kq.core.handlers._base import Handler
 
 
 class Failing(Handler):

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from kq.core._driver import Consumer
+from kq.core._driver_consumer import Consumer
 from kq.core._message import Delivery
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from kq.core import (
+from kq.core.driver import (
     Capabilities,
     Consumer,
     Delivery,

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from kq.core import Consumer, Delivery, LeaseLostError, QueueSpec
+from kq.core.driver import Consumer, Delivery, LeaseLostError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
 from kq.drivers.sqlite._store import file_identity, rollback, routing_filter
 

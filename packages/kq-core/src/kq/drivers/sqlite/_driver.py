@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
-from kq.core import (
+from kq.core.driver import (
     Capabilities,
     ConfigError,
     Consumer,

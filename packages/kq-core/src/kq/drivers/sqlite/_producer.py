@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from kq.core import Message, Producer, QueueSpec
+from kq.core.driver import Message, Producer, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
 from kq.drivers.sqlite._store import file_identity, rollback
 

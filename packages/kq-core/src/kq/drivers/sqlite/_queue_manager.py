@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kq.core import QueueManager
+from kq.core.driver import QueueManager
 from kq.drivers.sqlite._driver import SqliteDriver
 
 

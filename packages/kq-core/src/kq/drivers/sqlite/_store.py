@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from kq.core import topic_matches
+from kq.core.driver import topic_matches
 
 SCHEMA_VERSION = 1
 

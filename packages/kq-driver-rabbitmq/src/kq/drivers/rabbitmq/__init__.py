@@ -43,7 +43,8 @@ the broker for longer commands.
 
 Queue manager (``kq managequeue``): ``info`` (ready ``messages`` and ``consumers``, by passive
 declaration), ``purge``, ``delete`` (and the queue's own exchange when unused), ``setup`` (declare the
-configured topology), ``list-configured``, and ``list-available`` through the management API.
+configured topology), ``list-configured``, and ``list-available`` through the management API
+(:class:`ManagementError` when it cannot be reached or refuses).
 
 Capabilities per queue (``kq managequeue info``): delivery counts are exact on quorum queues and only a
 redelivered flag on classic ones (so ``max_deliveries`` above 1 cannot work there; kq warns); delays up
@@ -55,15 +56,20 @@ Not yet: priorities.
 
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 from kq.drivers.rabbitmq._driver import RabbitMQDriver
-from kq.drivers.rabbitmq._producer import PublishError, RabbitMQProducer
+from kq.drivers.rabbitmq._errors import ManagementError, PublishError
+from kq.drivers.rabbitmq._producer import RabbitMQProducer
 from kq.drivers.rabbitmq._queue_manager import RabbitMQQueueManager
 from kq.drivers.rabbitmq.version import __version__
 
 __all__ = [
-    "PublishError",
+    # the driver and its parts
     "RabbitMQConsumer",
     "RabbitMQDriver",
     "RabbitMQProducer",
     "RabbitMQQueueManager",
+    # errors
+    "ManagementError",
+    "PublishError",
+    # version
     "__version__",
 ]

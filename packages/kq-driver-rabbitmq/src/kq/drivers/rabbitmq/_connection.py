@@ -13,7 +13,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
-from kq.core import ConfigError
+from kq.core.driver import ConfigError
 
 logger = logging.getLogger(__name__)
 

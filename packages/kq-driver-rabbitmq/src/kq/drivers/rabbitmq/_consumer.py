@@ -30,7 +30,7 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.core import Consumer, Delivery, QueueSpec
+from kq.core.driver import Consumer, Delivery, QueueSpec
 from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._producer import REDELIVERY_HEADER, ROUTING_KEY_HEADER, RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology

@@ -24,7 +24,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.core import (
+from kq.core.driver import (
     STANDARD_ACTIONS,
     BrokerUnavailableError,
     Capabilities,
@@ -129,6 +129,7 @@ class RabbitMQDriver(Driver):
         "persistent": Option(True, bool, "Publish persistent messages (delivery mode 2)."),
         "mandatory": Option(False, bool, "Fail a publish that matches no binding instead of dropping it."),
     }
+    client_loggers = ("pika",)
     dynamic_queues = True
     description = "RabbitMQ (AMQP 0-9-1) through pika: topic exchanges, publisher confirms, manual acks."
 

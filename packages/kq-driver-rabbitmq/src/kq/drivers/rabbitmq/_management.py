@@ -5,11 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from kq.core import KqError
-
-
-class ManagementError(KqError):
-    """The management API could not be reached or refused the request."""
+from kq.drivers.rabbitmq._errors import ManagementError
 
 
 class Management:

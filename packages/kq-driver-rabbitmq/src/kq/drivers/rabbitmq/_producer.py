@@ -33,18 +33,18 @@ import pika
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.core import (
+from kq.core.driver import (
     DRIVER_REDELIVERY,
     DRIVER_ROUTING_KEY,
     ClosedError,
     Message,
     Producer,
-    PublishError,
     QueueSpec,
     UnsupportedOperationError,
 )
 from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._delays import declare_for_exchange, declare_for_queue, step_ms
+from kq.drivers.rabbitmq._errors import PublishError
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ ROUTING_KEY_HEADER = DRIVER_ROUTING_KEY
 REDELIVERY_HEADER = DRIVER_REDELIVERY
 
 
-__all__ = ["REDELIVERY_HEADER", "ROUTING_KEY_HEADER", "PublishError", "RabbitMQProducer"]
+__all__ = ["REDELIVERY_HEADER", "ROUTING_KEY_HEADER", "RabbitMQProducer"]
 
 
 @dataclass

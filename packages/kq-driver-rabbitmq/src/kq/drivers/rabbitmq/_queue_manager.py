@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from kq.core import QueueManager
+from kq.core.driver import QueueManager
 from kq.drivers.rabbitmq._driver import options_summary
 from kq.drivers.rabbitmq._management import Management
 from kq.drivers.rabbitmq._topology import Topology

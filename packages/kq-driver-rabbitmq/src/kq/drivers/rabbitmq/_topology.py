@@ -24,7 +24,7 @@ from typing import Any
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from kq.core import ConfigError, KqError, QueueSpec, UnknownQueueError
+from kq.core.driver import ConfigError, KqError, QueueSpec, UnknownQueueError
 
 logger = logging.getLogger(__name__)
 

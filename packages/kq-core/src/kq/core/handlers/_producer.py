@@ -1,7 +1,9 @@
-"""Message producers: encode what the application wants done, pick a routing key, publish.
+"""Application-level producers: encode what the application wants done, pick a routing key, publish.
 
-Every producer has ``publish`` (one message) and ``publish_batch`` (many, paid once per batch by the
-driver), takes a TTL and a delay in seconds, and fires ``message_sent`` once per published batch.
+Each execution type has a :class:`MessageProducer` subclass that implements ``build(...)`` (make one
+validated message without sending it); ``publish`` and ``publish_batch`` are generic over it. Every
+producer takes a TTL and a delay in seconds, signs what it sends when it has a signer, and fires
+``message_sent`` once per published batch.
 """
 
 from __future__ import annotations
@@ -10,19 +12,21 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kq.core._codecs import encode_json
-from kq.core._command import CommandCall, make_command
 from kq.core._driver import Driver
 from kq.core._events import EventDispatcher, MessageSent
 from kq.core._message import JSON, Message
-from kq.core._routing import check_routing_key, command_routing_key
+from kq.core._routing import check_routing_key
 from kq.core._signing import Signer
+from kq.core.handlers._codecs import encode_json
 
 logger = logging.getLogger(__name__)
 
 
 class MessageProducer:
     """Base of the application-level producers, bound to a driver and a logical queue.
+
+    A subclass implements ``build(...)``, returning one validated :class:`~kq.core.Message`; it gets
+    :meth:`publish` and :meth:`publish_batch` from here. Get one with ``app.producer_of(Class, queue)``.
 
     Args:
         driver: The driver instance to publish through.
@@ -45,6 +49,38 @@ class MessageProducer:
         self.queue = queue
         self.dispatcher = dispatcher
         self.signer = signer
+
+    def build(self, *args: Any, **kwargs: Any) -> Message:
+        """Build (without sending) one message; each execution type's producer says what it takes."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement build()")
+
+    def publish(self, *args: Any, **kwargs: Any) -> Message:
+        """Publish one message; the arguments are those of ``build``. Returns the sent message.
+
+        Raises:
+            MessageFormatError: ``build`` refused the arguments; nothing was sent.
+        """
+        message = self.build(*args, **kwargs)
+        self.send([message])
+        return message
+
+    def publish_batch(self, items: Iterable[Any], **kwargs: Any) -> list[Message]:
+        """Publish several messages as one batch (one driver call); nothing is sent if one is refused.
+
+        Args:
+            items: One per message. A mapping gives ``build``'s arguments by name (``None`` values
+                take the default: ``{"command": "app:cmd", "arguments": ["a"]}``, ``{"url": ...}``);
+                anything else is ``build``'s first argument (a body, a
+                :class:`~kq.core.CommandCall`, ...).
+            **kwargs: Settings for every message (``routing_key``, ``ttl``, ``delay``, ``headers``); a
+                mapping item's own keys take precedence.
+        """
+        messages = [
+            self.build(**_named(item, kwargs)) if isinstance(item, Mapping) else self.build(item, **kwargs)
+            for item in items
+        ]
+        self.send(messages)
+        return messages
 
     def send(self, messages: Sequence[Message]) -> Sequence[Message]:
         """Sign (when a signer is set), publish as one batch, and announce the messages."""
@@ -76,7 +112,7 @@ class MessageProducer:
         """The JSON message a typed producer's ``build`` makes: ``body`` encoded, the routing key checked.
 
         Raises:
-            MessageFormatError: the routing key is not valid.
+            MessageFormatError: the routing key is not valid, or ``body`` cannot be encoded as JSON.
         """
         return Message(
             body=encode_json(body),
@@ -86,6 +122,12 @@ class MessageProducer:
             delay=delay,
             headers=dict(headers or {}),
         )
+
+
+def _named(item: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
+    """``build``'s keyword arguments for a mapping item of a batch: the shared settings, then the item's
+    own non-``None`` values (a missing or ``null`` ``arguments`` means none, as in a message)."""
+    return {**shared, **{str(name): value for name, value in item.items() if value is not None}}
 
 
 class GenericMessageProducer(MessageProducer):
@@ -111,72 +153,3 @@ class GenericMessageProducer(MessageProducer):
             delay=delay,
             headers=dict(headers or {}),
         )
-
-    def publish(self, body: bytes | str, **kwargs: Any) -> Message:
-        """Publish one body; keyword arguments as for :meth:`build`. Returns the sent message."""
-        message = self.build(body, **kwargs)
-        self.send([message])
-        return message
-
-    def publish_batch(self, bodies: Iterable[bytes | str], **kwargs: Any) -> list[Message]:
-        """Publish several bodies with the same settings, as one batch."""
-        messages = [self.build(body, **kwargs) for body in bodies]
-        self.send(messages)
-        return messages
-
-
-class ConsoleCommandProducer(MessageProducer):
-    """Queues console commands for a console-command consumer (``kq queuecommand``).
-
-    The default routing key is the command name with ``:`` replaced by ``.`` (``app:cmd`` -> ``app.cmd``).
-    """
-
-    def build(
-        self,
-        command: str | CommandCall,
-        arguments: Iterable[Any] = (),
-        options: Mapping[str, Any] | None = None,
-        *,
-        routing_key: str | None = None,
-        ttl: float | None = None,
-        delay: float = 0.0,
-        headers: Mapping[str, str] | None = None,
-    ) -> Message:
-        """Build (without sending) the message asking for ``command arguments... --options``.
-
-        Raises:
-            MessageFormatError: the command, an argument or an option would be rejected by consumers.
-        """
-        call = command if isinstance(command, CommandCall) else make_command(command, arguments, options)
-        key = command_routing_key(call.command) if routing_key is None else routing_key
-        return self.json_message(call.to_body(), key, ttl=ttl, delay=delay, headers=headers)
-
-    def publish(
-        self,
-        command: str | CommandCall,
-        arguments: Iterable[Any] = (),
-        options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Message:
-        """Queue one command; keyword arguments as for :meth:`build`. Returns the sent message."""
-        message = self.build(command, arguments, options, **kwargs)
-        self.send([message])
-        return message
-
-    def publish_batch(self, calls: Iterable[CommandCall | Mapping[str, Any]], **kwargs: Any) -> list[Message]:
-        """Queue several commands as one batch.
-
-        Args:
-            calls: :class:`CommandCall` objects or mappings with ``command``, ``arguments`` and ``options``.
-            **kwargs: As for :meth:`build`; a ``routing_key`` of ``None`` derives one per command.
-        """
-        messages = []
-        for item in calls:
-            call = (
-                item
-                if isinstance(item, CommandCall)
-                else make_command(item["command"], item.get("arguments") or (), item.get("options"))
-            )
-            messages.append(self.build(call, **kwargs))
-        self.send(messages)
-        return messages

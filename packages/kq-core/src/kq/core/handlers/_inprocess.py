@@ -1,19 +1,19 @@
-"""The in-process console-command consumer: the "MPM" mode.
+"""The in-process console-command execution type: the "MPM" mode.
 
-It runs the same console-command messages as :class:`~kq.core.ConsoleCommandHandler`, with the same
-validation and allow-list, but calls the application's command-line entry point inside the worker
-instead of starting a process per message: much faster, at the price of sharing the worker's memory,
-global state and crashes. ``[console] callable`` names the entry point (default ``kq.cli:cli``, the
-program the subprocess mode runs by default too):
+Its messages, validation, allow-list and producer are the console-command type's
+(:mod:`kq.core.handlers._console`); only the handler differs. It calls the application's command-line
+entry point inside the worker instead of starting a process per message: much faster, at the price of
+sharing the worker's memory, global state and crashes. ``[console] callable`` names the entry point
+(default ``kq.cli:cli``, the program the subprocess mode runs by default too):
 
 - a click command or group is invoked with ``main(args, standalone_mode=False)``;
 - anything else is called as ``f(argv)`` with the argument list (no program name), like an argparse
   ``main(argv)``; it returns an exit code (``None`` is 0) or raises ``SystemExit``.
 
 stdout and stderr are captured for the result (the last 1 MiB of each, as in the subprocess mode); the
-exit code decides success. There is no per-message
-timeout in this mode (a call cannot be killed without killing the worker): use the worker limits
-(``-m``, ``-t``) and the subprocess mode for commands that may hang.
+exit code decides success. There is no per-message timeout in this mode (a call cannot be killed
+without killing the worker): use the worker limits (``-m``, ``-t``) and the subprocess mode for
+commands that may hang.
 
 Switching a queue between the two modes is one line: ``consumer = "inprocess_console_command"``.
 """
@@ -30,19 +30,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kq.core._allow import AllowList
-from kq.core._command import CommandCall
 from kq.core._config import ConsoleSettings
-from kq.core._console import CommandResult, ConsoleCommandHandler, OutputTail
-from kq.core._consumers import HandlerContext
 from kq.core._errors import ConfigError
 from kq.core._imports import import_object
 from kq.core._message import Delivery
+from kq.core.handlers._console import CommandCall, ConsoleCommandHandler
+from kq.core.handlers._process import CommandResult, OutputTail
 
 logger = logging.getLogger(__name__)
 
 
 class InProcessConsoleCommandHandler(ConsoleCommandHandler):
-    """Runs console-command messages by calling ``[console] callable`` inside the worker."""
+    """Runs console-command messages by calling ``[console] callable`` inside the worker.
+
+    Built like :class:`ConsoleCommandHandler`, from ``[console]`` and ``[allow] commands``.
+    """
 
     kind = "inprocess_console_command"
 
@@ -51,10 +53,10 @@ class InProcessConsoleCommandHandler(ConsoleCommandHandler):
         self.entry_name = settings.callable
         self.entry = _load(settings.callable)
 
-    @classmethod
-    def from_context(cls, context: HandlerContext) -> InProcessConsoleCommandHandler:
-        """Use ``[console]`` and ``[allow] commands``."""
-        return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
+    def _command_prefix(self) -> tuple[str, ...]:
+        """None: the command runs inside the worker (the default callable needs kq-cli, checked here)."""
+        self.settings.check_callable()
+        return ()
 
     def _inherited_environment(self) -> dict[str, str]:
         """Nothing to build: the command runs inside the worker and sees the worker's whole environment

@@ -1,17 +1,4 @@
-"""The watchdog: keeps the ``[workers.<name>]`` consumer processes of a configuration running.
-
-Two ways to use it, as in the PHP library and beyond it:
-
-- from cron, every minute: :meth:`Watchdog.start` starts every worker instance that is not running and
-  exits; :meth:`Watchdog.stop` stops them all (SIGTERM, then SIGKILL after a grace period);
-  :meth:`Watchdog.check` reports on them;
-- as a foreground supervisor under systemd or in a container: :meth:`Watchdog.run` restarts workers as
-  soon as they exit, backs off from a worker that keeps exiting at once and finally gives up on it
-  (supervisord's BACKOFF and FATAL states).
-
-Each instance of a worker is one ``kq consume`` process labelled ``<name>-<n>``; the watchdog finds it
-again by that label and by the configuration file on its command line (see :mod:`._watchdog_procs`).
-"""
+"""The :class:`Watchdog`: start, stop, check and supervise the ``[workers.<name>]`` of a configuration."""
 
 from __future__ import annotations
 
@@ -20,34 +7,27 @@ import os
 import subprocess
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from kq.core._config import Config, WorkerSpec
-from kq.core._errors import ConfigError
-from kq.core._events import EventDispatcher, ProcessStarted, ProcessStopped
-from kq.core._watchdog_model import (
+from kq.core._errors import ConfigError, WatchdogError
+from kq.core._events import EventDispatcher
+from kq.core.watchdog._control import ProcessControl
+from kq.core.watchdog._model import (
+    LABEL_PATTERN,
+    RestartPolicy,
     StartOutcome,
     StopOutcome,
-    WatchdogError,
     WorkerInstance,
-    instance_row,
     name_of,
-    stray_row,
 )
-from kq.core._watchdog_procs import (
-    LABEL_PATTERN,
-    command_of,
-    find_workers,
-    is_alive,
-    spawn,
-    terminate,
-    worker_command,
-)
-from kq.core._watchdog_state import (
+from kq.core.watchdog._procs import find_workers, is_alive, require_cli, worker_command
+from kq.core.watchdog._render import instance_row, stray_row
+from kq.core.watchdog._state import (
     exclusive,
     read_status,
     read_stop_report,
@@ -55,10 +35,9 @@ from kq.core._watchdog_state import (
     report_path,
     status_path,
 )
+from kq.core.watchdog._supervisor import Supervisor
 
-if TYPE_CHECKING:
-    from kq.core._watchdog_run import Supervisor
-
+# The watchdog's one logger (see _procs.py).
 logger = logging.getLogger("kq.watchdog")
 
 #: Where a worker's output goes when its ``log`` is not set, relative to the configuration's folder.
@@ -84,6 +63,10 @@ class Watchdog:
         backoff: Delay before the first restart after a quick exit; it doubles with each further one.
         max_backoff: The longest delay between two restarts.
         lock_wait: Seconds to wait for another watchdog command of the same configuration to finish.
+
+    Attributes:
+        policy: The five ``run`` settings above (``poll_interval`` to ``max_backoff``) as one value.
+        control: Spawns and stops the workers, for ``start``, ``stop`` and the ``run`` supervisor.
     """
 
     def __init__(
@@ -102,12 +85,9 @@ class Watchdog:
         self.config = config
         self.dispatcher = dispatcher or EventDispatcher()
         self.start_wait = start_wait
-        self.poll_interval = poll_interval
-        self.start_seconds = start_seconds
-        self.max_retries = max(1, max_retries)
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.policy = RestartPolicy(poll_interval, start_seconds, max_retries, backoff, max_backoff)
         self.lock_wait = lock_wait
+        self.control = ProcessControl(self.dispatcher, config.root)
         self._supervisor: Supervisor | None = None
 
     @property
@@ -145,7 +125,8 @@ class Watchdog:
         """Start every instance that is not running, and report on all of them.
 
         Raises:
-            WatchdogError: another watchdog command of this configuration kept the lock too long.
+            WatchdogError: another watchdog command of this configuration kept the lock too long, or
+                kq-cli, whose ``kq consume`` the workers run, is not installed.
         """
         instances = self._instances_for("start")
         if not instances:
@@ -168,7 +149,7 @@ class Watchdog:
                     outcomes[instance.label] = self._already_running(instance, found)
                     continue
                 try:
-                    spawned.append((instance, self.spawn(instance)))
+                    spawned.append((instance, self.control.spawn(instance)))
                 except OSError as exc:
                     outcomes[instance.label] = self._failed(instance, None, f"cannot be started: {exc}")
             if spawned:
@@ -205,34 +186,13 @@ class Watchdog:
         status = process.poll()
         if status is not None:
             return self._failed(instance, process.pid, f"exited at once with status {status}")
-        self.announce_start(instance, process.pid)
+        self.control.announce_start(instance, process.pid)
         return StartOutcome(instance.spec.name, instance.label, "started", process.pid, str(instance.log))
 
     def _failed(self, instance: WorkerInstance, pid: int | None, what: str) -> StartOutcome:
         error = f"worker {instance.label} {what}; see {instance.log}"
         logger.error("%s", error)
         return StartOutcome(instance.spec.name, instance.label, "failed", pid, str(instance.log), error)
-
-    def spawn(self, instance: WorkerInstance) -> subprocess.Popen[bytes]:
-        """Start one instance, detached, its output appended to its log."""
-        env = dict(os.environ)
-        # Python buffers a file-bound stdout: without this, "Stopped because: ..." and progress lines
-        # would reach the log only when a buffer fills or the worker exits.
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(instance.spec.env)
-        process = spawn(instance.command, instance.log, env, self.workdir)
-        logger.info(
-            "started worker %s (pid %s) on queue %s; output in %s",
-            instance.label,
-            process.pid,
-            instance.spec.queue,
-            instance.log,
-        )
-        return process
-
-    def announce_start(self, instance: WorkerInstance, pid: int) -> None:
-        """Dispatch ``process_started`` for a worker this watchdog started."""
-        self.dispatcher.dispatch(ProcessStarted(pid=pid, command=instance.command, worker=instance.spec.name))
 
     def stop(self, grace: float = 10.0) -> list[StopOutcome]:
         """Stop every worker of this configuration: SIGTERM, then SIGKILL after ``grace`` seconds.
@@ -254,7 +214,7 @@ class Watchdog:
         with exclusive(self._require_file(), "stop", self.lock_wait, supervisor_grace=grace) as supervisor:
             outcomes = [] if supervisor is None else self._stopped_by(supervisor, asked_at, before)
             # A supervisor stops the labels it supervises; unconfigured leftovers are ours to stop.
-            return outcomes + self.terminate(self._stop_targets(find_workers(config_file)), grace)
+            return outcomes + self.control.stop_workers(self._stop_targets(find_workers(config_file)), grace)
 
     def _stop_targets(self, found: dict[str, list[psutil.Process]]) -> list[tuple[str, psutil.Process]]:
         """The ``(label, process)`` pairs ``stop`` stops: configured labels and watchdog-style ones."""
@@ -303,31 +263,6 @@ class Watchdog:
             )
         return outcomes
 
-    def terminate(
-        self,
-        targets: Sequence[tuple[str, psutil.Process]],
-        grace: float,
-        reap: Callable[[], object] | None = None,
-    ) -> list[StopOutcome]:
-        """Stop ``(label, process)`` pairs, log and announce each (``process_stopped``)."""
-        if not targets:
-            return []
-        commands = {process.pid: command_of(process) for _, process in targets}
-        for label, process in targets:
-            logger.info("stopping worker %s (pid %s): SIGTERM, SIGKILL after %gs", label, process.pid, grace)
-        _, killed = terminate([process for _, process in targets], grace, reap)
-        outcomes = []
-        for label, process in targets:
-            name = name_of(label)
-            was_killed = process in killed
-            how = "killed with SIGKILL" if was_killed else "exited after SIGTERM"
-            logger.info("stopped worker %s (pid %s): %s", label, process.pid, how)
-            self.dispatcher.dispatch(
-                ProcessStopped(pid=process.pid, command=commands[process.pid], worker=name)
-            )
-            outcomes.append(StopOutcome(name, label, process.pid, was_killed))
-        return outcomes
-
     def check(self) -> list[dict[str, Any]]:
         """One dict per instance: worker, label, queue, state, pid, uptime (s), rss (MB), log.
 
@@ -366,15 +301,16 @@ class Watchdog:
 
         Raises:
             ConfigError: no worker is configured.
-            WatchdogError: another watchdog supervises this configuration.
+            WatchdogError: another watchdog supervises this configuration, or kq-cli, whose
+                ``kq consume`` the workers run, is not installed.
         """
-        from kq.core._watchdog_run import Supervisor
-
         instances = self.instances()
         if not instances:
             raise ConfigError("no [workers.<name>] to supervise", key="workers", source=self.config.source)
+        require_cli()
         with exclusive(self._require_file(), "run", self.lock_wait):
-            self._supervisor = Supervisor(self, self._require_file(), instances, grace)
+            config_file = self._require_file()
+            self._supervisor = Supervisor(self.policy, self.control, config_file, instances, grace)
             try:
                 self._supervisor.run()
             finally:

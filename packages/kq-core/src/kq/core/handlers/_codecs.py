@@ -1,20 +1,23 @@
-"""Decoding message bodies by content type.
+"""Message bodies: decoding by content type, JSON encoding, and the JSON-object envelope every call has.
 
 ``application/json`` (and ``+json`` types) decode to Python values, ``text/*`` to ``str`` (UTF-8 unless
 the type names another charset) and ``application/octet-stream`` to ``bytes``. Nothing is ever
 evaluated: the PHP library's ``x-httpd-php-source`` and ``vnd.php.serialized`` have no equivalent here.
+
+Every execution type's message is a JSON object with a fixed set of keys: :func:`parse_object` checks
+that once for all of them, and :func:`check_list` the ``arguments`` list most of them carry.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from kq.core._errors import MessageFormatError
+from kq.core._message import JSON
 
-JSON = "application/json"
 TEXT = "text/plain"
 BINARY = "application/octet-stream"
 
@@ -103,3 +106,38 @@ def encode_json(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise MessageFormatError(f"cannot encode the message as JSON: {exc}") from None
+
+
+def json_kind(value: Any) -> str:
+    """What ``value`` is, for an error message: ``null`` for ``None``, else the Python type's name."""
+    return "null" if value is None else type(value).__name__
+
+
+def parse_object(body: Any, what: str, keys: Collection[str]) -> dict[str, Any]:
+    """Check that a decoded body is a JSON object using only ``keys``, and return it.
+
+    Args:
+        body: The decoded message body.
+        what: What the message is, for errors (``"service-call"`` gives "the service-call message ...").
+        keys: The keys the message may have; which of them are required is the caller's to check.
+
+    Raises:
+        MessageFormatError: ``body`` is not an object, or has a key not in ``keys`` (all are named).
+    """
+    if not isinstance(body, dict):
+        raise MessageFormatError(f"the {what} message must be a JSON object, not {json_kind(body)}")
+    unknown = set(body).difference(keys)
+    if unknown:
+        raise MessageFormatError(f"unknown keys in {what} message: {', '.join(sorted(map(str, unknown)))}")
+    return body
+
+
+def check_list(value: Any, what: str = "'arguments'") -> tuple[Any, ...]:
+    """``value`` as a tuple when it is a list (any iterable but a string, bytes or a mapping).
+
+    Raises:
+        MessageFormatError: ``value`` is not list-like; the message names ``what``.
+    """
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise MessageFormatError(f"{what} must be a list, not {json_kind(value)}")
+    return tuple(value)

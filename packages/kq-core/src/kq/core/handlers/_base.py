@@ -1,9 +1,10 @@
-"""Message consumers: what a queue's messages are handed to once received and decoded.
+"""Handlers: what a queue's messages are handed to once received and decoded.
 
-A message consumer declares the content types it accepts and implements :meth:`Handler.consume`;
-it returns a result (for ``message_consumed``) or raises (for ``message_consumption_failed``). Raising
+A handler declares the content types it accepts and implements :meth:`Handler.consume`; it returns a
+result (for ``message_consumed``) or raises (for ``message_consumption_failed``). Raising
 :class:`~kq.core.MessageFormatError` or :class:`~kq.core.NotAllowedError` means the message can never
-succeed; anything else is an execution failure.
+succeed; anything else is an execution failure. :func:`build_handler` finds the handler a queue's
+``consumer`` key names, through the ``kq.handlers`` entry points or a ``module:attr`` name.
 """
 
 from __future__ import annotations
@@ -14,24 +15,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kq.core._codecs import decode_body
 from kq.core._config import Config
 from kq.core._errors import ConfigError, UnknownPluginError
 from kq.core._imports import import_object
 from kq.core._message import JSON, Delivery
 from kq.core._registry import CONSUMER_GROUP, load_plugin
 from kq.core._spec import QueueSpec
+from kq.core.handlers._codecs import decode_body
 
 logger = logging.getLogger(__name__)
 
 
 class Handler(abc.ABC):
-    """Base class of message consumers."""
+    """Base class of handlers: one subclass per execution type (console command, service, HTTP, ...)."""
 
-    #: Media types this consumer decodes; ``None`` accepts every type kq can decode.
+    #: Media types this handler decodes; ``None`` accepts every type kq can decode.
     accepted_content_types: ClassVar[frozenset[str] | None] = frozenset({JSON})
     #: Name used in logs and ``kq managequeue list-configured``.
     kind: ClassVar[str] = ""
+    #: The ``[allow]`` section this handler reads (``config.allow.allow_list(name)`` or ``allow_map``),
+    #: ``None`` when it reads none: a near miss of it in ``kq.toml`` is then an error, not a silent denial.
+    allow_section: ClassVar[str | None] = None
+    #: Whether its queues accept only signed messages unless configured otherwise (``[signing]
+    #: require``, a queue's ``require_signature``): true for handlers that execute what messages ask.
+    requires_signature: ClassVar[bool] = False
 
     def decode(self, delivery: Delivery) -> Any:
         """Decode the delivery's body by its content type (raises MessageFormatError)."""
@@ -50,7 +57,7 @@ class Handler(abc.ABC):
 
     @classmethod
     def from_context(cls, context: HandlerContext) -> Handler:
-        """Build the consumer for a queue; the default takes no arguments. Override to read the
+        """Build the handler for a queue; the default takes no arguments. Override to read the
         configuration (``context.config.allow``, ``context.config.console``, ...)."""
         return cls()
 
@@ -82,7 +89,7 @@ class CallableHandler(Handler):
 
 @dataclass(frozen=True)
 class HandlerContext:
-    """What a message consumer factory may use to build a consumer for a queue."""
+    """What :meth:`Handler.from_context` may use to build a handler for a queue."""
 
     config: Config
     queue: QueueSpec
@@ -90,7 +97,7 @@ class HandlerContext:
 
 
 def build_handler(context: HandlerContext) -> Handler:
-    """Build the message consumer configured for ``context.queue``.
+    """Build the handler configured for ``context.queue`` (its ``consumer`` key).
 
     A plain name (``console_command``, ``service``, ``http``, ``noop``, ...) is looked up in the
     ``kq.handlers`` entry points; ``module:attr`` names a :class:`Handler` subclass or a function

@@ -9,9 +9,9 @@ PHP library grepped ``ps`` output, which matched itself and substrings of other 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,12 +24,16 @@ from pathlib import Path
 import psutil
 
 from kq.core._config import WorkerSpec
+from kq.core._consume_options import consume_arguments
+from kq.core._errors import WatchdogError
 
+# One logger for the whole watchdog, not one per module: its name is in the log lines users read and filter.
 logger = logging.getLogger("kq.watchdog")
 
-#: What a watchdog label looks like: ``<worker name>-<instance number>``.
-LABEL_PATTERN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)-(?P<index>[0-9]+)\Z")
 MB = 1024 * 1024
+
+#: The module a worker runs (``python -m``), and the distribution that provides it.
+CLI_MODULE, CLI_DISTRIBUTION = "kq.cli", "kq-cli"
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,34 @@ def worker_command(config_file: str, spec: WorkerSpec, label: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "kq.cli",
+        CLI_MODULE,
         "--config",
         config_file,
         "consume",
         spec.queue,
         "--label",
         label,
-        *spec.consume_arguments(),
+        # Built from the one declaration of the `kq consume` options, as the click options are.
+        *consume_arguments(spec.options),
     ]
+
+
+def require_cli() -> None:
+    """Make sure this interpreter can run ``python -m kq.cli``, the command every worker is.
+
+    kq-core alone cannot run a worker: ``kq consume`` is kq-cli's. Checked before a worker is spawned, so
+    that a missing kq-cli is one clear error rather than workers that each exit at once with
+    ``No module named kq.cli`` in their logs.
+
+    Raises:
+        WatchdogError: kq-cli is not installed in this interpreter's environment.
+    """
+    if importlib.util.find_spec(CLI_MODULE) is None:
+        raise WatchdogError(
+            f"the watchdog starts each worker as `{sys.executable} -m {CLI_MODULE} consume ...`, and "
+            f"{CLI_MODULE} is not installed in that environment: install the {CLI_DISTRIBUTION} "
+            f"distribution (pip install {CLI_DISTRIBUTION})"
+        )
 
 
 def parse_command_line(cmdline: Sequence[str]) -> WorkerCommandLine | None:

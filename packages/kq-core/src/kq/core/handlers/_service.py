@@ -1,4 +1,4 @@
-"""Service calls: a Python callable named in a message, called inside the worker.
+"""The service execution type: a Python callable named in a message, called inside the worker.
 
 Body (the PHP library's shape, with keyword arguments added)::
 
@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import AllowMap
-from kq.core._consumers import Handler, HandlerContext
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
 from kq.core._message import Delivery, Message
-from kq.core._producers import MessageProducer
+from kq.core.handlers._base import Handler, HandlerContext
+from kq.core.handlers._codecs import check_list, parse_object
+from kq.core.handlers._producer import MessageProducer
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +71,16 @@ def make_service_call(
         )
     if not isinstance(method, str) or not _METHOD.match(method):
         raise MessageFormatError(f"method {str(method)[:80]!r} must be a name not starting with _")
-    if isinstance(arguments, (str, bytes, Mapping)) or not isinstance(arguments, Iterable):
-        raise MessageFormatError(f"'arguments' must be a list, not {type(arguments).__name__}")
+    values = check_list(arguments)
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
         raise MessageFormatError("'kwargs' must be an object whose keys are Python identifiers")
-    return ServiceCall(service=service, method=method, arguments=tuple(arguments), kwargs=dict(kwargs))
+    return ServiceCall(service=service, method=method, arguments=values, kwargs=dict(kwargs))
 
 
 def parse_service_call(body: Any) -> ServiceCall:
     """Validate a decoded service-call body (raises MessageFormatError naming the wrong part)."""
-    if not isinstance(body, dict):
-        raise MessageFormatError(f"a service-call message must be a JSON object, not {type(body).__name__}")
-    unknown = set(body) - {"service", "method", "arguments", "kwargs"}
-    if unknown:
-        raise MessageFormatError(f"unknown keys in service-call message: {', '.join(sorted(unknown))}")
+    body = parse_object(body, "service-call", ("service", "method", "arguments", "kwargs"))
     # make_service_call checks the types of what the message holds.
     service: Any = body.get("service")
     method: Any = body.get("method")
@@ -100,6 +96,8 @@ class ServiceHandler(Handler):
     """
 
     kind = "service"
+    allow_section = "services"
+    requires_signature = True
 
     def __init__(self, allowed: AllowMap) -> None:
         self.allowed = allowed
@@ -108,7 +106,7 @@ class ServiceHandler(Handler):
     @classmethod
     def from_context(cls, context: HandlerContext) -> ServiceHandler:
         """Use ``[allow.services]``."""
-        return cls(AllowMap(context.config.allow.services))
+        return cls(context.config.allow.allow_map("services"))
 
     def describe(self, body: Any) -> str:
         """``service 'module:attr.method'``."""
@@ -156,7 +154,10 @@ class ServiceHandler(Handler):
 
 
 class ServiceProducer(MessageProducer):
-    """Queues calls of Python callables for a service consumer."""
+    """Queues calls of Python callables for a service handler (``kq queueservice``).
+
+    ``publish_batch`` takes mappings with ``service``, ``method``, ``arguments`` and ``kwargs``.
+    """
 
     def build(
         self,
@@ -174,25 +175,3 @@ class ServiceProducer(MessageProducer):
         call = make_service_call(service, method, arguments, kwargs)
         key = call.routing_key if routing_key is None else routing_key
         return self.json_message(call.to_body(), key, ttl=ttl, delay=delay, headers=headers)
-
-    def publish(
-        self,
-        service: str,
-        method: str,
-        arguments: Iterable[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> Message:
-        """Queue one call; keyword options as for :meth:`build`. Returns the sent message."""
-        message = self.build(service, method, arguments, kwargs, **options)
-        self.send([message])
-        return message
-
-    def publish_batch(self, calls: Iterable[Mapping[str, Any]], **options: Any) -> list[Message]:
-        """Queue several calls (mappings: ``service``, ``method``, ``arguments``, ``kwargs``) as one batch."""
-        messages = [
-            self.build(c["service"], c["method"], c.get("arguments") or (), c.get("kwargs"), **options)
-            for c in calls
-        ]
-        self.send(messages)
-        return messages

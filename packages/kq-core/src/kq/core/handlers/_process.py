@@ -1,8 +1,8 @@
-"""The console-command consumer: runs the command a message names as a child process.
+"""Running a console command as a child process: argument vector, new session, timeout, bounded output.
 
 The child gets an argument vector (never a shell), runs in a new session so that a TERM sent to the
 worker's process group does not reach it, has a timeout after which its whole process group is killed,
-and its exit code, stdout and stderr are the result. A non-zero exit code is a failed execution.
+and its exit code, stdout and stderr are the :class:`CommandResult`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from kq.core._allow import AllowList
-from kq.core._command import CommandCall, parse_command
-from kq.core._config import ConsoleSettings
-from kq.core._consumers import Handler, HandlerContext
-from kq.core._errors import ExecutionFailedError, NotAllowedError
-from kq.core._message import Delivery
+from kq.core._errors import ExecutionFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -69,111 +64,6 @@ class CommandResult:
             "stderr": self.stderr,
             "duration": round(self.duration, 6),
         }
-
-
-class ConsoleCommandHandler(Handler):
-    """Runs console-command messages (``{"command", "arguments", "options"}``) as child processes.
-
-    Args:
-        settings: ``[console]``: program prefix, timeout, environment, working directory. Commands
-            inherit the worker's environment (unless ``inherit_env`` is false) without the variables
-            in ``settings.withheld_env`` and those holding a key of ``settings.withheld_keys``.
-        allowed: Commands that may run; anything else is rejected without running.
-        label: The consumer's ``--label``, passed to children as ``KQ_LABEL``.
-    """
-
-    kind = "console_command"
-
-    def __init__(self, settings: ConsoleSettings, allowed: AllowList, *, label: str | None = None) -> None:
-        self.settings = settings
-        self.allowed = allowed
-        self.label = label or ""
-        self.prefix = settings.argv_prefix()
-        self._env = {**self._inherited_environment(), **settings.env}
-
-    def _inherited_environment(self) -> dict[str, str]:
-        """What commands inherit of the worker's environment: nothing with ``inherit_env = false``, else
-        all of it but the variables ``[signing]`` reads and any variable holding a signing key."""
-        settings = self.settings
-        if not settings.inherit_env:
-            logger.debug("console commands inherit no environment ([console] inherit_env = false)")
-            return {}
-        secrets = settings.withheld_secrets()
-        inherited: dict[str, str] = {}
-        withheld: list[str] = []
-        for name, value in os.environ.items():
-            if name in settings.withheld_env or (secrets and value.strip() in secrets):
-                withheld.append(name)
-            else:
-                inherited[name] = value
-        if withheld:
-            # Names only: the values are secrets.
-            logger.debug("console commands do not inherit %s (signing secrets)", ", ".join(sorted(withheld)))
-        return inherited
-
-    @classmethod
-    def from_context(cls, context: HandlerContext) -> ConsoleCommandHandler:
-        """Use ``[console]`` and ``[allow] commands``."""
-        return cls(context.config.console, AllowList(context.config.allow.commands), label=context.label)
-
-    def describe(self, body: Any) -> str:
-        """``command 'name'``."""
-        command = body.get("command") if isinstance(body, dict) else None
-        return f"command {command!r}" if isinstance(command, str) else "command"
-
-    def consume(self, body: Any, delivery: Delivery) -> CommandResult:
-        """Validate, check the allow-list, run; raise ExecutionFailedError on a non-zero exit or timeout."""
-        call = parse_command(body)
-        if not self.allowed.allows(call.command):
-            raise NotAllowedError(
-                f"command {call.command!r} is not in the allow-list ([allow] commands = "
-                f"{list(self.allowed.entries)!r})"
-            )
-        result = self._execute(call, delivery)
-        if not result.ok:
-            tail = result.stderr.strip().splitlines()[-1:] or result.stdout.strip().splitlines()[-1:]
-            detail = f": {tail[0][:300]}" if tail else ""
-            raise ExecutionFailedError(
-                f"command {call.command!r} exited with status {result.exit_code}{detail}", result
-            )
-        return result
-
-    def _message_variables(self, delivery: Delivery) -> dict[str, str]:
-        """What a command learns about its message, in its environment."""
-        return {
-            "KQ_QUEUE": delivery.queue,
-            "KQ_MESSAGE_ID": environment_value(delivery.message_id),
-            "KQ_DELIVERY_COUNT": str(delivery.delivery_count),
-            # The worker's own environment may carry a KQ_LABEL of its parent: commands see this worker's.
-            "KQ_LABEL": self.label,
-        }
-
-    def _execute(self, call: CommandCall, delivery: Delivery) -> CommandResult:
-        """Run the allowed ``call`` as a child process (a timeout raises ExecutionFailedError)."""
-        argv = (*self.prefix, *call.argv())
-        env = {**self._env, **self._message_variables(delivery)}
-        logger.debug("queue %s message %s: running %s", delivery.queue, delivery.message_id, list(argv))
-        try:
-            result = run_command(argv, timeout=self.settings.timeout, env=env, cwd=self.settings.cwd)
-        except ExecutionFailedError as exc:
-            raise ExecutionFailedError(f"command {call.command!r}: {exc}", exc.result) from None
-        logger.debug(
-            "queue %s message %s: %s exited with status %d in %.3fs; stdout: %r; stderr: %r",
-            delivery.queue,
-            delivery.message_id,
-            call.command,
-            result.exit_code,
-            result.duration,
-            result.stdout[-2000:],
-            result.stderr[-2000:],
-        )
-        return result
-
-
-def environment_value(text: str) -> str:
-    """``text`` made safe for an environment variable: a message id comes from the producer, and a NUL
-    or a lone surrogate in it would make the operating system refuse the whole environment."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def run_command(

@@ -1,4 +1,4 @@
-"""HTTP requests as messages: the "FastCGI" mode, where a worker turns messages into calls to a web app.
+"""The HTTP execution type: the "FastCGI" mode, where a worker turns messages into calls to a web app.
 
 Body::
 
@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import MAX_URL_SUBJECT, AllowList
-from kq.core._consumers import Handler, HandlerContext
 from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
 from kq.core._message import Delivery, Message
 from kq.core._numbers import check_number
-from kq.core._producers import MessageProducer
 from kq.core._routing import url_routing_key
+from kq.core.handlers._base import Handler, HandlerContext
+from kq.core.handlers._codecs import parse_object
+from kq.core.handlers._producer import MessageProducer
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,7 @@ def make_http_request(url: str, options: Mapping[str, Any] | None = None) -> Htt
 
 def parse_http_request(body: Any) -> HttpRequest:
     """Validate a decoded HTTP-request body."""
-    if not isinstance(body, dict):
-        raise MessageFormatError(f"an HTTP-request message must be a JSON object, not {type(body).__name__}")
-    unknown = set(body) - {"url", "options"}
-    if unknown:
-        raise MessageFormatError(f"unknown keys in HTTP-request message: {', '.join(sorted(unknown))}")
+    body = parse_object(body, "HTTP-request", ("url", "options"))
     url: Any = body.get("url")
     options: Any = body.get("options")
     if options is not None and not isinstance(options, (dict, list)):
@@ -177,6 +174,7 @@ class HttpHandler(Handler):
     """Sends the HTTP requests that messages describe, to allowed URLs only."""
 
     kind = "http"
+    allow_section = "urls"
 
     def __init__(self, allowed: AllowList) -> None:
         import requests  # only workers that send HTTP requests pay for importing requests
@@ -188,7 +186,7 @@ class HttpHandler(Handler):
     @classmethod
     def from_context(cls, context: HandlerContext) -> HttpHandler:
         """Use ``[allow] urls`` (``re:`` entries match URLs of up to ``MAX_URL_SUBJECT`` characters)."""
-        return cls(AllowList(context.config.allow.urls, max_subject=MAX_URL_SUBJECT))
+        return cls(context.config.allow.allow_list("urls", max_subject=MAX_URL_SUBJECT))
 
     def describe(self, body: Any) -> str:
         """``HTTP GET url``."""
@@ -294,7 +292,10 @@ def _read_text(response: Any) -> str:
 
 
 class HttpProducer(MessageProducer):
-    """Queues HTTP requests for an HTTP consumer."""
+    """Queues HTTP requests for an HTTP handler (``kq queuehttp``).
+
+    ``publish_batch`` takes mappings with ``url`` and ``options``.
+    """
 
     def build(
         self,
@@ -310,15 +311,3 @@ class HttpProducer(MessageProducer):
         request = make_http_request(url, options)
         key = url_routing_key(url) if routing_key is None else routing_key
         return self.json_message(request.to_body(), key, ttl=ttl, delay=delay, headers=headers)
-
-    def publish(self, url: str, options: Mapping[str, Any] | None = None, **settings: Any) -> Message:
-        """Queue one request; keyword settings as for :meth:`build`. Returns the sent message."""
-        message = self.build(url, options, **settings)
-        self.send([message])
-        return message
-
-    def publish_batch(self, requests: Any, **settings: Any) -> list[Message]:
-        """Queue several requests (mappings with ``url`` and ``options``) as one batch."""
-        messages = [self.build(r["url"], r.get("options"), **settings) for r in requests]
-        self.send(messages)
-        return messages

@@ -1,20 +1,22 @@
-"""What the watchdog works with and reports: worker instances, outcomes, ``check`` rows."""
+"""What the watchdog works with and reports: labels, worker instances, outcomes, the restart policy."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from kq.core._config import WorkerSpec
-from kq.core._errors import KqError
-from kq.core._watchdog_procs import LABEL_PATTERN, command_of, parse_command_line, rss_megabytes, uptime
+
+#: What a watchdog label looks like: ``<worker name>-<instance number>``.
+LABEL_PATTERN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)-(?P<index>[0-9]+)\Z")
 
 
-class WatchdogError(KqError):
-    """A watchdog command could not do its job (for example: another watchdog holds the lock)."""
+def name_of(label: str) -> str:
+    """The worker name of a label (``emails-2`` -> ``emails``)."""
+    match = LABEL_PATTERN.match(label)
+    return match.group("name") if match else label
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,35 @@ class WorkerInstance:
     label: str
     command: tuple[str, ...]
     log: Path
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How ``kq watchdog run`` watches and restarts its workers (supervisord's restart settings).
+
+    Attributes:
+        poll_interval: Seconds between two looks at the workers.
+        start_seconds: A worker that exits within this many seconds of starting exited "at once" (a
+            *quick exit*, supervisord's ``startsecs``); one that lived longer is simply restarted.
+        max_retries: After this many quick exits in a row a worker is FATAL: not restarted until the
+            supervisor gets SIGHUP or is restarted. Values below 1 count as 1.
+        backoff: Delay before the first restart after a quick exit; it doubles with each further one.
+        max_backoff: The longest delay between two restarts.
+    """
+
+    poll_interval: float = 1.0
+    start_seconds: float = 3.0
+    max_retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        # At least one try: with 0 the FATAL message would count "quick exit 1 of 0".
+        object.__setattr__(self, "max_retries", max(1, self.max_retries))
+
+    def delay(self, quick_exits: int) -> float:
+        """Seconds to wait before restarting a worker after its ``quick_exits``-th quick exit in a row."""
+        return min(self.max_backoff, self.backoff * 2.0 ** (quick_exits - 1))
 
 
 @dataclass(frozen=True)
@@ -75,45 +106,3 @@ class StopOutcome:
     def as_dict(self) -> dict[str, Any]:
         """The outcome as a JSON-ready dict."""
         return asdict(self)
-
-
-def name_of(label: str) -> str:
-    """The worker name of a label (``emails-2`` -> ``emails``)."""
-    match = LABEL_PATTERN.match(label)
-    return match.group("name") if match else label
-
-
-def instance_row(instance: WorkerInstance, process: psutil.Process | None, state: str) -> dict[str, Any]:
-    """A ``check`` row for a configured instance (``process`` is ``None`` when it is not running)."""
-    return {
-        "worker": instance.spec.name,
-        "label": instance.label,
-        "queue": instance.spec.queue,
-        "state": state,
-        **_measure(process),
-        "log": str(instance.log),
-    }
-
-
-def stray_row(label: str, process: psutil.Process) -> dict[str, Any]:
-    """A ``check`` row for a process with a watchdog label that is not configured (any more)."""
-    parsed = parse_command_line(command_of(process))
-    return {
-        "worker": name_of(label),
-        "label": label,
-        "queue": parsed.queue if parsed else "",
-        "state": "unconfigured",
-        **_measure(process),
-        "log": None,
-    }
-
-
-def _measure(process: psutil.Process | None) -> dict[str, Any]:
-    if process is None:
-        return {"pid": None, "uptime": None, "rss": None}
-    age, rss = uptime(process), rss_megabytes(process)
-    return {
-        "pid": process.pid,
-        "uptime": None if age is None else round(age, 1),
-        "rss": None if rss is None else round(rss, 1),
-    }

@@ -23,12 +23,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
-from kq.core._watchdog_procs import describe_status, find_workers, is_alive, uptime
-from kq.core._watchdog_state import (
+from kq.core._errors import WatchdogError
+from kq.core.watchdog._control import ProcessControl
+from kq.core.watchdog._model import RestartPolicy, StopOutcome, WorkerInstance
+from kq.core.watchdog._procs import describe_status, find_workers, is_alive, uptime
+from kq.core.watchdog._state import (
     remove_report,
     remove_status,
     report_path,
@@ -37,10 +40,7 @@ from kq.core._watchdog_state import (
     write_stop_report,
 )
 
-if TYPE_CHECKING:
-    from kq.core._watchdog import Watchdog
-    from kq.core._watchdog_model import StopOutcome, WorkerInstance
-
+# The watchdog's one logger (see _procs.py).
 logger = logging.getLogger("kq.watchdog")
 
 STARTING, RUNNING, BACKOFF, FATAL, STOPPED = "starting", "running", "backoff", "fatal", "stopped"
@@ -66,12 +66,26 @@ class _Slot:
 
 
 class Supervisor:
-    """The loop behind :meth:`Watchdog.run`; it holds the watchdog lock while it runs."""
+    """The loop behind :meth:`Watchdog.run`; the caller holds the watchdog lock while it runs.
+
+    Args:
+        policy: When to look at the workers, and how to restart those that exit.
+        control: Spawns and stops the workers (and logs and announces it).
+        config_file: The configuration file the workers are started with and recognised by.
+        instances: The worker instances to keep running.
+        grace: Seconds each worker gets after SIGTERM when the supervisor stops.
+    """
 
     def __init__(
-        self, watchdog: Watchdog, config_file: str, instances: Sequence[WorkerInstance], grace: float
+        self,
+        policy: RestartPolicy,
+        control: ProcessControl,
+        config_file: str,
+        instances: Sequence[WorkerInstance],
+        grace: float,
     ) -> None:
-        self.watchdog = watchdog
+        self.policy = policy
+        self.control = control
         self.grace = grace
         self.slots = [_Slot(instance) for instance in instances]
         self._stop_reason: str | None = None
@@ -110,7 +124,7 @@ class Supervisor:
                 while self._stop_reason is None:
                     self._tick(time.monotonic())
                     self._publish()
-                    self._sleep(self.watchdog.poll_interval)
+                    self._sleep(self.policy.poll_interval)
                 logger.info("kq watchdog run: %s; stopping the workers", self._stop_reason)
             finally:
                 stopped = self._stop_all()
@@ -129,7 +143,7 @@ class Supervisor:
             slot.process = processes[0]
             age = uptime(processes[0]) or 0.0
             slot.started = now - age
-            slot.state = RUNNING if age >= self.watchdog.start_seconds else STARTING
+            slot.state = RUNNING if age >= self.policy.start_seconds else STARTING
             logger.info("adopted worker %s (pid %s), up %.0fs", slot.label, processes[0].pid, age)
             if len(processes) > 1:
                 logger.warning(
@@ -147,7 +161,7 @@ class Supervisor:
             if slot.process is not None:
                 exited, status = self._poll(slot)
                 if not exited:
-                    if slot.state == STARTING and now - slot.started >= self.watchdog.start_seconds:
+                    if slot.state == STARTING and now - slot.started >= self.policy.start_seconds:
                         slot.state, slot.quick_exits = RUNNING, 0
                     continue
                 self._exited(slot, status, now)
@@ -181,8 +195,8 @@ class Supervisor:
 
     def _quick_exit(self, slot: _Slot, now: float, what: str) -> None:
         slot.quick_exits += 1
-        watchdog = self.watchdog
-        if slot.quick_exits >= watchdog.max_retries:
+        policy = self.policy
+        if slot.quick_exits >= policy.max_retries:
             slot.state = FATAL
             logger.error(
                 "%s: %d quick exits in a row; worker %s is FATAL and will not be restarted (fix it, then "
@@ -194,13 +208,13 @@ class Supervisor:
                 slot.instance.log,
             )
             return
-        delay = min(watchdog.max_backoff, watchdog.backoff * 2 ** (slot.quick_exits - 1))
+        delay = policy.delay(slot.quick_exits)
         slot.state, slot.next_start = BACKOFF, now + delay
         logger.warning(
             "%s (quick exit %d of %d); restarting it in %gs; see %s",
             what,
             slot.quick_exits,
-            watchdog.max_retries,
+            policy.max_retries,
             delay,
             slot.instance.log,
         )
@@ -208,13 +222,14 @@ class Supervisor:
     def _start(self, slot: _Slot, now: float) -> None:
         slot.started, slot.state = now, STARTING
         try:
-            popen = self.watchdog.spawn(slot.instance)
+            popen = self.control.spawn(slot.instance)
             process = psutil.Process(popen.pid)
-        except (OSError, psutil.Error) as exc:
+        except (OSError, psutil.Error, WatchdogError) as exc:
+            # WatchdogError: kq-cli went missing since `run` checked for it; retried like any failed start.
             self._quick_exit(slot, now, f"worker {slot.label} cannot be started ({exc})")
             return
         slot.popen, slot.process = popen, process
-        self.watchdog.announce_start(slot.instance, popen.pid)
+        self.control.announce_start(slot.instance, popen.pid)
 
     def _stop_all(self) -> list[StopOutcome]:
         """Stop the supervised workers, and any other process that carries one of their labels."""
@@ -227,7 +242,7 @@ class Supervisor:
             for popen in popens:
                 popen.poll()
 
-        stopped = self.watchdog.terminate(targets, self.grace, reap)
+        stopped = self.control.stop_workers(targets, self.grace, reap)
         for slot in self.slots:
             slot.process, slot.popen, slot.state = None, None, STOPPED
         return stopped

@@ -28,8 +28,9 @@ from typing import Any
 
 import psutil
 
-from kq.core._watchdog_model import WatchdogError
+from kq.core._errors import WatchdogError
 
+# The watchdog's one logger (see _procs.py).
 logger = logging.getLogger("kq.watchdog")
 
 
