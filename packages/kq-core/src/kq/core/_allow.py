@@ -315,7 +315,7 @@ def declared_sections() -> frozenset[str]:
     from kq.core import _registry  # the registry imports the driver base: only when needed
 
     declared: set[str] = set()
-    for entry in _registry.plugin_entries(_registry.CONSUMER_GROUP):
+    for entry in _registry.plugin_entries(_registry.HANDLER_GROUP):
         try:
             loaded = entry.load()
         except KqError:

@@ -113,7 +113,7 @@ class Config:
         from kq.core import _registry  # scans the entry points: at use, never while loading
 
         try:
-            handler = _registry.load_plugin(_registry.CONSUMER_GROUP, queue.consumer)
+            handler = _registry.load_plugin(_registry.HANDLER_GROUP, queue.consumer)
         except KqError:
             return True
         return getattr(handler, "requires_signature", False) is True

@@ -29,7 +29,15 @@ from kq.core._message import (
     Message,
     is_portable_header_name,
 )
-from kq.core._signing import KEY_ID
+from kq.core._signing import (
+    BAD_SIGNATURE,
+    EXPIRED,
+    KEY_ID,
+    NOT_YET_VALID,
+    REPLAYED,
+    UNKNOWN_KEY,
+    UNSIGNED,
+)
 
 if TYPE_CHECKING:
     from kq.core._capabilities import Capabilities
@@ -65,18 +73,6 @@ INVALID: Final = "invalid"
 NOT_ALLOWED: Final = "not-allowed"
 #: Delivered more than ``max_deliveries`` times without being settled.
 POISON: Final = "poison"
-#: Not signed, for a queue that requires signatures.
-UNSIGNED: Final = "unsigned"
-#: Signed with a key id that is not configured.
-UNKNOWN_KEY: Final = "unknown-key"
-#: The signature does not match the message (or its signature headers are garbled).
-BAD_SIGNATURE: Final = "bad-signature"
-#: Signed to become valid later.
-NOT_YET_VALID: Final = "not-yet-valid"
-#: Signed longer ago than ``[signing] max_age``.
-EXPIRED: Final = "expired"
-#: Its signature was already received by this worker.
-REPLAYED: Final = "replayed"
 
 #: The reasons the loop and the failure policy give; :data:`SIGNATURE_REASONS` are the verifier's
 #: (``SignatureError.reason``).

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 #: The entry-point group drivers register in.
 DRIVER_GROUP = "kq.drivers"
 #: The entry-point group of message consumer types.
-CONSUMER_GROUP = "kq.handlers"
+HANDLER_GROUP = "kq.handlers"
 #: The entry-point group of listener plugins (``register(dispatcher)`` functions).
 LISTENER_GROUP = "kq.listeners"
 
@@ -90,7 +90,7 @@ class DriverEntry(PluginEntry):
         return loaded
 
 
-_KIND = {DRIVER_GROUP: "driver", CONSUMER_GROUP: "consumer", LISTENER_GROUP: "listener plugin"}
+_KIND = {DRIVER_GROUP: "driver", HANDLER_GROUP: "handler", LISTENER_GROUP: "listener plugin"}
 
 
 @functools.cache
@@ -136,7 +136,7 @@ def driver_names() -> list[str]:
 
 def handler_names() -> list[str]:
     """Names of the registered message consumer types."""
-    return sorted(_entry_points(CONSUMER_GROUP))
+    return sorted(_entry_points(HANDLER_GROUP))
 
 
 def load_driver_class(name: str) -> type[Driver]:

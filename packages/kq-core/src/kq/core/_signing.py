@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from kq.core._errors import ConfigError, SignatureError
 from kq.core._message import TRANSIT_HEADERS, Delivery, Message, is_portable_header_name
@@ -52,6 +53,20 @@ CLOCK_SKEW = 60.0
 MIN_KEY_BYTES = 32
 #: Most nonces a worker remembers.
 REPLAY_CACHE_SIZE = 200_000
+
+# Why a message was refused (``SignatureError.reason``); the failure reasons of the same name.
+#: Not signed, for a queue that requires signatures.
+UNSIGNED: Final = "unsigned"
+#: Signed with a key id that is not configured.
+UNKNOWN_KEY: Final = "unknown-key"
+#: The signature does not match the message (or its signature headers are garbled).
+BAD_SIGNATURE: Final = "bad-signature"
+#: Signed to become valid later.
+NOT_YET_VALID: Final = "not-yet-valid"
+#: Signed longer ago than ``[signing] max_age``.
+EXPIRED: Final = "expired"
+#: Its signature was already received by this worker.
+REPLAYED: Final = "replayed"
 
 
 def new_key() -> str:
@@ -136,12 +151,12 @@ class Verifier:
         headers = delivery.headers
         signature = headers.get(SIGNATURE)
         if not signature:
-            raise SignatureError("unsigned", "the message is not signed, and this queue requires signatures")
+            raise SignatureError(UNSIGNED, "the message is not signed, and this queue requires signatures")
         key_id = headers.get(KEY_ID, "")
         key = self.keys.get(key_id)
         if key is None:
             raise SignatureError(
-                "unknown-key",
+                UNKNOWN_KEY,
                 f"the message is signed with key id {key_id!r}, which this "
                 "worker does not have ([signing] keys)",
             )
@@ -150,12 +165,12 @@ class Verifier:
                 headers.get(SIGNED_AT, ""), f"the signature's {SIGNED_AT}", maximum=MAX_TIMESTAMP, text=True
             )
         except ValueError as exc:
-            raise SignatureError("bad-signature", f"{exc}: it is not a time") from None
+            raise SignatureError(BAD_SIGNATURE, f"{exc}: it is not a time") from None
         for name in headers:
             if not is_portable_header_name(name):
                 # No kq producer can send such a name, and "a:b" = "c" would sign like "a" = "b:c".
                 raise SignatureError(
-                    "bad-signature",
+                    BAD_SIGNATURE,
                     f"header name {name[:60]!r} cannot come from a kq producer: the message was altered",
                 )
         # Bytes, not str: compare_digest refuses non-ASCII text, and a header can hold anything.
@@ -170,19 +185,19 @@ class Verifier:
             for queue in queues
         ):
             raise SignatureError(
-                "bad-signature",
+                BAD_SIGNATURE,
                 "the signature does not match: the message was altered, or "
                 "signed for another queue or with another key",
             )
         now = time.time()
         if signed_at > now + CLOCK_SKEW:
             raise SignatureError(
-                "not-yet-valid",
+                NOT_YET_VALID,
                 f"the signature is valid only from {signed_at:.0f}, {signed_at - now:.0f}s from now",
             )
         if now > signed_at + self.max_age:
             raise SignatureError(
-                "expired",
+                EXPIRED,
                 f"the signature expired {now - signed_at - self.max_age:.0f}s ago "
                 f"(max_age {self.max_age:g}s)",
             )
@@ -201,7 +216,7 @@ class Verifier:
                 break
             del self._seen[oldest]
         if token in self._seen:
-            raise SignatureError("replayed", "this signed message was already received by this worker")
+            raise SignatureError(REPLAYED, "this signed message was already received by this worker")
         self._seen[token] = signed_at
 
 

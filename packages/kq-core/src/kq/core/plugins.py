@@ -6,7 +6,7 @@ kq finds its drivers, handlers and listeners through three entry-point groups, s
 - :data:`DRIVER_GROUP` (``kq.drivers``): driver classes, by the name a ``[drivers.*]`` ``type`` gives;
   :func:`driver_entries` lists them as :class:`DriverEntry` (with the distribution that provides each),
   :func:`driver_names` names them and :func:`load_driver_class` imports one.
-- :data:`CONSUMER_GROUP` (``kq.handlers``): handler classes, by the name a queue's ``consumer`` gives;
+- :data:`HANDLER_GROUP` (``kq.handlers``): handler classes, by the name a queue's ``consumer`` gives;
   :func:`handler_names` names them.
 - :data:`LISTENER_GROUP` (``kq.listeners``): functions ``register(dispatcher)`` run in every kq process.
 
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from kq.core._imports import import_object
     from kq.core._limits import load_check
     from kq.core._registry import (
-        CONSUMER_GROUP,
         DRIVER_GROUP,
+        HANDLER_GROUP,
         LISTENER_GROUP,
         DriverEntry,
         PluginEntry,
@@ -44,7 +44,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         # entry-point groups
-        "CONSUMER_GROUP": "_registry",
+        "HANDLER_GROUP": "_registry",
         "DRIVER_GROUP": "_registry",
         "LISTENER_GROUP": "_registry",
         # discovery
@@ -64,7 +64,7 @@ __getattr__, __dir__ = lazy_exports(
 
 __all__ = [
     # entry-point groups
-    "CONSUMER_GROUP",
+    "HANDLER_GROUP",
     "DRIVER_GROUP",
     "LISTENER_GROUP",
     # discovery

@@ -19,7 +19,7 @@ from kq.core._config import Config
 from kq.core._errors import ConfigError, UnknownPluginError
 from kq.core._imports import import_object
 from kq.core._message import JSON, Delivery
-from kq.core._registry import CONSUMER_GROUP, load_plugin
+from kq.core._registry import HANDLER_GROUP, load_plugin
 from kq.core._spec import QueueSpec
 from kq.core.handlers._codecs import decode_body
 
@@ -110,7 +110,7 @@ def build_handler(context: HandlerContext) -> Handler:
         target = import_object(name, what="consumer", key=key, source=context.queue.source)
     else:
         try:
-            target = load_plugin(CONSUMER_GROUP, name)
+            target = load_plugin(HANDLER_GROUP, name)
         except UnknownPluginError as exc:
             raise ConfigError(str(exc), key=key, source=context.queue.source) from None
     if isinstance(target, type) and issubclass(target, Handler):
