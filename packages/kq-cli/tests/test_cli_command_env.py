@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from kq.core import App
-from kq.core._signing import new_key
+from kq.core import App, new_key
 from kq.core.testing import Workspace, drain
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from kq.core._config import Config, ListenerSpec, load_config
 from kq.core._driver import Driver
@@ -253,9 +253,17 @@ class App:
         limits: Limits | None = None,
         label: str | None = None,
         handler: Handler | None = None,
-        **options: Any,
+        poll_interval: float = 1.0,
+        prefetch: int = 1,
+        max_backoff: float = 30.0,
+        handle_signals: bool = True,
+        grace: float = 0.0,
     ) -> ConsumeLoop:
-        """A consume loop for ``queue`` with its configured message consumer (or ``handler``)."""
+        """A consume loop for ``queue`` with its configured handler (or ``handler``).
+
+        The other arguments are :class:`ConsumeLoop`'s; the signature rule, the verifier, the signer and
+        the dispatcher come from the configuration.
+        """
         instance, spec = self.queue(queue, driver)
         if handler is None:
             handler = build_handler(HandlerContext(config=self.config, queue=spec, label=label))
@@ -271,7 +279,11 @@ class App:
             verifier=self.verifier if required else None,
             signed_for=sorted(sources),
             signer=self.signer,
-            **options,
+            poll_interval=poll_interval,
+            prefetch=prefetch,
+            max_backoff=max_backoff,
+            handle_signals=handle_signals,
+            grace=grace,
         )
 
     def close(self) -> None:
