@@ -130,3 +130,46 @@ def test_signing_require_and_the_queue_override_the_declarations() -> None:
     assert not config.signature_required(_queue("console_command", require_signature=False))
     assert Config().signature_required(_queue("noop", require_signature=True))
     assert parse_config({}).signing.require is None
+
+
+def test_every_consume_option_with_a_target_sets_an_argument_of_the_loop_or_a_limit() -> None:
+    """A declared option's target names a real keyword of App.consume_loop or field of Limits, so that
+    adding an option cannot silently do nothing."""
+    import dataclasses
+    import inspect
+
+    from kq.core import CONSUME_OPTIONS, App, Limits
+
+    loop_keywords = set(inspect.signature(App.consume_loop).parameters) - {"self", "queue"}
+    limit_fields = {field.name for field in dataclasses.fields(Limits)}
+    for option in CONSUME_OPTIONS.values():
+        kind, _, argument = option.target.partition(".")
+        if not option.target:
+            continue
+        assert kind in {"loop", "limits"}, option
+        assert argument in (loop_keywords if kind == "loop" else limit_fields), option
+
+
+def test_loop_arguments_turn_option_values_into_the_loops_arguments() -> None:
+    from kq.core import Limits, loop_arguments
+
+    arguments = loop_arguments(
+        {
+            "messages": 5,
+            "timeout": 2.5,
+            "memory_limit": 0.0,
+            "failure_limit": 1,
+            "checks": (),
+            "without_signals": True,
+            "routing_key": None,
+            "prefetch": 3,
+            "grace": 1.0,
+            "metrics_port": 9100,
+        }
+    )
+    assert arguments == {
+        "limits": Limits(messages=5, time=2.5, memory=0.0, failures=1, checks=()),
+        "handle_signals": False,
+        "prefetch": 3,
+        "grace": 1.0,
+    }

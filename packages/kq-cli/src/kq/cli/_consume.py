@@ -52,22 +52,7 @@ def _click_option(option: ConsumeOption) -> click.Option:
 @click.argument("queue")
 @pass_state
 def consume(
-    state: State,
-    queue: str,
-    messages: int,
-    timeout: float,
-    routing_key: str | None,
-    driver: str | None,
-    label: str | None,
-    without_signals: bool,
-    poll_interval: float,
-    prefetch: int,
-    memory_limit: float,
-    failure_limit: int,
-    checks: tuple[str, ...],
-    grace: float,
-    metrics_port: int | None,
-    metrics_address: str,
+    state: State, /, queue: str, metrics_port: int | None, metrics_address: str, **options: Any
 ) -> None:
     """Consume messages from QUEUE and execute them with the queue's consumer.
 
@@ -78,27 +63,10 @@ def consume(
     current message, with exit status 0; a second signal, or --grace running out, abandons the message
     in progress (it is redelivered) and exits with 130.
     """
-    from kq.core import Limits
-    from kq.core.plugins import load_check
+    from kq.core import loop_arguments
 
-    limits = Limits(
-        messages=messages,
-        time=timeout,
-        memory=memory_limit,
-        failures=failure_limit,
-        checks=tuple(load_check(name) for name in checks),
-    )
-    loop = state.app.consume_loop(
-        queue,
-        driver=driver,
-        routing_key=routing_key,
-        limits=limits,
-        label=label,
-        poll_interval=poll_interval,
-        prefetch=prefetch,
-        handle_signals=not without_signals,
-        grace=grace,
-    )
+    # Every declared option but the metrics server is an argument of the loop (kq.core.CONSUME_OPTIONS).
+    loop = state.app.consume_loop(queue, **loop_arguments(options))
     if metrics_port:
         from kq.core.metrics import PrometheusMetrics, serve
 

@@ -64,7 +64,8 @@ Consuming
     :class:`ConsumeLoop` receives, decodes, dispatches events, runs the handler and settles, within
     :class:`Limits`; :class:`LoopStats` counts what it did; :class:`RetryPolicy` says when a failed
     message is tried again. :data:`CONSUME_OPTIONS` declares the options of ``kq consume`` (each a
-    :class:`ConsumeOption`); :func:`consume_arguments` turns option values into its command line.
+    :class:`ConsumeOption`); :func:`consume_arguments` turns option values into its command line and
+    :func:`loop_arguments` into the arguments of :meth:`App.consume_loop`.
 
 Events
     :class:`EventDispatcher` calls listeners for each :class:`Event`: :class:`ProcessStarted`,
@@ -99,7 +100,7 @@ if TYPE_CHECKING:
     from kq.core._allow import AllowList, AllowMap
     from kq.core._app import App
     from kq.core._config import Config, find_config_file, load_config, parse_config
-    from kq.core._consume_options import CONSUME_OPTIONS, ConsumeOption, consume_arguments
+    from kq.core._consume_options import CONSUME_OPTIONS, ConsumeOption, consume_arguments, loop_arguments
     from kq.core._errors import (
         BrokerUnavailableError,
         ClosedError,
@@ -236,6 +237,7 @@ _EXPORTS = {
     "CONSUME_OPTIONS": "_consume_options",
     "ConsumeOption": "_consume_options",
     "consume_arguments": "_consume_options",
+    "loop_arguments": "_consume_options",
     "ConsumeLoop": "_loop",
     "Limits": "_limits",
     "LoopStats": "_stats",
@@ -338,6 +340,7 @@ __all__ = [
     "CONSUME_OPTIONS",
     "ConsumeOption",
     "consume_arguments",
+    "loop_arguments",
     "ConsumeLoop",
     "Limits",
     "LoopStats",

@@ -1,9 +1,10 @@
 """The options of ``kq consume``, declared once.
 
-Three things are built from :data:`CONSUME_OPTIONS`: the click options of ``kq consume`` (an adapter in
-kq-cli), the check of ``[workers.<name>] options`` (:func:`check_worker_options`) and the command line
-a watchdog starts its workers with (:func:`consume_arguments`). Adding an option is one entry here plus
-its use in ``kq consume`` (and in the consume loop).
+Four things are built from :data:`CONSUME_OPTIONS`: the click options of ``kq consume`` (an adapter in
+kq-cli), the check of ``[workers.<name>] options`` (:func:`check_worker_options`), the command line a
+watchdog starts its workers with (:func:`consume_arguments`) and the arguments of the consume loop that
+``kq consume`` runs (:func:`loop_arguments`). Adding an option is one entry here, with the ``target`` it
+sets, plus that argument of :class:`~kq.core.ConsumeLoop` or field of :class:`~kq.core.Limits`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class ConsumeOption:
         metavar: What the value is called in the help.
         worker: Whether ``[workers.<name>] options`` may set it (options that name the worker itself,
             such as ``label``, are set by the watchdog or make no sense for several processes).
+        target: What the value sets: ``"loop.<argument>"`` (of ``App.consume_loop``),
+            ``"limits.<field>"`` (of :class:`~kq.core.Limits`), or ``""`` for an option ``kq consume``
+            handles itself (the metrics server).
+        negate: The flag sets its target to ``False`` (``--without-signals``: ``handle_signals``).
     """
 
     name: str
@@ -50,6 +55,8 @@ class ConsumeOption:
     multiple: bool = False
     metavar: str | None = None
     worker: bool = True
+    target: str = ""
+    negate: bool = False
 
     @property
     def long(self) -> str:
@@ -79,13 +86,21 @@ def _options(*options: ConsumeOption) -> dict[str, ConsumeOption]:
 
 #: The options of ``kq consume``, in the order ``kq consume --help`` lists them.
 CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
-    ConsumeOption("messages", int, "Stop after this many messages (0: no limit).", 0, short="-m"),
+    ConsumeOption(
+        "messages",
+        int,
+        "Stop after this many messages (0: no limit).",
+        0,
+        short="-m",
+        target="limits.messages",
+    ),
     ConsumeOption(
         "timeout",
         float,
         "Stop after this many seconds in total, checked between messages (0: no limit).",
         0.0,
         short="-t",
+        target="limits.time",
     ),
     ConsumeOption(
         "memory_limit",
@@ -94,8 +109,15 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "checked between messages (0: no limit).",
         0.0,
         short="-l",
+        target="limits.memory",
     ),
-    ConsumeOption("failure_limit", int, "Stop after this many failed messages (0: no limit).", 0),
+    ConsumeOption(
+        "failure_limit",
+        int,
+        "Stop after this many failed messages (0: no limit).",
+        0,
+        target="limits.failures",
+    ),
     ConsumeOption(
         "checks",
         str,
@@ -105,6 +127,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         multiple=True,
         metavar="MODULE:CALLABLE",
         worker=False,
+        target="limits.checks",
     ),
     ConsumeOption(
         "grace",
@@ -112,6 +135,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "After SIGTERM/SIGINT, seconds the current message may still take before it is abandoned "
         "(and redelivered); 0: wait for it.",
         0.0,
+        target="loop.grace",
     ),
     ConsumeOption(
         "metrics_port",
@@ -132,12 +156,14 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "the driver: sqlite and memory filter the shared queue, RabbitMQ reads a queue of its own, "
         "drivers that cannot filter refuse it (kq managedriver list shows which).",
         short="-r",
+        target="loop.routing_key",
     ),
     ConsumeOption(
         "driver",
         str,
         "Driver instance (default: the queue's configured driver, else default_driver).",
         short="-i",
+        target="loop.driver",
     ),
     ConsumeOption(
         "label",
@@ -145,6 +171,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "A name for this worker, unique per process, so that it can be found among processes (it is "
         "on its command line); commands see it as $KQ_LABEL.",
         worker=False,  # the watchdog labels its processes
+        target="loop.label",
     ),
     ConsumeOption(
         "without_signals",
@@ -153,6 +180,8 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "stops, the second abandons it so that it is redelivered).",
         short="-w",
         worker=False,
+        target="loop.handle_signals",
+        negate=True,
     ),
     ConsumeOption(
         "poll_interval",
@@ -160,8 +189,16 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "Longest single wait for a message; a stop request is noticed within it.",
         1.0,
         minimum=0.01,
+        target="loop.poll_interval",
     ),
-    ConsumeOption("prefetch", int, "Messages the broker may hand this worker ahead of time.", 1, minimum=1),
+    ConsumeOption(
+        "prefetch",
+        int,
+        "Messages the broker may hand this worker ahead of time.",
+        1,
+        minimum=1,
+        target="loop.prefetch",
+    ),
 )
 #: The options ``[workers.<name>] options`` may set.
 WORKER_OPTIONS: Mapping[str, ConsumeOption] = {
@@ -190,6 +227,31 @@ def check_worker_options(options: Mapping[str, Any], *, prefix: str, source: str
             )
         checked[name] = option.check(value, f"{prefix}.{name}", source)
     return checked
+
+
+def loop_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``App.consume_loop`` that option ``values`` give (names of
+    :data:`CONSUME_OPTIONS`; options without a target and ``None`` values are left out).
+
+    ``limits.*`` targets are gathered into one :class:`~kq.core.Limits` (``checks`` are loaded from their
+    ``module:callable`` names, raising :class:`ConfigError` for one that cannot be).
+    """
+    from kq.core._limits import Limits, load_check
+
+    loop: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for name, given in values.items():
+        option = CONSUME_OPTIONS[name]
+        if not option.target or given is None:
+            continue
+        kind, _, argument = option.target.partition(".")
+        value = not given if option.negate else given
+        if argument == "checks":
+            value = tuple(load_check(check) for check in given)
+        (limits if kind == "limits" else loop)[argument] = value
+    if limits:
+        loop["limits"] = Limits(**limits)
+    return loop
 
 
 def consume_arguments(options: Mapping[str, Any]) -> list[str]:
