@@ -129,16 +129,27 @@ class MemoryDriver(Driver):
         with cls._stores_lock:
             cls._stores.clear()
 
-    def join(self, queue: str, timeout: float | None = None) -> None:
+    def join(self, queue: str, timeout: float | None = None, *, fail_fast: bool = False) -> None:
         """Block until ``queue`` has no waiting, delayed or unacknowledged message.
+
+        Args:
+            queue: The logical queue.
+            timeout: Seconds to wait at most (``None``: no limit).
+            fail_fast: Raise as soon as a message of ``queue`` reaches its dead-letter queue while
+                waiting, with the reason and error kq recorded, instead of waiting for the rest.
 
         Raises:
             TimeoutError: the queue was not drained within ``timeout`` seconds.
+            ExecutionFailedError: with ``fail_fast``, a message was dead-lettered while waiting.
         """
         store = self.store
+        dead_letter_queue = self.queue(queue).dead_letter_queue
         deadline = None if timeout is None else time.monotonic() + timeout
         with store.condition:
+            seen = self._dead_letter_seqs(dead_letter_queue)
             while True:
+                if fail_fast:
+                    self._raise_for_new_dead_letter(queue, dead_letter_queue, seen)
                 found = store.queues.get(queue)
                 if found is None or (not found.ready and not found.in_flight):
                     return
@@ -149,6 +160,28 @@ class MemoryDriver(Driver):
                         f"{len(found.in_flight)} unacknowledged messages"
                     )
                 store.condition.wait(timeout=0.05 if remaining is None else min(remaining, 0.05))
+
+    def _dead_letter_seqs(self, dead_letter_queue: str) -> set[int]:
+        """The entries of ``dead_letter_queue``, waiting or in flight (caller holds the lock)."""
+        found = self.store.queues.get(dead_letter_queue)
+        if found is None:
+            return set()
+        return {entry.seq for entry in found.ready} | {entry.seq for entry, _ in found.in_flight.values()}
+
+    def _raise_for_new_dead_letter(self, queue: str, dead_letter_queue: str, seen: set[int]) -> None:
+        found = self.store.queues.get(dead_letter_queue)
+        if found is None:
+            return
+        for entry in found.ready:
+            if entry.seq not in seen:
+                from kq.core import DEAD_LETTER_ERROR, DEAD_LETTER_REASON, ExecutionFailedError
+
+                headers = entry.message.headers
+                raise ExecutionFailedError(
+                    f"queue {queue!r} message {entry.message.message_id} was dead-lettered to "
+                    f"{dead_letter_queue!r} ({headers.get(DEAD_LETTER_REASON, 'no reason recorded')}): "
+                    f"{headers.get(DEAD_LETTER_ERROR, '')}"
+                )
 
     def _create_producer(self, queue: QueueSpec) -> Producer:
         return MemoryProducer(self, queue)
