@@ -2,7 +2,8 @@
 
 Each session installs the distributions under packages/ in editable mode into its own environment.
 ``nox -s integration`` runs the tests against real brokers (started on 127.0.0.1 unless
-``KQ_TEST_RABBITMQ_URL`` etc. name running ones); ``nox -s integration -- rabbitmq`` selects one broker.
+``KQ_TEST_RABBITMQ_URL``, ``KQ_TEST_SQS_ENDPOINT`` etc. name running ones); ``nox -s integration -- sqs``
+selects one broker.
 """
 
 from __future__ import annotations
@@ -53,10 +54,19 @@ def tests_all(session: nox.Session) -> None:
 BROKERS = ("rabbitmq", "sqs", "stomp")
 
 
+#: What integration/ uses besides the packages: plain clients for the harness's own tests (boto3 talks to
+#: the SQS emulators, PyYAML reads docker-compose.yml). The emulators themselves are not installed here:
+#: the harness builds an environment of their own for each, once per machine (integration/brokers/venvs.py).
+INTEGRATION_REQUIREMENTS = ["boto3>=1.34", "pyyaml>=6"]
+
+
 @nox.session(default=False)
 def integration(session: nox.Session) -> None:
-    """Conformance and end-to-end tests against real brokers: ``-- rabbitmq`` selects one."""
-    _install_packages(session, *TEST_REQUIREMENTS)
+    """Conformance and end-to-end tests against real brokers: ``-- rabbitmq`` selects one.
+
+    The run ends with a summary per broker (and per SQS emulator): tests run, skipped, and why.
+    """
+    _install_packages(session, *TEST_REQUIREMENTS, *INTEGRATION_REQUIREMENTS)
     brokers = [arg for arg in session.posargs if arg in BROKERS]
     others = [arg for arg in session.posargs if arg not in BROKERS]
     selection = ["-m", " or ".join(brokers)] if brokers else []

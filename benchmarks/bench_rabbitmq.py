@@ -13,7 +13,7 @@ Consuming with manual acks, prefetch 1 and prefetch 50, timed from connecting to
   kq      ConsumeLoop + NoopHandler (declare, decode, events, ack after the handler)
 
 Needs a broker: python benchmarks/bench_rabbitmq.py --url amqp://guest:guest@127.0.0.1:5672/%2F
-(or let it start a private node with --start, using integration/brokers.py).
+(or let it start a private node with --start, using integration/brokers/rabbitmq.py).
 """
 
 from __future__ import annotations

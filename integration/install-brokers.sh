@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration brokers run from; idempotent, for CI on a fresh Debian 12.
 #
-# Only installs: the tests start private nodes of their own (integration/brokers.py) and need no system
+# Only installs: the tests start private nodes of their own (integration/brokers/) and need no system
 # service. Debian's postinst may try to start rabbitmq-server; where policy-rc.d forbids it (containers:
 # "policy-rc.d denied execution of start") nothing starts, and that is fine. Where it does start, the
 # system node takes ports 5672/15672/61613/25672/4369 and the harness then refuses with an error naming
 # the port: stop that service or move the test ports (KQ_TEST_RABBITMQ_*_PORT).
+# The SQS emulators (moto, LocalStack) are not Debian packages: the harness installs them from PyPI into
+# cached virtual environments on first use (integration/brokers/venvs.py).
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive

@@ -1,4 +1,4 @@
-"""Private, throw-away brokers for the integration tests, started as local processes (no Docker).
+"""A private, throw-away RabbitMQ node for the integration tests, started as a local process (no Docker).
 
 RabbitMQ comes from the Debian package (``apt-get install rabbitmq-server``, see ``install-brokers.sh``).
 :func:`start_rabbitmq` runs a node of its own out of a work folder and touches nothing under /etc or
@@ -42,18 +42,35 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import pika  # type: ignore[import-untyped, unused-ignore]
-import requests
-from pika.exceptions import AMQPError  # type: ignore[import-untyped, unused-ignore]
+from integration.brokers import (
+    LOOPBACK,
+    POLL_INTERVAL,
+    BrokerError,
+    BrokerStartError,
+    PortInUseError,
+    first_errors,
+    kill_and_wait,
+    port_in_use,
+    read_pid,
+    spawn,
+    tail,
+    terminate,
+    wait_for_port,
+)
+from integration.brokers._rabbitmq_probes import (
+    GUEST,
+    amqp_answers,
+    epmd_executable,
+    is_beam_of,
+    management_answers,
+    stop_server,
+)
 
 __all__ = [
     "BrokerError",
@@ -67,30 +84,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
-GUEST = ("guest", "guest")  # the default user; RabbitMQ only lets it in over loopback, which is all we use
-LOOPBACK = "127.0.0.1"
-_POLL_INTERVAL = 0.25
-_LOG_TAIL_LINES = 40
-
-
-class BrokerError(RuntimeError):
-    """A broker could not be started or stopped."""
-
-
-class PortInUseError(BrokerError):
-    """A port the broker needs is already taken by another process."""
-
-    def __init__(self, port: int, role: str, hint: str = "") -> None:
-        self.port = port
-        self.role = role
-        super().__init__(
-            f"port {port} ({role}) on {LOOPBACK} is already in use by another process; "
-            f"free it (see `ss -ltnp 'sport = :{port}'`) or pass another {role}_port{hint}"
-        )
-
-
-class BrokerStartError(BrokerError):
-    """The broker process died or did not become ready in time."""
 
 
 def ensure_rabbitmq_installed() -> str | None:
@@ -101,7 +94,7 @@ def ensure_rabbitmq_installed() -> str | None:
             f"rabbitmq-server is not installed ({script} is missing); "
             "run integration/install-brokers.sh (apt-get install -y rabbitmq-server)"
         )
-    if _epmd_executable() is None:
+    if epmd_executable() is None:
         return "epmd (Erlang) was not found; reinstall rabbitmq-server and its erlang-base dependency"
     return None
 
@@ -219,10 +212,10 @@ class RabbitMQ:
             return
         started = time.monotonic()
         if server is not None:
-            _stop_server(server, self.stop_grace)
+            stop_server(server, self.stop_grace)
         self._kill_leftover_beam()
         if epmd is not None:
-            _terminate(epmd, grace=5.0)
+            terminate(epmd, grace=5.0)
         logger.info("RabbitMQ %s stopped in %.1f s", self.node_name, time.monotonic() - started)
 
     def restart(self) -> None:
@@ -347,223 +340,65 @@ class RabbitMQ:
 
     def _check_ports_free(self) -> None:
         for role, port in self._ports().items():
-            if _port_in_use(port):
+            if port_in_use(port):
                 raise PortInUseError(port, role, self._stale_node_hint())
 
     def _stale_node_hint(self) -> str:
-        pid = _read_pid(self._pid_file)
-        if pid is not None and _is_beam_of(pid, self.node_name):
+        pid = read_pid(self._pid_file)
+        if pid is not None and is_beam_of(pid, self.node_name):
             return f"; a node from an earlier run of this work folder still runs as PID {pid}"
         return ""
 
     def _spawn_epmd(self) -> subprocess.Popen[bytes]:
-        epmd = _epmd_executable()
+        epmd = epmd_executable()
         if epmd is None:
             raise BrokerStartError("epmd not found: is rabbitmq-server (erlang-base) installed?")
         log = self._log_dir / "epmd.log"
-        proc = _spawn([epmd, "-address", LOOPBACK, "-port", str(self.epmd_port)], log, self._environment())
+        proc = spawn([epmd, "-address", LOOPBACK, "-port", str(self.epmd_port)], log, self._environment())
         # The node registers with epmd as soon as it boots: it must be listening first.
-        _wait_for_port(self.epmd_port, proc, timeout=10.0, what="epmd", log=log)
+        wait_for_port(self.epmd_port, proc, timeout=10.0, what="epmd", log=log)
         return proc
 
     def _spawn_server(self) -> subprocess.Popen[bytes]:
         # Foreground mode (no -detached): the script stays our child and forwards SIGTERM to beam.
         command = [str(RABBITMQ_SCRIPTS / "rabbitmq-server")]
         logger.info("starting RabbitMQ %s in %s", self.node_name, self.workdir)
-        return _spawn(command, self._log_dir / "startup.log", self._environment(), cwd=self.workdir)
+        return spawn(command, self._log_dir / "startup.log", self._environment(), cwd=self.workdir)
 
     def _wait_until_ready(self, deadline: float) -> None:
         amqp_ready = False
         while True:
             self._raise_if_died()
-            amqp_ready = amqp_ready or _amqp_answers(self.amqp_port)
-            if amqp_ready and _management_answers(self.management_url):
+            amqp_ready = amqp_ready or amqp_answers(self.amqp_port)
+            if amqp_ready and management_answers(self.management_url):
                 return
             if time.monotonic() >= deadline:
                 raise BrokerStartError(
                     f"RabbitMQ {self.node_name} was not ready after {self.timeout:.0f} s "
-                    f"(AMQP {'up' if amqp_ready else 'down'}, management down).\n{self._log_tails()}"
+                    f"(AMQP {'up' if amqp_ready else 'down'}, management down).\n{self.log_tails()}"
                 )
-            time.sleep(_POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)
 
     def _raise_if_died(self) -> None:
         for name, proc in (("rabbitmq-server", self._server), ("epmd", self._epmd)):
             if proc is not None and proc.poll() is not None:
                 raise BrokerStartError(
                     f"{name} of RabbitMQ {self.node_name} exited with code {proc.returncode} "
-                    f"while starting.\n{self._log_tails()}"
+                    f"while starting.\n{self.log_tails()}"
                 )
 
-    def _log_tails(self) -> str:
+    def log_tails(self) -> str:
+        """The first errors and last lines of the startup log, and the end of the node's log."""
         # The first errors too: a config mistake is reported at the top, then buried under a crash report.
         startup = self._log_dir / "startup.log"
-        return "\n".join([_first_errors(startup), _tail(startup), _tail(self.log_file)])
+        return "\n".join([first_errors(startup), tail(startup), tail(self.log_file)])
 
     def _kill_leftover_beam(self) -> None:
         """Kill beam if it outlived its start script (the script killed from outside, say)."""
-        pid = _read_pid(self._pid_file)
-        if pid is None or not _is_beam_of(pid, self.node_name):
+        pid = read_pid(self._pid_file)
+        if pid is None or not is_beam_of(pid, self.node_name):
             return
         logger.warning(
             "RabbitMQ %s: beam (PID %d) outlived its start script; killing it", self.node_name, pid
         )
-        _kill_and_wait(pid)
-
-
-# -- helpers -----------------------------------------------------------------------------------------
-
-
-def _epmd_executable() -> str | None:
-    return shutil.which("epmd") or next(
-        (str(p) for p in sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd")) if p.is_file()), None
-    )
-
-
-def _port_in_use(port: int) -> bool:
-    # A bind test, not a connect test: it also sees a listener that does not accept (yet). SO_REUSEADDR,
-    # like the broker's own listeners, so connections of a just-stopped node in TIME_WAIT do not count.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return True
-    return False
-
-
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _spawn(
-    command: list[str], log: Path, env: dict[str, str], cwd: Path | None = None
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # append: a restart keeps the earlier output
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            # Own process group: Ctrl-C in the terminal must not reach the broker before the test's
-            # teardown stops it, and the group lets stop() kill beam together with its script.
-            start_new_session=True,
-        )
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], *, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not _port_accepts(port):
-        if proc.poll() is not None:
-            raise BrokerStartError(f"{what} exited with code {proc.returncode} while starting.\n{_tail(log)}")
-        if time.monotonic() >= deadline:
-            raise BrokerStartError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def _amqp_answers(port: int) -> bool:
-    # Port first: cheap, and it keeps pika from logging a connection error on every poll during boot.
-    if not _port_accepts(port):
-        return False
-    params = pika.ConnectionParameters(
-        host=LOOPBACK,
-        port=port,
-        credentials=pika.PlainCredentials(*GUEST),
-        connection_attempts=1,
-        socket_timeout=2.0,
-        stack_timeout=5.0,
-    )
-    try:
-        pika.BlockingConnection(params).close()
-    except (AMQPError, OSError):
-        return False
-    return True
-
-
-def _management_answers(management_url: str) -> bool:
-    try:
-        response = requests.get(f"{management_url}/api/overview", auth=GUEST, timeout=2.0)
-    except requests.RequestException:
-        return False
-    return response.status_code == 200
-
-
-def _stop_server(proc: subprocess.Popen[bytes], grace: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # the script's trap forwards it to beam and waits for it
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        logger.warning("RabbitMQ did not stop within %.0f s of SIGTERM; killing its process group", grace)
-        # Safe to address the group by the script's PID: the script is not reaped yet, so it is ours.
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _is_beam_of(pid: int, node_name: str) -> bool:
-    """True if ``pid`` is alive and is the beam of ``node_name`` (PIDs get reused; check the command)."""
-    if _process_state(pid) in (None, "Z"):
-        return False
-    try:
-        return node_name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    # Not our child, so no waitpid: poll /proc until it is gone (or only a zombie for init to reap).
-    while _process_state(pid) not in (None, "Z") and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _process_state(pid: int) -> str | None:
-    """The state letter from /proc/PID/stat ("R", "S", "Z"...), None if there is no such process."""
-    try:
-        # The command name may contain spaces and parentheses: the state follows the last ")".
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def _first_errors(path: Path, lines: int = 10) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    errors = [line for line in text.splitlines() if "[error]" in line][:lines]
-    return f"--- first errors in {path} ---\n" + "\n".join(errors) if errors else ""
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"--- {path}: not written ---"
-    return f"--- last {lines} lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:])
+        kill_and_wait(pid)

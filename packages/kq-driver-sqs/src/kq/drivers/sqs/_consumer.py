@@ -1,0 +1,301 @@
+"""Consuming from SQS: long polls into a buffer, visibility leases, deletes and visibility changes.
+
+``receive(timeout)`` long-polls (``WaitTimeSeconds`` = min(``wait_time``, floor(timeout)); below one
+second a short poll) for up to min(10, prefetch) messages and buffers the extra ones with their lease,
+counted from before the call that fetched them. A buffered message whose visibility is more than half
+spent is refreshed (``ChangeMessageVisibility``) before it is handed out, and one whose visibility
+lapsed is dropped (another consumer may hold it now): none is ever handed out with a lapsed lease.
+
+Settling checks the lease first: after it lapsed, another consumer may have received the message, so
+the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``DeleteMessage``,
+``reject(requeue=True, delay=d)`` ``ChangeMessageVisibility(d)``, ``reject(requeue=False)`` a delete,
+``extend`` ``ChangeMessageVisibility``; the batch forms serve ``ack_many``/``extend_many``. Closing
+makes the buffered and unsettled messages visible again at once.
+
+A message past its TTL is deleted on receive. A message whose routing key matches none of the queue's
+``routing_keys`` (sent by another producer: kq's producers never send one) is handed out with a defect,
+so the loop dead-letters it (kept, not lost, no hot loop, no 30-second limbo).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import botocore.exceptions
+
+from kq.core.driver import BrokerUnavailableError, Consumer, Delivery, LeaseLostError, QueueSpec, matches_any
+from kq.drivers.sqs._driver import MISSING_QUEUE, error_code
+from kq.drivers.sqs._wire import unpack
+
+if TYPE_CHECKING:
+    from kq.drivers.sqs._driver import SqsDriver
+
+logger = logging.getLogger(__name__)
+
+#: Most messages one ReceiveMessage call returns, and most entries of a batch call.
+MAX_BATCH = 10
+#: Seconds between SQS returning a message and the driver reading the answer, at most (assumed).
+TRANSIT_MARGIN = 0.25
+#: Receive calls made past the timeout when every message fetched had expired (and was deleted).
+EXTRA_ROUNDS = 5
+#: Error codes meaning "this receipt handle is no longer yours".
+LOST = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+
+
+class SqsConsumer(Consumer):
+    """Receives from one logical queue's SQS queue."""
+
+    driver: SqsDriver
+
+    def __init__(
+        self, driver: SqsDriver, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int
+    ) -> None:
+        super().__init__(driver, queue, routing_keys, prefetch)
+        self.lease_duration = float(driver.options["visibility_timeout"])
+        self._url = driver.queue_url(queue.name)
+        self._poll = driver.client("poll")
+        self._lease = driver.client("lease")
+        self._buffer: collections.deque[Delivery] = collections.deque()
+        self._out: list[Delivery] = []  # handed out, maybe not settled yet
+        self._lock = threading.Lock()  # the lease keeper extends from another thread
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def _receive(self, timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + timeout
+        extra = EXTRA_ROUNDS
+        while True:
+            delivery = self._from_buffer()
+            if delivery is not None:
+                return delivery
+            fetched = self._fetch(max(0.0, deadline - time.monotonic()))
+            if self._buffer:
+                continue
+            if fetched and extra > 0:
+                # Everything fetched was dropped (expired): the queue is not empty, so look again.
+                extra -= 1
+                continue
+            if deadline - time.monotonic() < 1.0:
+                return None
+
+    def _fetch(self, timeout: float) -> int:
+        """One ReceiveMessage call into the buffer; return how many messages it fetched."""
+        wait = min(int(self.driver.options["wait_time"]), math.floor(timeout))
+        self._out = [d for d in self._out if not d.settled]
+        wanted = max(1, min(MAX_BATCH, self.prefetch - len(self._out)))
+        started = time.monotonic()
+        try:
+            response = self._poll.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=wanted,
+                WaitTimeSeconds=wait,
+                VisibilityTimeout=math.ceil(self.lease_duration or 0),
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
+            )
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in MISSING_QUEUE:
+                # Deleted under the worker: the loop rebuilds the consumer, which looks the queue up again.
+                self.driver.forget(self.queue.name)
+                raise BrokerUnavailableError(
+                    f"queue {self.queue.name}: its SQS queue {self._url} no longer exists"
+                ) from exc
+            raise self.driver.request_error(exc, f"receiving from queue {self.queue.name}") from exc
+        # SQS starts the visibility timeout when it returns the messages, at the end of a long poll:
+        # count from the answer, less a margin for its transit, never from before the call.
+        expires = max(started, time.monotonic() - TRANSIT_MARGIN) + (self.lease_duration or 0)
+        messages = response.get("Messages", [])
+        for raw in messages:
+            delivery = self._delivery(raw, expires)
+            if delivery is not None:
+                self._buffer.append(delivery)
+        return len(messages)
+
+    def _from_buffer(self) -> Delivery | None:
+        while self._buffer:
+            delivery = self._buffer.popleft()
+            left = (delivery.lease_expires or 0.0) - time.monotonic()
+            if left <= 0.5:
+                logger.info(
+                    "queue %s message %s: its visibility lapsed while buffered; dropped (SQS delivers it "
+                    "again)",
+                    self.queue.name,
+                    delivery.message_id,
+                )
+                continue
+            if left < (self.lease_duration or 0.0) / 2 and not self._refresh(delivery):
+                continue
+            self._out.append(delivery)
+            return delivery
+        return None
+
+    def _refresh(self, delivery: Delivery) -> bool:
+        """Renew a buffered delivery's visibility; ``False`` when it was lost meanwhile."""
+        try:
+            self._extend(delivery, self.lease_duration or 0.0)
+        except LeaseLostError:
+            return False
+        delivery.lease_expires = time.monotonic() + (self.lease_duration or 0.0)
+        return True
+
+    def _delivery(self, raw: dict[str, Any], expires: float) -> Delivery | None:
+        """The delivery of one received message; ``None`` when it expired (and was deleted)."""
+        sqs_id = str(raw.get("MessageId", ""))
+        handle = raw.get("ReceiptHandle")
+        system = raw.get("Attributes", {})
+        found = unpack(str(raw.get("Body", "")), raw.get("MessageAttributes", {}) or {}, sqs_id)
+        if found.expires is not None and found.expires <= time.time():
+            logger.info(
+                "queue %s message %s: its TTL ended %.1fs ago; deleted unread",
+                self.queue.name,
+                found.message_id,
+                time.time() - found.expires,
+            )
+            self._delete_quietly(handle)
+            return None
+        defects = list(found.defects)
+        if not matches_any(self.routing_keys, found.routing_key):
+            defects.append(
+                f"routing key {found.routing_key!r} matches none of the queue's routing_keys "
+                f"{list(self.routing_keys)} (sent by a producer that does not route as kq does)"
+            )
+        try:
+            count = int(system.get("ApproximateReceiveCount", 1))
+        except ValueError:
+            count = 1
+        return Delivery(
+            body=found.body,
+            content_type=found.content_type,
+            headers=found.headers,
+            routing_key=found.routing_key,
+            message_id=found.message_id,
+            queue=self.queue.name,
+            delivery_count=max(1, count),
+            handle=handle,
+            defect="; ".join(defects) or None,
+            lease_expires=expires,
+        )
+
+    # -- settling ----------------------------------------------------------------------------------
+
+    def _ack(self, delivery: Delivery) -> None:
+        self._check_lease(delivery)
+        self._call("delete_message", delivery, ReceiptHandle=delivery.handle)
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        self._batch("delete_message_batch", deliveries, {})
+
+    def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
+        self._check_lease(delivery)
+        if requeue:
+            self._call(
+                "change_message_visibility",
+                delivery,
+                ReceiptHandle=delivery.handle,
+                VisibilityTimeout=math.ceil(delay),
+            )
+        else:
+            self._call("delete_message", delivery, ReceiptHandle=delivery.handle)
+
+    def _extend(self, delivery: Delivery, seconds: float) -> None:
+        self._check_lease(delivery)
+        self._call(
+            "change_message_visibility",
+            delivery,
+            ReceiptHandle=delivery.handle,
+            VisibilityTimeout=min(43_200, math.ceil(seconds)),
+        )
+
+    def _extend_many(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        self._batch(
+            "change_message_visibility_batch",
+            deliveries,
+            {"VisibilityTimeout": min(43_200, math.ceil(seconds))},
+        )
+
+    def _check_lease(self, delivery: Delivery) -> None:
+        if delivery.lease_expires is not None and delivery.lease_expires <= time.monotonic():
+            raise LeaseLostError(f"the visibility of message {delivery.message_id} had lapsed", [delivery])
+
+    def _call(self, method: str, delivery: Delivery, **arguments: Any) -> None:
+        try:
+            with self._lock:
+                getattr(self._lease, method)(QueueUrl=self._url, **arguments)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in LOST:
+                raise LeaseLostError(
+                    f"SQS refused the receipt of message {delivery.message_id} ({code})", [delivery]
+                ) from None
+            raise self.driver.request_error(exc, f"{method} of message {delivery.message_id}") from exc
+
+    def _batch(self, method: str, deliveries: Sequence[Delivery], extra: dict[str, Any]) -> None:
+        """A batch call in chunks of 10; lapsed or refused receipts are raised together at the end."""
+        now = time.monotonic()
+        lost = [d for d in deliveries if d.lease_expires is not None and d.lease_expires <= now]
+        live = [d for d in deliveries if d not in lost]
+        for start in range(0, len(live), MAX_BATCH):
+            part = live[start : start + MAX_BATCH]
+            entries = [{"Id": str(n), "ReceiptHandle": d.handle, **extra} for n, d in enumerate(part)]
+            try:
+                with self._lock:
+                    response = getattr(self._lease, method)(QueueUrl=self._url, Entries=entries)
+            except botocore.exceptions.ClientError as exc:
+                raise self.driver.request_error(exc, f"{method} on queue {self.queue.name}") from exc
+            for failure in response.get("Failed", []):
+                lost.append(part[int(failure["Id"])])
+        if lost:
+            raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
+
+    # -- closing -----------------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """Make the buffered and unsettled deliveries visible again at once."""
+        pending = [d for d in (*self._buffer, *self._out) if not d.settled]
+        self._buffer.clear()
+        self._out.clear()
+        if pending:
+            try:
+                self._batch("change_message_visibility_batch", pending, {"VisibilityTimeout": 0})
+            except LeaseLostError:
+                pass  # those came back by themselves already
+            except Exception:
+                logger.warning(
+                    "queue %s: releasing %d messages on close failed; they come back when their visibility "
+                    "ends",
+                    self.queue.name,
+                    len(pending),
+                    exc_info=True,
+                )
+            else:
+                logger.debug("queue %s: released %d messages on close", self.queue.name, len(pending))
+
+    def abandon(self) -> None:
+        """Forget every delivery without releasing it and close, as a killed process would (tests)."""
+        self._buffer.clear()
+        self._out.clear()
+        self.closed = True
+
+    def _delete_quietly(self, handle: Any) -> None:
+        try:
+            with self._lock:
+                self._lease.delete_message(QueueUrl=self._url, ReceiptHandle=handle)
+        except Exception:
+            logger.warning(
+                "queue %s: deleting an expired message failed; it comes back and is deleted then",
+                self.queue.name,
+                exc_info=True,
+            )
