@@ -50,7 +50,9 @@ def test_managedriver_list_text() -> None:
         text,
         re.MULTILINE,
     )
+    # The sqlite type's own lines: up to the next type (another installed driver, such as sqs) or section.
     sqlite_type = text.split("  sqlite ")[1].split("Driver instances")[0]
+    sqlite_type = re.split(r"^  \S", sqlite_type, maxsplit=1, flags=re.MULTILINE)[0]
     assert "capabilities" not in sqlite_type
     instance = text.split("Driver instances")[1]
     assert re.search(
