@@ -115,13 +115,18 @@ def test_a_worker_follows_its_database_when_it_is_deleted(
     path = folder / "kq.sqlite3"
     handler = _Recording()
     with _sqlite(path, "jobs") as worker_driver:
+        worker_driver.producer("jobs").send(Message(b'"warm-up"'))
         loop = ConsumeLoop(
-            worker_driver, "jobs", handler, limits=Limits(messages=1, time=15), poll_interval=0.2
+            worker_driver, "jobs", handler, limits=Limits(messages=2, time=15), poll_interval=0.2
         )
         worker = threading.Thread(target=loop.run)
         with caplog.at_level(logging.WARNING):
             worker.start()
-            time.sleep(0.5)  # the worker is polling the file
+            # The worker has read the old file (a fixed sleep was not enough on a loaded machine: a worker
+            # that opens the file only after it was replaced has nothing to follow).
+            deadline = time.monotonic() + 15
+            while handler.bodies != ["warm-up"] and time.monotonic() < deadline:
+                time.sleep(0.02)
             if how == "folder removed":
                 shutil.rmtree(folder)
             else:
@@ -132,7 +137,9 @@ def test_a_worker_follows_its_database_when_it_is_deleted(
             with _sqlite(path, "jobs") as producer_driver:  # what `kq queuecommand` does next
                 producer_driver.producer("jobs").send(Message(b'"to the new file"'))
             worker.join(timeout=15)
-    assert handler.bodies == ["to the new file"], f"the worker stalled on the old file ({loop.stop_reason})"
+    assert handler.bodies == ["warm-up", "to the new file"], (
+        f"the worker stalled on the old file ({loop.stop_reason})"
+    )
     assert "was deleted" in caplog.text or "was replaced" in caplog.text
 
 
