@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -29,6 +30,13 @@ class Consumer(abc.ABC):
     #: Seconds a delivery stays reserved for this consumer unless extended (``None``: until settled or
     #: disconnected). The consume loop extends it while a long handler runs.
     lease_duration: float | None = None
+    #: Whether :meth:`wake` cuts a blocked :meth:`receive` short. A driver that sets it waits through
+    #: :meth:`_pause` or checks :attr:`woken` in its own waits (and wakes them in :meth:`_wake`); the
+    #: conformance suite holds it to that.
+    wakeable: bool = False
+    #: Seconds one idle wait should last when longer waits save requests (SQS: its long-poll
+    #: ``wait_time``); only honoured when :attr:`wakeable`. ``None``: the loop's ``poll_interval``.
+    idle_wait: float | None = None
 
     def __init__(
         self, driver: Driver, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int
@@ -38,6 +46,24 @@ class Consumer(abc.ABC):
         self.routing_keys = routing_keys
         self.prefetch = prefetch
         self.closed = False
+        self._woken = False
+        self._wakeup = threading.Condition(threading.RLock())  # reentrant: wake() may run in a signal handler
+
+    @property
+    def woken(self) -> bool:
+        """Whether :meth:`wake` asked the receive in progress to return."""
+        return self._woken
+
+    def wake(self) -> None:
+        """Make the receive in progress, or the next one, return soon (``None``, or a delivery it already
+        has); a no-op where the driver is not :attr:`wakeable` (the receive returns at its timeout).
+
+        Safe from another thread and from a signal handler; the consume loop calls it from ``stop``.
+        """
+        with self._wakeup:
+            self._woken = True
+            self._wakeup.notify_all()
+        self._wake()
 
     def receive(self, timeout: float) -> Delivery | None:
         """Wait at most ``timeout`` seconds for the next delivery; ``None`` when none came."""
@@ -45,7 +71,13 @@ class Consumer(abc.ABC):
             raise ClosedError(f"the consumer of queue '{self.queue.name}' is closed")
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
-        delivery = self._receive(timeout)
+        if self._woken:
+            self._woken = False
+            return None
+        try:
+            delivery = self._receive(timeout)
+        finally:
+            self._woken = False
         if delivery is None:
             return None
         if delivery.lease_expires is not None and delivery.lease_expires <= time.monotonic():
@@ -230,6 +262,19 @@ class Consumer(abc.ABC):
     def _extend_many(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Extend several leases; the default extends them one by one."""
         _one_by_one(lambda delivery: self._extend(delivery, seconds), deliveries)
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless :meth:`wake` is called meanwhile; return whether it was."""
+        with self._wakeup:
+            if not self._woken and seconds > 0:
+                self._wakeup.wait(seconds)
+            return self._woken
+
+    def _wake(self) -> None:  # noqa: B027 - optional hook
+        """Interrupt the driver's own waits (a no-op by default: :meth:`_pause` is woken already).
+
+        Called from another thread, or from a signal handler on the receiving thread: never block.
+        """
 
     @abc.abstractmethod
     def _close(self) -> None:

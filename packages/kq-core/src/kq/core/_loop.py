@@ -50,7 +50,9 @@ class ConsumeLoop:
         dispatcher: Event dispatcher (listeners); optional.
         routing_key: Binding key overriding the queue's configured ones.
         limits: When the loop stops by itself (messages, time, memory, failures, custom checks).
-        poll_interval: Longest single wait in ``receive``; bounds how late a stop request is noticed.
+        poll_interval: Longest single wait in ``receive`` (a consumer that :meth:`stop` can wake may
+            wait its longer ``idle_wait``); with a consumer that cannot be woken, bounds how late a
+            stop request is noticed.
         prefetch: Deliveries the broker may hand out ahead of time.
         max_backoff: Longest wait between reconnection attempts, in seconds.
         verifier: When given, every message must carry a valid signature for one of ``signed_for``
@@ -128,6 +130,7 @@ class ConsumeLoop:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stop.set()
+        self._connection.wake()
 
     def run(self) -> str:
         """Consume until a limit is reached, :meth:`stop` is called or a stop signal comes; return why.
@@ -175,7 +178,10 @@ class ConsumeLoop:
                     self.stop(reason)
                     break
                 try:
-                    delivery = self._connection.receive(watch.wait_bound(self.poll_interval))
+                    wait = watch.wait_bound(self._connection.idle_wait(self.poll_interval))
+                    if self._stop.is_set():  # asked while the consumer was being built: not woken
+                        break
+                    delivery = self._connection.receive(wait)
                     if delivery is not None:
                         self.stats.received += 1
                         self._handle(self._connection.open(), delivery, keeper)

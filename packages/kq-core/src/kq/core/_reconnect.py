@@ -111,6 +111,24 @@ class Connection:
             )
         return self._consumer
 
+    def idle_wait(self, poll_interval: float) -> float:
+        """How long one receive may wait: the consumer's ``idle_wait`` when it is longer and the
+        consumer can be woken (a stop request is then still noticed at once), else ``poll_interval``."""
+        consumer = self.open()
+        if consumer.wakeable and consumer.idle_wait is not None:
+            return max(poll_interval, consumer.idle_wait)
+        return poll_interval
+
+    def wake(self) -> None:
+        """Cut the consumer's receive in progress short (safe from another thread or a signal handler)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            consumer.wake()
+        except Exception as exc:  # waking is a courtesy: the receive still ends at its timeout
+            logger.debug("queue %s: waking the consumer failed: %s", self.queue, exc)
+
     def receive(self, timeout: float) -> Delivery | None:
         """The next delivery, or ``None``.
 

@@ -12,12 +12,13 @@ classes in its tests; see ``docs/writing-a-driver.md``::
 
 The classes:
 
-- :class:`BasicConformance` — every driver: round trips of text, binary and empty bodies; headers
-  (more than 10, empty values, control characters) unchanged and broker-reserved names refused at
-  publish; bounded waits; ack, reject with and without requeue (delivery count increases), retry
-  copies, release on close, no loss when a consumer crashes, two crashes counted (unless the count is a
-  flag), batches, settle-once rules; competing consumers in threads and, with ``cross_process``, in
-  processes (one killed while holding a message): each message handled once, nothing lost.
+- :class:`BasicConformance` — every driver: round trips of text, binary and empty bodies; headers (more
+  than 10, empty values, control characters) unchanged and broker-reserved names refused at publish;
+  bounded waits, cut short by ``wake()`` where the consumer is ``wakeable``; ack, reject with and
+  without requeue (delivery count increases), retry copies, release on close, no loss when a consumer
+  crashes, two crashes counted (unless the count is a flag), batches, settle-once rules; competing
+  consumers in threads and, with ``cross_process``, in processes (one killed while holding a message):
+  each message handled once, nothing lost.
 - :class:`OrderingConformance` — FIFO delivery to a single consumer.
 - :class:`RoutingConformance` — AMQP topic routing (``routing_keys`` native or emulated), and what a
   consumer's own routing key does (``consumer_routing``).

@@ -3,6 +3,7 @@ crashes, batches, settle-once rules, delivery counts, headers and competing cons
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -65,6 +66,31 @@ class BasicConformance(HeaderTests, CompetingConsumerTests, DriverTestBase):
             started = time.monotonic()
             assert consumer.receive(self.idle_timeout) is None
             assert time.monotonic() - started < self.idle_timeout + 5.0
+
+    def test_wake_cuts_a_blocked_receive_short(self, driver: Driver, queue: str) -> None:
+        """A ``wakeable`` consumer's ``receive``, blocked in one thread with a long timeout, returns
+        within about a second of ``wake()`` from another thread; the consumer works on afterwards."""
+        with driver.consumer(queue) as consumer:
+            if not consumer.wakeable:
+                pytest.skip("the consumer does not declare Consumer.wakeable")
+            returned: list[float] = []
+
+            def receive() -> None:
+                if consumer.receive(30.0) is None:
+                    returned.append(time.monotonic())
+
+            thread = threading.Thread(target=receive, daemon=True)
+            thread.start()
+            time.sleep(1.0)  # let the receive block (a long poll on a network broker)
+            woken = time.monotonic()
+            consumer.wake()
+            thread.join(30.0)
+            assert returned, "the receive handed out a delivery from an empty queue or never returned"
+            assert returned[0] - woken < 1.5, f"receive returned {returned[0] - woken:.1f}s after wake()"
+            self.publish(driver, queue, Message(b"after", content_type="text/plain"))
+            got = receive_within(consumer, self.receive_timeout)
+            assert got.body == b"after"
+            consumer.ack(got)
 
     def test_ack_removes_the_message(self, driver: Driver, queue: str) -> None:
         """An acknowledged message is never delivered again, even to a new consumer."""

@@ -219,6 +219,7 @@ class MemoryConsumer(Consumer):
     """Takes messages from the shared store with a lease of ``visibility_timeout`` seconds."""
 
     driver: MemoryDriver
+    wakeable = True
 
     def __init__(
         self, driver: MemoryDriver, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int
@@ -253,9 +254,13 @@ class MemoryConsumer(Consumer):
                 else:
                     for _, lease_end in queue.in_flight.values():
                         wake = min(wake, lease_end)
-                    if now >= deadline:
+                    if now >= deadline or self.woken:
                         return None
                     store.condition.wait(timeout=max(0.0, wake - now))
+
+    def _wake(self) -> None:
+        with self._store.condition:  # reentrant, so a signal handler on the receiving thread is safe
+            self._store.condition.notify_all()
 
     def _lease(self, queue: _Queue, entry: _Entry, now: float) -> Delivery:
         entry.delivery_count += 1

@@ -94,6 +94,7 @@ class SqliteConsumer(Consumer):
     """Receives by leasing one row at a time for ``visibility_timeout`` seconds."""
 
     driver: SqliteDriver
+    wakeable = True
 
     def __init__(
         self, driver: SqliteDriver, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int
@@ -138,7 +139,8 @@ class SqliteConsumer(Consumer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            time.sleep(min(pause, remaining))
+            if self._pause(min(pause, remaining)):
+                return None
             pause = min(pause * 2, self._poll_interval)
 
     def _check_file(self, *, now: bool = False) -> None:

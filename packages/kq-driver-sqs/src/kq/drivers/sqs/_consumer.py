@@ -2,9 +2,14 @@
 
 ``receive(timeout)`` long-polls (``WaitTimeSeconds`` = min(``wait_time``, floor(timeout)); below one
 second a short poll) for up to min(10, prefetch) messages and buffers the extra ones with their lease,
-counted from before the call that fetched them. A buffered message whose visibility is more than half
-spent is refreshed (``ChangeMessageVisibility``) before it is handed out, and one whose visibility
-lapsed is dropped (another consumer may hold it now): none is ever handed out with a lapsed lease.
+counted from the answer that brought them. The poll runs in a helper thread and ``receive`` waits on
+the buffer, so that ``wake()`` (the consume loop's ``stop``) returns it at once: the consumer is
+``wakeable`` and its ``idle_wait`` is ``wait_time``. A poll still in flight then fills the buffer for
+the next receive, or, once the consumer closed, makes what it brought visible again at once.
+
+A buffered message whose visibility is more than half spent is refreshed (``ChangeMessageVisibility``)
+before it is handed out, and one whose visibility lapsed is dropped (another consumer may hold it now):
+none is ever handed out with a lapsed lease.
 
 Settling checks the lease first: after it lapsed, another consumer may have received the message, so
 the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``DeleteMessage``,
@@ -42,6 +47,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 10
 #: Seconds between SQS returning a message and the driver reading the answer, at most (assumed).
 TRANSIT_MARGIN = 0.25
+#: Seconds a receive waits past its deadline for the answer of the long poll it started.
+TRANSIT_WAIT = 2.0
 #: Receive calls made past the timeout when every message fetched had expired (and was deleted).
 EXTRA_ROUNDS = 5
 #: Error codes meaning "this receipt handle is no longer yours".
@@ -59,43 +66,108 @@ class SqsConsumer(Consumer):
     """Receives from one logical queue's SQS queue."""
 
     driver: SqsDriver
+    wakeable = True
 
     def __init__(
         self, driver: SqsDriver, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int
     ) -> None:
         super().__init__(driver, queue, routing_keys, prefetch)
         self.lease_duration = float(driver.options["visibility_timeout"])
+        self.idle_wait = float(driver.options["wait_time"]) or None
         self._url = driver.queue_url(queue.name)
         self._poll = driver.client("poll")
         self._lease = driver.client("lease")
         self._buffer: collections.deque[Delivery] = collections.deque()
         self._out: list[Delivery] = []  # handed out, maybe not settled yet
         self._lock = threading.Lock()  # the lease keeper extends from another thread
+        # The poll runs in a helper thread so that wake() can cut a receive short: it fills the buffer
+        # under this condition, which receive waits on.
+        self._cond = threading.Condition(threading.RLock())
+        self._polling = False
+        self._poll_ends = 0.0  # when the poll in flight asked SQS to answer at the latest
+        self._fetched = 0  # messages the last poll fetched (expired ones included)
+        self._failure: Exception | None = None
 
     # -- receiving ---------------------------------------------------------------------------------
 
     def _receive(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + timeout
         extra = EXTRA_ROUNDS
-        while True:
-            delivery = self._from_buffer()
-            if delivery is not None:
-                return delivery
-            fetched = self._fetch(max(0.0, deadline - time.monotonic()))
-            if self._buffer:
-                continue
-            if fetched and extra > 0:
-                # Everything fetched was dropped (expired): the queue is not empty, so look again.
-                extra -= 1
-                continue
-            if deadline - time.monotonic() < 1.0:
-                return None
+        polled = False  # whether this receive started a poll yet
+        with self._cond:
+            while True:
+                delivery = self._from_buffer()
+                if delivery is not None:
+                    return delivery
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+                if self.woken:
+                    return None
+                now = time.monotonic()
+                if self._polling:
+                    # Wait for the poll in flight: past the deadline only for the one this receive
+                    # started to end within it (its answer is on its way).
+                    until = max(deadline, self._poll_ends + TRANSIT_WAIT) if polled else deadline
+                    if now >= until:
+                        return None
+                    self._cond.wait(until - now)
+                    continue
+                if polled and self._fetched and extra > 0:
+                    # Everything fetched was dropped (expired): the queue is not empty, so look again.
+                    extra -= 1
+                elif polled and deadline - now < 1.0:
+                    return None
+                self._start_poll(max(0.0, deadline - now))
+                polled = True
 
-    def _fetch(self, timeout: float) -> int:
-        """One ReceiveMessage call into the buffer; return how many messages it fetched."""
-        wait = min(int(self.driver.options["wait_time"]), math.floor(timeout))
+    def _start_poll(self, timeout: float) -> None:
+        """Start one ReceiveMessage call in a helper thread (the caller holds the condition)."""
+        # The few microseconds since the receive began must not turn a 20 s wait into a 19 s poll.
+        wait = min(int(self.driver.options["wait_time"]), math.floor(timeout + 0.05))
         self._out = [d for d in self._out if not d.settled]
         wanted = max(1, min(MAX_BATCH, self.prefetch - len(self._out)))
+        self._polling = True
+        self._poll_ends = time.monotonic() + wait
+        thread = threading.Thread(
+            target=self._poll_in_background,
+            args=(wait, wanted),
+            name=f"kq-sqs-poll-{self.queue.name}",
+            daemon=True,  # a long poll must not keep the process alive; SQS redelivers what it held
+        )
+        thread.start()
+
+    def _poll_in_background(self, wait: int, wanted: int) -> None:
+        """Run one poll and hand its deliveries to the buffer, or release them if the consumer closed."""
+        deliveries: list[Delivery] = []
+        failure: Exception | None = None
+        fetched = 0
+        try:
+            fetched, deliveries = self._fetch(wait, wanted)
+        except Exception as exc:  # raised by the receive waiting for it, in the consumer's thread
+            failure = exc
+        release: list[Delivery] = []
+        with self._cond:
+            self._polling = False
+            self._fetched = fetched
+            if self.closed:
+                release = deliveries
+                if failure is not None:
+                    logger.debug("queue %s: a poll ended after close: %s", self.queue.name, failure)
+            else:
+                self._buffer.extend(deliveries)
+                self._failure = failure
+            self._cond.notify_all()
+        if release:
+            logger.info(
+                "queue %s: a long poll brought %d messages after the consumer closed; releasing them",
+                self.queue.name,
+                len(release),
+            )
+            self._release(release)
+
+    def _fetch(self, wait: int, wanted: int) -> tuple[int, list[Delivery]]:
+        """One ReceiveMessage call: how many messages it fetched, and the deliveries of those unexpired."""
         started = time.monotonic()
         try:
             response = self._poll.receive_message(
@@ -118,11 +190,12 @@ class SqsConsumer(Consumer):
         # count from the answer, less a margin for its transit, never from before the call.
         expires = max(started, time.monotonic() - TRANSIT_MARGIN) + (self.lease_duration or 0)
         messages = response.get("Messages", [])
-        for raw in messages:
-            delivery = self._delivery(raw, expires)
-            if delivery is not None:
-                self._buffer.append(delivery)
-        return len(messages)
+        deliveries = [self._delivery(raw, expires) for raw in messages]
+        return len(messages), [d for d in deliveries if d is not None]
+
+    def _wake(self) -> None:
+        with self._cond:  # reentrant, so a signal handler on the receiving thread is safe
+            self._cond.notify_all()
 
     def _from_buffer(self) -> Delivery | None:
         while self._buffer:
@@ -264,9 +337,14 @@ class SqsConsumer(Consumer):
 
     def _close(self) -> None:
         """Make the buffered and unsettled deliveries visible again at once."""
-        pending = [d for d in (*self._buffer, *self._out) if not d.settled]
-        self._buffer.clear()
-        self._out.clear()
+        with self._cond:  # a poll ending now either buffered its deliveries already or releases them
+            pending = [d for d in (*self._buffer, *self._out) if not d.settled]
+            self._buffer.clear()
+            self._out.clear()
+        self._release(pending)
+
+    def _release(self, pending: list[Delivery]) -> None:
+        """Make ``pending`` visible again at once."""
         if pending:
             try:
                 self._batch("change_message_visibility_batch", pending, {"VisibilityTimeout": 0})
@@ -285,9 +363,10 @@ class SqsConsumer(Consumer):
 
     def abandon(self) -> None:
         """Forget every delivery without releasing it and close, as a killed process would (tests)."""
-        self._buffer.clear()
-        self._out.clear()
-        self.closed = True
+        with self._cond:
+            self._buffer.clear()
+            self._out.clear()
+            self.closed = True
 
     def _delete_quietly(self, handle: Any) -> None:
         try:
