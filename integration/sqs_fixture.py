@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -53,6 +54,21 @@ class SqsEndpoint:
     secret_access_key: str = SECRET_ACCESS_KEY
     #: The emulator the harness started, None for an external endpoint.
     emulator: SqsEmulator | None = None
+
+    def driver_table(self, name: str = "aws", **options: object) -> str:
+        """A ``[drivers.<name>]`` table of type ``sqs`` for this endpoint, plus ``options`` (numbers and
+        strings), for the ``kq.toml`` of end-to-end tests."""
+        lines = [
+            f"[drivers.{name}]",
+            'type = "sqs"',
+            f'endpoint_url = "{self.endpoint_url}"',
+            f'region = "{self.region}"',
+            f'access_key_id = "{self.access_key_id}"',
+            f'secret_access_key = "{self.secret_access_key}"',
+        ]
+        for key, value in options.items():
+            lines.append(f"{key} = {json.dumps(value) if isinstance(value, str) else value}")
+        return "\n".join(lines) + "\n"
 
     def reset(self) -> None:
         """Make the emulator forget every queue; skips the test for an endpoint we did not start."""

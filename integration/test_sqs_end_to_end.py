@@ -22,14 +22,7 @@ def _config(sqs: SqsEndpoint, queue: str, extra: str = "") -> str:
     return f"""
 default_driver = "aws"
 
-[drivers.aws]
-type = "sqs"
-endpoint_url = "{sqs.endpoint_url}"
-region = "{sqs.region}"
-access_key_id = "{sqs.access_key_id}"
-secret_access_key = "{sqs.secret_access_key}"
-wait_time = 1
-
+{sqs.driver_table(wait_time=1)}
 [queues.{queue}]
 {extra}
 [allow]

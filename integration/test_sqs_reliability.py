@@ -60,15 +60,7 @@ def _config(sqs: SqsEndpoint, queue: str, extra: str = "") -> str:
     return f"""
 default_driver = "aws"
 
-[drivers.aws]
-type = "sqs"
-endpoint_url = "{sqs.endpoint_url}"
-region = "{sqs.region}"
-access_key_id = "{sqs.access_key_id}"
-secret_access_key = "{sqs.secret_access_key}"
-wait_time = 1
-visibility_timeout = {VISIBILITY}
-
+{sqs.driver_table(wait_time=1, visibility_timeout=VISIBILITY)}
 [queues.{queue}]
 {extra}
 [allow]
