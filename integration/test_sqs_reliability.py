@@ -172,17 +172,13 @@ def test_sigkill_mid_command_loses_nothing(space: Workspace, queue: str) -> None
     _assert_empty(space, queue)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not built yet: a retry on an SQS FIFO queue is a copy published at the back of its group "
-    "(the core's default Consumer._retry), so later messages of the group run before it; docs/sqs.md",
-)
 def test_fifo_order_within_a_group_holds_across_a_retry(
     workspace: Workspace, sqs: SqsEndpoint, queue: str
 ) -> None:
     """A FIFO queue with a retry policy of two attempts; four messages in one group, the first failing
     once: it runs again before the second one, so the group's order is first, first, second, third,
-    fourth. (SQS FIFO cannot delay a publish, so the retry is queued at once, as docs/failures.md says.)"""
+    fourth: the retry stays at the head of its group (retry_in_place), its attempt counted from the
+    receive count; the retry delay (about 1 s) is honoured as a visibility change."""
     (workspace.root / "flaky.py").write_text(FLAKY_COMMAND)
     extra = "fifo = true\nretry = { max_attempts = 2, delay = 1 }\n"
     workspace.write_config(
@@ -212,6 +208,7 @@ env = {{ RECORD_LOG = {json.dumps(str(workspace.log))} }}
         assert workspace.stop(worker) == 0
         output = workspace.output("fifo")
         assert "attempt 2 queued again" in output, output
+        assert "kept ahead of the messages queued after it" in output, output
         outcomes = [(line[0], line[1]) for line in workspace.lines() if line[0] != "start"]
         assert outcomes == [
             ("fail", "first"),

@@ -23,6 +23,7 @@ from kq.core.testing import (
     DelayConformance,
     FailureHandlingConformance,
     LeaseConformance,
+    OrderingConformance,
     QueueManagerConformance,
     RoutingConformance,
     TTLConformance,
@@ -330,3 +331,21 @@ def test_a_driver_counting_receives_is_judged_by_what_it_declares(pytester: pyte
     assert _names(passed) == {released}
     assert _names(skipped) == {poison}
     assert "not apply max_deliveries to a count of receives" in str(skipped[0].longrepr)
+
+
+def test_a_driver_claiming_retry_in_place_but_queueing_a_copy_fails(pytester: pytest.Pytester) -> None:
+    """The memory driver's retry queues a copy at the back of the queue: declared as retry_in_place,
+    both cases of the in-place test fail (the next message runs first; it runs during the delay)."""
+    _write(
+        pytester,
+        "none",
+        bases="OrderingConformance",
+        capabilities="retry_in_place=True",
+    )
+    name = "test_a_retry_in_place_runs_before_later_messages"
+    recorder = pytester.inline_run("-p", "no:cacheprovider", "-q", "-k", name)
+    _, _, failed = recorder.listoutcomes()
+    said = {report.nodeid.split("[")[-1].rstrip("]"): str(report.longrepr) for report in failed}
+    assert set(said) == {"at-once", "delayed"}, said
+    assert "b'1'" in said["at-once"], said["at-once"][-2000:]
+    assert "ran while the retried message was waiting" in said["delayed"], said["delayed"][-2000:]

@@ -22,9 +22,11 @@ from kq.core import (
     NotAllowedError,
 )
 from kq.core._failures import attempt_of
-from kq.core.driver import Capabilities, Driver, DriverSpec
+from kq.core._signing import NONCE, Signer, Verifier
+from kq.core.driver import ATTEMPT, Capabilities, Consumer, Driver, DriverSpec, QueueSpec
 from kq.core.listeners import Accumulator
 from kq.drivers.memory import MemoryDriver
+from kq.drivers.memory._driver import MemoryConsumer
 from kq.drivers.sqlite import SqliteDriver
 
 
@@ -44,6 +46,30 @@ class Failing(Handler):
 
 class _LimitedDelay(MemoryDriver):
     capabilities: ClassVar[Capabilities] = Capabilities(delayed_delivery=True, max_publish_delay=10)
+
+
+class _InPlaceConsumer(MemoryConsumer):
+    """Retries in place, as SQS FIFO does: the delivery goes back where it was, attempts counted from
+    the delivery count."""
+
+    def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
+        delivery.to_message(headers=headers)
+        self._reject(delivery, True, delay)
+
+    def _lease(self, queue: Any, entry: Any, now: float) -> Delivery:
+        delivery = super()._lease(queue, entry, now)
+        if delivery.delivery_count > 1:
+            delivery.headers = {**delivery.headers, ATTEMPT: str(delivery.delivery_count)}
+        return delivery
+
+
+class _InPlace(MemoryDriver):
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        delayed_delivery=True, max_publish_delay=0.0, max_requeue_delay=100.0, retry_in_place=True
+    )
+
+    def _create_consumer(self, queue: QueueSpec, routing_keys: tuple[str, ...], prefetch: int) -> Consumer:
+        return _InPlaceConsumer(self, queue, routing_keys, prefetch)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -196,3 +222,49 @@ def test_consumer_retry_settles_the_delivery_once(driver: Driver) -> None:
     [copy] = drain(driver, "jobs")
     assert (copy.message_id, copy.headers) == (delivery.message_id, {"kq-attempt": "2", "keep": "me"})
     assert json.loads(copy.body) == "x"
+
+
+def test_a_retry_in_place_keeps_the_signed_message_and_is_not_a_replay() -> None:
+    """Where the driver retries in place, the message comes back as it was (same nonce, no new
+    signature), is not refused as a replay, and counts its attempts."""
+    MemoryDriver.reset()
+    driver = _InPlace(DriverSpec(name="d", type="memory"))
+    key = b"k" * 32
+    signer = Signer("k1", key)
+    driver.producer("jobs").send(signer.sign(Message(b'"work"'), "jobs"))
+    seen: list[Delivery] = []
+    loop, accumulator = run(
+        driver,
+        3,
+        lambda event: seen.append(event.delivery),
+        retry_below(3),
+        signer=signer,
+        verifier=Verifier({"k1": key}, max_age=3600),
+    )
+    assert [(e.reason, e.outcome) for e in accumulator.failures] == [
+        ("failed", "retried"),
+        ("failed", "retried"),
+        ("failed", "dead-lettered"),
+    ]
+    assert [attempt_of(d) for d in seen] == [1, 2, 3]
+    assert len({d.headers[NONCE] for d in seen}) == 1, "a retry in place must not be signed anew"
+    assert loop.stats.retried == 2
+    MemoryDriver.reset()
+
+
+def test_a_retry_in_place_is_delayed_within_the_requeue_limit(caplog: pytest.LogCaptureFixture) -> None:
+    """The publish limit (0 here) does not apply to a retry in place; the requeue limit (100 s) does."""
+    MemoryDriver.reset()
+    driver = _InPlace(DriverSpec(name="d", type="memory"))
+    driver.producer("jobs").send(Message(b'"x"'))
+    with caplog.at_level(logging.WARNING, logger="kq.core._failure_policy"):
+        loop, _ = run(driver, 1, retry_below(5, delay=500))
+    assert loop.stats.retried == 1
+    [line] = [r.getMessage() for r in caplog.records if "queued in" in r.getMessage()]
+    assert "delays a requeue by at most 100s, so the retry planned in 500s is queued in 100s instead" in line
+    queued = [r.getMessage() for r in caplog.records if "attempt 2 queued again" in r.getMessage()]
+    assert queued
+    assert queued[0].endswith("visible in 100s, kept ahead of the messages queued after it")
+    info = driver.queue_manager().info("jobs")
+    assert (info["messages"], info["delayed"]) == (0, 1)
+    MemoryDriver.reset()

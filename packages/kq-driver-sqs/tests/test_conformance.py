@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,6 +149,20 @@ class TestSqsFifoDriver(_Sqs, BasicConformance, OrderingConformance, LeaseConfor
         It runs on moto too, where a failure is reported as expected; LocalStack must pass."""
         try:
             super().test_competing_consumers_in_threads_handle_each_message_once(driver=driver, queue=queue)
+        except AssertionError as exc:
+            if not _is_moto(self.endpoint.name, self.endpoint.endpoint_url):
+                raise
+            pytest.xfail(f"moto 5.2: concurrent FIFO receives may hand out one copy twice ({exc})")
+
+    def test_competing_consumer_processes_handle_each_message_once(
+        self, driver: Driver, queue: str, tmp_path: Path
+    ) -> None:
+        """As in BasicConformance, with the same moto race as the threads' test (seen once in a few
+        runs): reported as expected on moto only; LocalStack must pass."""
+        try:
+            super().test_competing_consumer_processes_handle_each_message_once(
+                driver=driver, queue=queue, tmp_path=tmp_path
+            )
         except AssertionError as exc:
             if not _is_moto(self.endpoint.name, self.endpoint.endpoint_url):
                 raise

@@ -143,8 +143,9 @@ def capabilities_text(caps: dict[str, Any]) -> str:
         ("batch_send", "batch send"),
         ("batch_receive", "batch receive"),
         ("lease_extension", "leases"),
+        ("retry_in_place", "retries in place"),
     ):
-        if caps[key]:
+        if caps.get(key):
             words.append(label)
     if not caps["cross_process"]:
         words.append("one process only")

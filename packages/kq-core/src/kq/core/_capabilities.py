@@ -45,6 +45,12 @@ class Capabilities:
         batch_receive: One receive call can fetch several messages.
         message_ttl: Per-message time-to-live is enforced.
         lease_extension: Deliveries time out unless extended while a long handler runs.
+        retry_in_place: :meth:`Consumer.retry` leaves the delivery where it is instead of queueing a
+            copy at the back: made visible again after the delay (bounded by ``max_requeue_delay``),
+            it comes back before the messages published after it (SQS FIFO: at the head of its group,
+            whose order a copy would break). The headers given to ``retry`` are checked but not stored;
+            the driver counts the attempt itself (``kq-attempt`` of the next delivery is one more), and
+            the signature, nonce included, stays the original's.
         cross_process: Producers and consumers may live in different processes.
         queue_actions: Queue-manager actions (``kq managequeue``).
     """
@@ -61,6 +67,7 @@ class Capabilities:
     batch_receive: bool = False
     message_ttl: bool = False
     lease_extension: bool = False
+    retry_in_place: bool = False
     cross_process: bool = True
     queue_actions: tuple[str, ...] = STANDARD_ACTIONS
 

@@ -140,9 +140,13 @@ class Consumer(abc.ABC):
 
         The copy keeps the message id, body, content type and routing key, and goes to this queue only
         (not to other queues sharing an exchange). If queueing the copy fails, the delivery stays
-        unsettled so that the caller can still dead-letter or reject it.
+        unsettled so that the caller can still dead-letter or reject it. Where the driver declares
+        ``retry_in_place`` (:class:`Capabilities`), the delivery itself comes back after ``delay``,
+        ahead of later messages, with ``kq-attempt`` counted by the driver and the other headers
+        unchanged; ``delay`` is then bounded as a requeue's.
         """
-        self._check_delay(delay, requeue=False)
+        in_place = self.driver.capabilities_for(self.queue.name).retry_in_place
+        self._check_delay(delay, requeue=in_place)
         self._check_owned(delivery, "retry")
         try:
             self._retry(delivery, dict(headers), delay)
@@ -251,7 +255,10 @@ class Consumer(abc.ABC):
     def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
         """Queue the copy, then acknowledge the original. The default publishes through the driver's
         producer for this logical queue, which suits brokers that address queues directly (sqlite,
-        SQS); brokers that route through exchanges override it to reach this queue only."""
+        SQS); brokers that route through exchanges override it to reach this queue only. A driver that
+        declares ``retry_in_place`` overrides it to check ``headers`` (``delivery.to_message(headers=
+        headers)`` raises what a copy's publish would) and make the delivery visible again after
+        ``delay``."""
         self.driver.producer(self.queue.name).send(delivery.to_message(headers=headers, delay=delay))
         self._ack(delivery)
 

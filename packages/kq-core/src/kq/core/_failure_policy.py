@@ -2,8 +2,10 @@
 
 A message whose execution fails (reason ``failed``) is retried as its queue's retry policy says: a copy
 with ``kq-attempt`` increased, visible after a backoff delay that the queue can honour (clamped, or at
-once, and logged). After its last attempt, or at once when it can never succeed (every other reason), it
-is published to the queue's dead-letter queue with ``kq-dead-letter-*`` headers saying why
+once, and logged); where the driver declares ``retry_in_place`` (SQS FIFO), the delivery itself, made
+visible again after the delay, so that it stays ahead of the messages queued after it. After its last
+attempt, or at once when it can never succeed (every other reason), it is published to the queue's
+dead-letter queue with ``kq-dead-letter-*`` headers saying why
 (:func:`~kq.core._failures.dead_letter_message`), then acknowledged. If that publish fails, the message
 goes back on its queue so that nothing is lost: after a few seconds when the failure is transient,
 *parked* for an hour when the dead-letter queue refuses it for good (a plain copy, every header packed
@@ -135,17 +137,20 @@ class FailurePolicy:
         what: str,
         stats: LoopStats,
     ) -> bool:
-        delay = self._retry_delay(delivery, event.retry_delay or 0.0)
+        in_place = self.capabilities.retry_in_place
+        delay = self._retry_delay(delivery, event.retry_delay or 0.0, in_place=in_place)
         headers = dict(delivery.headers)
         headers[ATTEMPT] = str(event.attempt + 1)
         try:
-            if self.signer is not None:
+            if self.signer is not None and not in_place:
                 # A copy is a new message for the replay cache: a new nonce, valid from when it is due.
                 # (A message with header names kq cannot publish fails here, or in the driver's retry:
                 # it is dead-lettered below, those headers kept.)
                 copy = delivery.to_message(headers=headers, delay=delay)
                 headers = dict(self.signer.sign(copy, delivery.queue, valid_from=time.time() + delay).headers)
             consumer.retry(delivery, headers, delay=delay)
+            if in_place and self.verifier is not None:
+                self.verifier.forget(delivery)  # it comes back with its nonce: not a replay
         except self.connection_errors:
             raise
         except Exception as exc:
@@ -168,18 +173,21 @@ class FailurePolicy:
             type(event.error).__name__,
             event.error,
             event.attempt + 1,
-            f", visible in {delay:g}s" if delay else "",
+            (f", visible in {delay:g}s" if delay else "")
+            + (", kept ahead of the messages queued after it" if in_place else ""),
         )
         return True
 
-    def _retry_delay(self, delivery: Delivery, wanted: float) -> float:
-        """The delay a retry copy gets: ``wanted``, or as close as the queue allows (logged)."""
+    def _retry_delay(self, delivery: Delivery, wanted: float, *, in_place: bool) -> float:
+        """The delay a retry gets: ``wanted``, or as close as the queue allows (logged). A retry in place
+        is bounded as a requeue, a copy as a publish."""
         caps = self.capabilities
-        problem = caps.delay_problem(wanted, requeue=False)
+        problem = caps.delay_problem(wanted, requeue=in_place)
         if problem is None:
             return wanted
         # The rule (docs/failures.md): the longest delay the queue allows, else at once; never a lost retry.
-        longest = caps.max_publish_delay if caps.delayed_delivery and caps.max_publish_delay else 0.0
+        limit = caps.max_requeue_delay if in_place else caps.max_publish_delay
+        longest = limit if caps.delayed_delivery and limit else 0.0
         logger.warning(
             "queue %s message %s: driver %s %s, so the retry planned in %gs is queued %s",
             delivery.queue,

@@ -26,7 +26,8 @@ Messages
     :func:`new_message_id` makes message ids. Headers starting with :data:`KQ_HEADER_PREFIX` are kq's;
     :data:`TRANSIT_HEADERS` are those kq or a driver may change in transit (signatures leave them out),
     among them the driver's own bookkeeping, :data:`DRIVER_ROUTING_KEY` and :data:`DRIVER_REDELIVERY`;
-    :data:`GROUP` carries a message's ordering group (SQS FIFO ``MessageGroupId``).
+    :data:`GROUP` carries a message's ordering group (SQS FIFO ``MessageGroupId``); :data:`ATTEMPT` is
+    the execution attempt, which a driver that retries in place counts itself.
     :func:`is_portable_header_name` says whether every broker can carry a header name; :data:`JSON` is
     the content type kq writes.
 
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     )
     from kq.core._failures import poison_protection_problem
     from kq.core._message import (
+        ATTEMPT,
         DRIVER_REDELIVERY,
         DRIVER_ROUTING_KEY,
         GROUP,
@@ -105,6 +107,7 @@ __getattr__, __dir__ = lazy_exports(
         "check_number": "_numbers",
         "check_whole_number": "_numbers",
         # messages
+        "ATTEMPT": "_message",
         "DRIVER_REDELIVERY": "_message",
         "DRIVER_ROUTING_KEY": "_message",
         "Delivery": "_message",
@@ -150,6 +153,7 @@ __all__ = [
     "check_number",
     "check_whole_number",
     # messages
+    "ATTEMPT",
     "DRIVER_REDELIVERY",
     "DRIVER_ROUTING_KEY",
     "Delivery",

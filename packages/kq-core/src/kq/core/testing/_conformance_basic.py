@@ -235,3 +235,35 @@ class OrderingConformance(DriverTestBase):
         with driver.consumer(queue) as consumer:
             got = drain(consumer, idle=self.idle_timeout)
         assert [d.body for d in got] == [m.body for m in sent]
+
+    @requires(lambda caps: caps.retry_in_place, "retries in place (Capabilities.retry_in_place)")
+    @pytest.mark.parametrize("delay", [0.0, 2.0], ids=["at-once", "delayed"])
+    def test_a_retry_in_place_runs_before_later_messages(
+        self, driver: Driver, queue: str, delay: float
+    ) -> None:
+        """A retried delivery comes back, attempt counted, before the messages published after it, even
+        those the consumer had prefetched; while its delay runs, they wait."""
+        sent = [
+            Message(str(i).encode(), content_type="text/plain", headers={"x-n": str(i)}) for i in range(3)
+        ]
+        self.publish(driver, queue, *sent)
+        with driver.consumer(queue, prefetch=10) as consumer:
+            first = receive_within(consumer, self.receive_timeout)
+            assert first.body == b"0"
+            consumer.retry(first, {**first.headers, "kq-attempt": "2"}, delay=delay)
+            assert first.settled
+            if delay:
+                early = consumer.receive(delay / 2)
+                assert early is None, f"{early!r} ran while the retried message was waiting for its delay"
+            again = receive_within(consumer, self.receive_timeout + delay)
+            assert (again.message_id, again.body) == (sent[0].message_id, b"0")
+            assert again.headers["kq-attempt"] == "2"
+            assert again.headers["x-n"] == "0"
+            consumer.ack(again)
+            # (A driver may hold prefetched messages back a little longer, until the retried one is
+            # surely back in the broker's queue: each may take up to receive_timeout.)
+            rest = [receive_within(consumer, self.receive_timeout) for _ in range(2)]
+            for delivery in rest:
+                consumer.ack(delivery)
+            assert consumer.receive(self.idle_timeout) is None
+        assert [d.body for d in rest] == [b"1", b"2"]

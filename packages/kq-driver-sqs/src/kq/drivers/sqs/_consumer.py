@@ -17,6 +17,15 @@ the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``Dele
 ``extend`` ``ChangeMessageVisibility``; the batch forms serve ``ack_many``/``extend_many``. Closing
 makes the buffered and unsettled messages visible again at once.
 
+On a FIFO queue a retry stays in place (capability ``retry_in_place``): the delivery's visibility is
+set to the retry delay (at most 12 h). The messages of its group this consumer buffered are released
+at once when there is no delay; otherwise they are held back (their visibility extended) and released
+``HOLD_MARGIN`` seconds after the delay ends, so that they come after it: SQS hands out nothing more of
+a group while one of its messages is in flight, but releasing them at once would let LocalStack hand
+them out during the delay. The attempt is then counted from ``ApproximateReceiveCount``: a FIFO
+delivery's ``kq-attempt`` is the published one plus its receives before this one (releases included).
+A requeue holds or releases the buffered messages of its group the same way.
+
 A message past its TTL is deleted on receive. A message whose routing key matches none of the queue's
 ``routing_keys`` (sent by another producer: kq's producers never send one) is handed out with a defect,
 so the loop dead-letters it (kept, not lost, no hot loop, no 30-second limbo).
@@ -25,6 +34,7 @@ so the loop dead-letters it (kept, not lost, no hot loop, no 30-second limbo).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import threading
@@ -34,7 +44,15 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from kq.core.driver import BrokerUnavailableError, Consumer, Delivery, LeaseLostError, QueueSpec, matches_any
+from kq.core.driver import (
+    ATTEMPT,
+    BrokerUnavailableError,
+    Consumer,
+    Delivery,
+    LeaseLostError,
+    QueueSpec,
+    matches_any,
+)
 from kq.drivers.sqs._driver import MISSING_QUEUE, error_code
 from kq.drivers.sqs._wire import unpack
 
@@ -51,6 +69,9 @@ TRANSIT_MARGIN = 0.25
 TRANSIT_WAIT = 2.0
 #: Receive calls made past the timeout when every message fetched had expired (and was deleted).
 EXTRA_ROUNDS = 5
+#: Seconds past a retried FIFO message's delay before the messages of its group held behind it are
+#: released: it must be back in the queue first (LocalStack returns lapsed messages once a second).
+HOLD_MARGIN = 1.5
 #: Error codes meaning "this receipt handle is no longer yours".
 LOST = frozenset(
     {
@@ -60,6 +81,23 @@ LOST = frozenset(
         "AWS.SimpleQueueService.MessageNotInflight",
     }
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    """What settles an SQS delivery (``Delivery.handle``): its receipt handle, and its FIFO group."""
+
+    handle: str
+    group: str | None = None
+
+
+def fifo_attempt(headers: dict[str, str], receives: int) -> str:
+    """The ``kq-attempt`` of a FIFO delivery: the published attempt plus its earlier receives."""
+    try:
+        published = max(1, int(headers.get(ATTEMPT, "1")))
+    except ValueError:
+        published = 1
+    return str(published + receives - 1)
 
 
 class SqsConsumer(Consumer):
@@ -75,6 +113,7 @@ class SqsConsumer(Consumer):
         self.lease_duration = float(driver.options["visibility_timeout"])
         self.idle_wait = float(driver.options["wait_time"]) or None
         self._url = driver.queue_url(queue.name)
+        self._fifo = driver.is_fifo(queue.name)
         self._poll = driver.client("poll")
         self._lease = driver.client("lease")
         self._buffer: collections.deque[Delivery] = collections.deque()
@@ -87,6 +126,8 @@ class SqsConsumer(Consumer):
         self._poll_ends = 0.0  # when the poll in flight asked SQS to answer at the latest
         self._fetched = 0  # messages the last poll fetched (expired ones included)
         self._failure: Exception | None = None
+        # FIFO messages held back behind a retried message of their group: (release time, deliveries).
+        self._held: list[tuple[float, list[Delivery]]] = []
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -96,6 +137,7 @@ class SqsConsumer(Consumer):
         polled = False  # whether this receive started a poll yet
         with self._cond:
             while True:
+                self._release_held(due_only=True)
                 delivery = self._from_buffer()
                 if delivery is not None:
                     return delivery
@@ -111,7 +153,7 @@ class SqsConsumer(Consumer):
                     until = max(deadline, self._poll_ends + TRANSIT_WAIT) if polled else deadline
                     if now >= until:
                         return None
-                    self._cond.wait(until - now)
+                    self._cond.wait(min(until, self._next_release()) - now)
                     continue
                 if polled and self._fetched and extra > 0:
                     # Everything fetched was dropped (expired): the queue is not empty, so look again.
@@ -237,7 +279,7 @@ class SqsConsumer(Consumer):
                 found.message_id,
                 time.time() - found.expires,
             )
-            self._delete_quietly(handle)
+            self._delete_quietly(str(handle))
             return None
         defects = list(found.defects)
         if not matches_any(self.routing_keys, found.routing_key):
@@ -246,18 +288,22 @@ class SqsConsumer(Consumer):
                 f"{list(self.routing_keys)} (sent by a producer that does not route as kq does)"
             )
         try:
-            count = int(system.get("ApproximateReceiveCount", 1))
+            count = max(1, int(system.get("ApproximateReceiveCount", 1)))
         except ValueError:
             count = 1
+        headers = found.headers
+        if self._fifo and count > 1:
+            # Retries stay in place on a FIFO queue: their attempts are counted in receives.
+            headers = {**headers, ATTEMPT: fifo_attempt(headers, count)}
         return Delivery(
             body=found.body,
             content_type=found.content_type,
-            headers=found.headers,
+            headers=headers,
             routing_key=found.routing_key,
             message_id=found.message_id,
             queue=self.queue.name,
-            delivery_count=max(1, count),
-            handle=handle,
+            delivery_count=count,
+            handle=Receipt(str(handle), system.get("MessageGroupId") if self._fifo else None),
             defect="; ".join(defects) or None,
             lease_expires=expires,
         )
@@ -266,7 +312,7 @@ class SqsConsumer(Consumer):
 
     def _ack(self, delivery: Delivery) -> None:
         self._check_lease(delivery)
-        self._call("delete_message", delivery, ReceiptHandle=delivery.handle)
+        self._call("delete_message", delivery, ReceiptHandle=delivery.handle.handle)
 
     def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
         self._batch("delete_message_batch", deliveries, {})
@@ -277,18 +323,74 @@ class SqsConsumer(Consumer):
             self._call(
                 "change_message_visibility",
                 delivery,
-                ReceiptHandle=delivery.handle,
+                ReceiptHandle=delivery.handle.handle,
                 VisibilityTimeout=math.ceil(delay),
             )
+            self._hold_group(delivery, delay)
         else:
-            self._call("delete_message", delivery, ReceiptHandle=delivery.handle)
+            self._call("delete_message", delivery, ReceiptHandle=delivery.handle.handle)
+
+    def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
+        if not self._fifo:
+            super()._retry(delivery, headers, delay)
+            return
+        delivery.to_message(headers=headers)  # refuses what a copy's publish would, changing nothing
+        self._reject(delivery, True, delay)
+
+    def _hold_group(self, delivery: Delivery, delay: float) -> None:
+        """Keep the buffered messages of ``delivery``'s FIFO group from running before it comes back:
+        released at once without a delay, else held (visibility extended) until the delay ends."""
+        group = delivery.handle.group
+        if group is None:
+            return
+        with self._cond:
+            behind = [d for d in self._buffer if d.handle.group == group]
+            for other in behind:
+                self._buffer.remove(other)
+            if not behind:
+                return
+            if delay > 0:
+                hold = delay + HOLD_MARGIN
+                try:
+                    self._extend_many(behind, hold + (self.lease_duration or 0.0))
+                except LeaseLostError as exc:
+                    behind = [d for d in behind if d not in exc.deliveries]  # back in SQS by themselves
+                now = time.monotonic()
+                for other in behind:
+                    other.lease_expires = now + hold + (self.lease_duration or 0.0)
+                self._held.append((now + hold, behind))
+        logger.info(
+            "queue %s message %s: back in its FIFO group %s%s; %d buffered messages of the group %s",
+            self.queue.name,
+            delivery.message_id,
+            group,
+            f" in {delay:g}s" if delay > 0 else "",
+            len(behind),
+            "held until then, so that they run after it" if delay > 0 else "released, to run after it",
+        )
+        if delay <= 0:
+            self._release(behind)
+
+    def _next_release(self) -> float:
+        """When the first held group is due (infinity when none is held)."""
+        return min((due for due, _ in self._held), default=math.inf)
+
+    def _release_held(self, *, due_only: bool) -> None:
+        """Release the held messages whose retried group head is visible again (all, on close)."""
+        if not self._held:
+            return
+        now = time.monotonic()
+        due = [deliveries for when, deliveries in self._held if not due_only or when <= now]
+        if due:
+            self._held = [(when, ds) for when, ds in self._held if due_only and when > now]
+            self._release([d for deliveries in due for d in deliveries])
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:
         self._check_lease(delivery)
         self._call(
             "change_message_visibility",
             delivery,
-            ReceiptHandle=delivery.handle,
+            ReceiptHandle=delivery.handle.handle,
             VisibilityTimeout=min(43_200, math.ceil(seconds)),
         )
 
@@ -322,7 +424,7 @@ class SqsConsumer(Consumer):
         live = [d for d in deliveries if d not in lost]
         for start in range(0, len(live), MAX_BATCH):
             part = live[start : start + MAX_BATCH]
-            entries = [{"Id": str(n), "ReceiptHandle": d.handle, **extra} for n, d in enumerate(part)]
+            entries = [{"Id": str(n), "ReceiptHandle": d.handle.handle, **extra} for n, d in enumerate(part)]
             try:
                 with self._lock:
                     response = getattr(self._lease, method)(QueueUrl=self._url, Entries=entries)
@@ -338,9 +440,11 @@ class SqsConsumer(Consumer):
     def _close(self) -> None:
         """Make the buffered and unsettled deliveries visible again at once."""
         with self._cond:  # a poll ending now either buffered its deliveries already or releases them
-            pending = [d for d in (*self._buffer, *self._out) if not d.settled]
+            held = [d for _, deliveries in self._held for d in deliveries]
+            pending = [d for d in (*self._buffer, *self._out, *held) if not d.settled]
             self._buffer.clear()
             self._out.clear()
+            self._held.clear()
         self._release(pending)
 
     def _release(self, pending: list[Delivery]) -> None:
@@ -366,9 +470,10 @@ class SqsConsumer(Consumer):
         with self._cond:
             self._buffer.clear()
             self._out.clear()
+            self._held.clear()
             self.closed = True
 
-    def _delete_quietly(self, handle: Any) -> None:
+    def _delete_quietly(self, handle: str) -> None:
         try:
             with self._lock:
                 self._lease.delete_message(QueueUrl=self._url, ReceiptHandle=handle)

@@ -130,7 +130,8 @@ class SqsDriver(Driver):
         if capabilities is None:
             capabilities = self.capabilities
             if self.is_fifo(queue):
-                capabilities = dataclasses.replace(capabilities, max_publish_delay=0.0)
+                # No per-message delay on FIFO queues; a retry stays at the head of its group.
+                capabilities = dataclasses.replace(capabilities, max_publish_delay=0.0, retry_in_place=True)
             self._capabilities[queue] = capabilities
         return capabilities
 
