@@ -17,6 +17,9 @@ RabbitMQ (fixture ``rabbitmq``):
 
 SQS (fixture ``sqs``, one run per emulator): see ``sqs_fixture.py``.
 
+STOMP (fixture ``stomp``, one run per broker: ActiveMQ Classic, and RabbitMQ's STOMP plugin on the node
+above): see ``stomp_fixture.py``.
+
 No broker to be had: the tests skip with the reason, or fail when ``CI`` is set, so that CI cannot go
 green without having run them (``policy.py``).
 """
@@ -45,6 +48,7 @@ from integration.brokers import BrokerError, PortInUseError  # noqa: E402
 from integration.brokers.rabbitmq import RabbitMQ, ensure_rabbitmq_installed, start_rabbitmq  # noqa: E402
 from integration.policy import port_from_env, unavailable  # noqa: E402
 from integration.sqs_fixture import sqs, sqs_emulators  # noqa: E402, F401  (the fixtures, for every test)
+from integration.stomp_fixture import stomp, stomp_brokers  # noqa: E402, F401  (the fixtures, for every test)
 from kq.core.testing import workspace  # noqa: E402, F401  (registers the fixture for end-to-end tests)
 
 logger = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ _INSTALL_SCRIPT = Path(__file__).resolve().parent / "install-brokers.sh"
 MARKERS = {
     "rabbitmq": "needs a RabbitMQ broker (fixture `rabbitmq`; KQ_TEST_RABBITMQ_URL or a local node)",
     "sqs": "needs an SQS endpoint (LocalStack or moto; KQ_TEST_SQS_ENDPOINT)",
-    "stomp": "needs a STOMP broker (KQ_TEST_STOMP_URL)",
+    "stomp": "needs a STOMP broker (ActiveMQ or RabbitMQ's STOMP plugin; KQ_TEST_STOMP_ACTIVEMQ/RABBITMQ)",
 }
 
 
@@ -142,8 +146,8 @@ def _apt_install_possible() -> bool:
 
 
 def _install_with_apt(log: Path) -> None:
-    """Run install-brokers.sh (apt-get install rabbitmq-server); the caller checks the result."""
-    logger.info("rabbitmq-server is missing; installing it with %s (output in %s)", _INSTALL_SCRIPT, log)
+    """Run install-brokers.sh (apt-get install rabbitmq-server activemq ...); the caller checks the result."""
+    logger.info("a broker's package is missing; installing with %s (output in %s)", _INSTALL_SCRIPT, log)
     with log.open("wb") as out:
         try:
             subprocess.run(

@@ -6,6 +6,10 @@
 # "policy-rc.d denied execution of start") nothing starts, and that is fine. Where it does start, the
 # system node takes ports 5672/15672/61613/25672/4369 and the harness then refuses with an error naming
 # the port: stop that service or move the test ports (KQ_TEST_RABBITMQ_*_PORT).
+# ActiveMQ Classic: `activemq` (it pulls in a headless JRE through default-jre-headless) plus xstream and
+# jettison, which the statistics plugin's JSON replies need (integration/brokers/activemq.py links them
+# into the broker's own folder). Its init script starts only the instances linked in
+# /etc/activemq/instances-enabled/, which the package leaves empty: nothing starts, nothing to stop.
 # The SQS emulators (moto, LocalStack) are not Debian packages: the harness installs them from PyPI into
 # cached virtual environments on first use (integration/brokers/venvs.py).
 set -euo pipefail
@@ -36,6 +40,9 @@ ensure_package() {
 }
 
 ensure_package rabbitmq-server
+ensure_package activemq
+ensure_package libxstream-java
+ensure_package libjettison-java
 
 # Where the package's postinst did start the system node (no policy-rc.d), stop it: the tests run their
 # own node on the same ports.

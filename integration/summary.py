@@ -1,9 +1,9 @@
 """A pytest plugin that ends the run with a summary per broker: tests passed, failed, skipped and why.
 
 Tests are grouped by their broker marker (``rabbitmq``, ``sqs``, ``stomp``; ``no broker`` for the rest),
-and SQS tests also by the ``sqs`` fixture's parameter (``sqs[moto]``, ``sqs[localstack]``), so a
-run that skipped a whole broker says so in one line with the reason instead of in fifty lines of
-``-ra`` output. ``conftest.py`` registers it.
+and SQS and STOMP tests also by their fixture's parameter (``sqs[moto]``, ``sqs[localstack]``,
+``stomp[activemq]``, ``stomp[rabbitmq]``), so a run that skipped a whole broker says so in one line
+with the reason instead of in fifty lines of ``-ra`` output. ``conftest.py`` registers it.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def broker_label(item: pytest.Item) -> str:
     names = {mark.name for mark in item.iter_markers()}
     broker = next((name for name in BROKER_MARKERS if name in names), "no broker")
     callspec = getattr(item, "callspec", None)
-    endpoint = callspec.params.get("sqs") if callspec is not None else None
-    if isinstance(endpoint, str):
-        return f"sqs[{endpoint}]"
+    for fixture in ("sqs", "stomp"):
+        endpoint = callspec.params.get(fixture) if callspec is not None else None
+        if isinstance(endpoint, str):
+            return f"{fixture}[{endpoint}]"
     return broker
 
 

@@ -31,14 +31,23 @@ class QueueManager(abc.ABC):
         """The actions this manager supports: the driver's declared ``Capabilities.queue_actions``."""
         return self.driver.capabilities_for().queue_actions
 
+    @property
+    def unavailable_actions(self) -> Mapping[str, str]:
+        """Standard actions this manager does not offer, each with the reason, which ``execute`` gives
+        when one is asked for (for example ``{"delete": "ActiveMQ cannot delete a queue over STOMP"}``).
+        Empty by default."""
+        return {}
+
     def execute(
         self, action: str, queue: str | None = None, arguments: Mapping[str, str] | None = None
     ) -> Any:
         """Run ``action`` by name (as the CLI does) and return its JSON-friendly result."""
         if action not in self.actions:
+            reason = self.unavailable_actions.get(action)
             raise UnsupportedOperationError(
-                f"driver '{self.driver.name}' has no queue action '{action}'; "
-                f"available: {', '.join(self.actions)}"
+                f"driver '{self.driver.name}' has no queue action '{action}'"
+                + (f" ({reason})" if reason else "")
+                + f"; available: {', '.join(self.actions)}"
             )
         if action in self.queue_actions and not queue:
             raise UnsupportedOperationError(f"action '{action}' needs a queue name")

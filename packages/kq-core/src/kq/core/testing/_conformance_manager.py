@@ -108,12 +108,16 @@ class QueueManagerConformance(DriverTestBase):
             manager.execute("info")
 
     def test_actions_not_offered_are_refused(self, driver: Driver, queue: str) -> None:
-        """A standard action the driver does not offer is refused by name, listing those it has."""
+        """A standard action the driver does not offer is refused by name, listing those it has, with
+        the reason the manager gives for it (``QueueManager.unavailable_actions``)."""
         offered = driver.capabilities_for(queue).queue_actions
         absent = [action for action in STANDARD_ACTIONS if action not in offered]
         if not absent:
             pytest.skip("the driver offers every standard queue action")
         manager = driver.queue_manager()
         for action in absent:
-            with pytest.raises(UnsupportedOperationError, match="available"):
+            with pytest.raises(UnsupportedOperationError, match="available") as refused:
                 manager.execute(action, queue)
+            reason = manager.unavailable_actions.get(action)
+            if reason:
+                assert reason in str(refused.value)
