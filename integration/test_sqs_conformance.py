@@ -12,29 +12,17 @@ Without the driver package installed this module skips. With it installed but th
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from integration.suites import load_test_module, suite_classes
 
 pytestmark = pytest.mark.sqs
 
 _SUITE = Path(__file__).resolve().parent.parent / "packages/kq-driver-sqs/tests/test_conformance.py"
 #: The class the suite must have; others (``TestSqsFifoDriver``...) are collected when present.
 _REQUIRED = "TestSqsDriver"
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    """Import a test module by path (test folders are not packages)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None, path
-    assert spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    # Registered before it runs: dataclasses look their module up in sys.modules.
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _missing() -> str | None:
@@ -52,10 +40,8 @@ if importlib.util.find_spec("kq.drivers.sqs") is None:
 
 _problem = _missing()
 if _problem is None:
-    _suite = _load(_SUITE, "kq_driver_sqs_conformance")
-    _classes = {
-        name: cls for name, cls in vars(_suite).items() if name.startswith("Test") and isinstance(cls, type)
-    }
+    _suite = load_test_module(_SUITE, "kq_driver_sqs_conformance")
+    _classes = suite_classes(_suite)
     if _REQUIRED not in _classes:
         _problem = f"{_SUITE} has no class {_REQUIRED} (found: {sorted(_classes) or 'none'})"
     globals().update(_classes)

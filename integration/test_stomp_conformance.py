@@ -17,14 +17,13 @@ its classes missing, one test fails and says which.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from integration.stomp_fixture import BROKERS_ENV, stomp_targets
+from integration.suites import load_test_module, suite_classes
 
 if TYPE_CHECKING:
     from integration.stomp_fixture import StompEndpoint
@@ -34,18 +33,6 @@ pytestmark = pytest.mark.stomp
 _SUITE = Path(__file__).resolve().parent.parent / "packages/kq-driver-stomp/tests/test_conformance.py"
 #: The suite's class for each flavour (the ``stomp`` fixture's parameter it runs with).
 _FLAVOUR_OF = {"TestActiveMQDriver": "activemq", "TestRabbitMQStompDriver": "rabbitmq"}
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    """Import a test module by path (test folders are not packages)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None, path
-    assert spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    # Registered before it runs: dataclasses look their module up in sys.modules.
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _on(flavour: str) -> pytest.MarkDecorator:
@@ -66,10 +53,8 @@ _problem: str | None = None
 if not _SUITE.is_file():
     _problem = f"{_SUITE} is missing: the STOMP driver's conformance suite has not been written"
 else:
-    _suite = _load(_SUITE, "kq_driver_stomp_conformance")
-    _classes = {
-        name: cls for name, cls in vars(_suite).items() if name.startswith("Test") and isinstance(cls, type)
-    }
+    _suite = load_test_module(_SUITE, "kq_driver_stomp_conformance")
+    _classes = suite_classes(_suite)
     _absent = sorted(set(_FLAVOUR_OF) - set(_classes))
     _unknown = sorted(set(_classes) - set(_FLAVOUR_OF))
     if _absent or _unknown:

@@ -9,10 +9,12 @@ same classes against each: ``integration/test_sqs_conformance.py`` imports them,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,38 @@ class _Sqs(DriverTestBase):
         assert isinstance(consumer, SqsConsumer)
         consumer.abandon()
 
+    # moto 5.2's server handles requests in threads and its ReceiveMessage takes no lock: two concurrent
+    # receives now and then return the same message, standard or FIFO queue alike (seen about once in
+    # five runs), so these tests cannot judge the driver on moto. There a failure is reported as
+    # expected; LocalStack (and AWS) must pass them.
+
+    def test_competing_consumers_in_threads_handle_each_message_once(
+        self, driver: Driver, queue: str
+    ) -> None:
+        """As in BasicConformance; on moto a failure is expected (its receive race)."""
+        with _moto_receive_race(self.endpoint):
+            super().test_competing_consumers_in_threads_handle_each_message_once(  # type: ignore[misc]
+                driver=driver, queue=queue
+            )
+
+    def test_prefetched_deliveries_are_never_held_by_two_consumers_at_once(
+        self, driver: Driver, queue: str
+    ) -> None:
+        """As in LeaseConformance; on moto a failure is expected (its receive race)."""
+        with _moto_receive_race(self.endpoint):
+            super().test_prefetched_deliveries_are_never_held_by_two_consumers_at_once(  # type: ignore[misc]
+                driver=driver, queue=queue
+            )
+
+    def test_competing_consumer_processes_handle_each_message_once(
+        self, driver: Driver, queue: str, tmp_path: Path
+    ) -> None:
+        """As in BasicConformance; on moto a failure is expected (its receive race)."""
+        with _moto_receive_race(self.endpoint):
+            super().test_competing_consumer_processes_handle_each_message_once(  # type: ignore[misc]
+                driver=driver, queue=queue, tmp_path=tmp_path
+            )
+
 
 class TestSqsDriver(
     _Sqs,
@@ -141,33 +175,6 @@ class TestSqsFifoDriver(_Sqs, BasicConformance, OrderingConformance, LeaseConfor
         FIFO queue rightly keeps a group's next message back while an earlier one is in flight."""
         pytest.skip("FIFO: a group's next message waits while an earlier one is in flight")
 
-    def test_competing_consumers_in_threads_handle_each_message_once(
-        self, driver: Driver, queue: str
-    ) -> None:
-        """As in BasicConformance. moto 5.2's server answers two concurrent FIFO receives with the same
-        copy now and then (both with the same ApproximateReceiveCount): its FIFO receive takes no lock.
-        It runs on moto too, where a failure is reported as expected; LocalStack must pass."""
-        try:
-            super().test_competing_consumers_in_threads_handle_each_message_once(driver=driver, queue=queue)
-        except AssertionError as exc:
-            if not _is_moto(self.endpoint.name, self.endpoint.endpoint_url):
-                raise
-            pytest.xfail(f"moto 5.2: concurrent FIFO receives may hand out one copy twice ({exc})")
-
-    def test_competing_consumer_processes_handle_each_message_once(
-        self, driver: Driver, queue: str, tmp_path: Path
-    ) -> None:
-        """As in BasicConformance, with the same moto race as the threads' test (seen once in a few
-        runs): reported as expected on moto only; LocalStack must pass."""
-        try:
-            super().test_competing_consumer_processes_handle_each_message_once(
-                driver=driver, queue=queue, tmp_path=tmp_path
-            )
-        except AssertionError as exc:
-            if not _is_moto(self.endpoint.name, self.endpoint.endpoint_url):
-                raise
-            pytest.xfail(f"moto 5.2: concurrent FIFO receives may hand out one copy twice ({exc})")
-
     def test_late_settlement_leaves_the_new_holders_copy_alone(
         self, driver: Driver, queue: str, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -178,6 +185,17 @@ class TestSqsFifoDriver(_Sqs, BasicConformance, OrderingConformance, LeaseConfor
         super().test_late_settlement_leaves_the_new_holders_copy_alone(
             driver=driver, queue=queue, caplog=caplog
         )
+
+
+@contextlib.contextmanager
+def _moto_receive_race(endpoint: Any) -> Iterator[None]:
+    """Report an assertion failure as expected on moto (its unlocked ReceiveMessage), not elsewhere."""
+    try:
+        yield
+    except AssertionError as exc:
+        if not _is_moto(endpoint.name, endpoint.endpoint_url):
+            raise
+        pytest.xfail(f"moto 5.2: concurrent receives may hand out one copy twice ({exc})")
 
 
 @functools.cache
