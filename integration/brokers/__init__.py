@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,6 +42,8 @@ __all__ = [
     "LOOPBACK",
     "POLL_INTERVAL",
     "port_in_use",
+    "check_ports",
+    "check_ports_free",
     "port_accepts",
     "spawn",
     "wait_for_port",
@@ -99,6 +102,23 @@ class Broker(Protocol):
     def log_tails(self) -> str:
         """The ends of the broker's logs, for failure messages."""
         ...
+
+
+def check_ports(broker: str, ports: dict[str, int]) -> None:
+    """Refuse, with ``ValueError``, ports (by role) that are out of range or shared between roles."""
+    for role, port in ports.items():
+        if not 0 < port < 65536:
+            raise ValueError(f"{role}_port must be between 1 and 65535, got {port}")
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(f"{broker} ports must differ from each other, got {ports}")
+
+
+def check_ports_free(ports: dict[str, int], hint: Callable[[str], str]) -> None:
+    """Raise :class:`PortInUseError` for the first of ``ports`` (by role) that is taken; ``hint(role)``
+    adds to its message how to move it or what holds it."""
+    for role, port in ports.items():
+        if port_in_use(port):
+            raise PortInUseError(port, role, hint(role))
 
 
 def port_in_use(port: int) -> bool:

@@ -64,8 +64,8 @@ from integration.brokers import (
     LOOPBACK,
     POLL_INTERVAL,
     BrokerStartError,
-    PortInUseError,
-    port_in_use,
+    check_ports,
+    check_ports_free,
     spawn,
     stop_process_group,
     tail,
@@ -162,11 +162,7 @@ class ActiveMQ:
     def __post_init__(self) -> None:
         # Absolute, because the paths end up in the JVM's system properties and the config.
         self.workdir = Path(self.workdir).resolve()
-        if self.stomp_port == self.openwire_port:
-            raise ValueError(f"ActiveMQ's STOMP and OpenWire ports must differ, both are {self.stomp_port}")
-        for role, port in self._ports().items():
-            if not 0 < port < 65536:
-                raise ValueError(f"{role}_port must be between 1 and 65535, got {port}")
+        check_ports("ActiveMQ", self._ports())
 
     # -- what clients need ---------------------------------------------------------------------------
 
@@ -207,9 +203,7 @@ class ActiveMQ:
         reason = ensure_activemq_installed()
         if reason is not None:
             raise BrokerStartError(reason)
-        for role, port in self._ports().items():
-            if port_in_use(port):
-                raise PortInUseError(port, role, f" (KQ_TEST_ACTIVEMQ_{role.upper()}_PORT)")
+        check_ports_free(self._ports(), lambda role: f" (KQ_TEST_ACTIVEMQ_{role.upper()}_PORT)")
         self._write_files()
         started = time.monotonic()
         logger.info("starting ActiveMQ on %s in %s", self.stomp_url, self.workdir)

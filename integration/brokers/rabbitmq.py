@@ -54,9 +54,10 @@ from integration.brokers import (
     BrokerError,
     BrokerStartError,
     PortInUseError,
+    check_ports,
+    check_ports_free,
     first_errors,
     kill_and_wait,
-    port_in_use,
     read_pid,
     spawn,
     tail,
@@ -146,12 +147,7 @@ class RabbitMQ:
     def __post_init__(self) -> None:
         # Absolute, because the paths end up in the node's environment and config.
         self.workdir = Path(self.workdir).resolve()
-        ports = list(self._ports().values())
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"RabbitMQ ports must be distinct, got {self._ports()}")
-        for role, port in self._ports().items():
-            if not 0 < port < 65536:
-                raise ValueError(f"{role}_port must be between 1 and 65535, got {port}")
+        check_ports("RabbitMQ", self._ports())
 
     # -- what clients need ---------------------------------------------------------------------------
 
@@ -339,9 +335,7 @@ class RabbitMQ:
     # -- processes -----------------------------------------------------------------------------------
 
     def _check_ports_free(self) -> None:
-        for role, port in self._ports().items():
-            if port_in_use(port):
-                raise PortInUseError(port, role, self._stale_node_hint())
+        check_ports_free(self._ports(), lambda _role: self._stale_node_hint())
 
     def _stale_node_hint(self) -> str:
         pid = read_pid(self._pid_file)
