@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+import stomp  # type: ignore[import-untyped,unused-ignore]
 
 from kq.core import ConfigError, Message
 from kq.core.driver import (
@@ -19,7 +20,7 @@ from kq.core.driver import (
 )
 from kq.core.plugins import load_driver_class
 from kq.drivers.stomp import StompDriver
-from kq.drivers.stomp._connection import parse_hosts
+from kq.drivers.stomp._connection import Session, Settings, escape, parse_hosts
 from kq.drivers.stomp._wire import (
     ACTIVEMQ_MAX_HEADER_LINE,
     MESSAGE_ID,
@@ -138,6 +139,45 @@ def test_unreachable_broker_is_broker_unavailable() -> None:
     with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:9"):
         driver.producer("demo").send(Message(b"x"))
     assert isinstance(BrokerUnavailableError("x"), StompDriver.connection_errors)
+
+
+# -- frames kq writes itself ------------------------------------------------------------------------
+
+_TRICKY_IDS = [
+    "T_1@@session-Xz4@@17",  # RabbitMQ
+    "ID:host-41237-1700000000000-3:1:1:1:5",  # ActiveMQ: colons
+    "back\\slash\nline\rreturn:colon",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", _TRICKY_IDS)
+def test_escape_is_stomp_py_s_escaping(value: str) -> None:
+    expected = {"v": value}
+    stomp.Connection12([("127.0.0.1", 9)])._escape_headers(expected)
+    assert escape(value) == expected["v"]
+
+
+@pytest.mark.parametrize("command", ["ACK", "NACK"])
+@pytest.mark.parametrize("ack_id", _TRICKY_IDS[:3])
+def test_settle_writes_the_frame_stomp_py_would(command: str, ack_id: str) -> None:
+    """ACK and NACK bypass stomp.py's frame building: the bytes on the wire must be the same."""
+    session = Session(Settings(hosts=(("127.0.0.1", 9),)), "test")
+    written: list[bytes] = []
+    session.connection.transport.send = written.append
+    getattr(session.connection, command.lower())(ack_id)
+    session.settle(command, ack_id)
+    assert len(written) == 2
+    assert written[1] == written[0]
+
+
+def test_settle_on_a_lost_connection_is_broker_unavailable() -> None:
+    session = Session(Settings(hosts=(("127.0.0.1", 9),)), "test")
+    with pytest.raises(BrokerUnavailableError, match="lost the connection"):
+        session.settle("ACK", "T_1")  # no socket: the write fails and the session is lost
+    assert session.lost is not None
+    with pytest.raises(BrokerUnavailableError):
+        session.settle("ACK", "T_2")
 
 
 # -- destinations and consumer keys ------------------------------------------------------------------

@@ -145,6 +145,9 @@ class StompConsumer(Consumer):
             self._cond.notify_all()
 
     def _receive(self, timeout: float) -> Delivery | None:
+        if self._frames and not self._session.troubled:
+            # A buffered frame: no lock needed (deque.popleft is atomic, only this thread takes frames).
+            return self._delivery(self._frames.popleft())
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -214,18 +217,17 @@ class StompConsumer(Consumer):
         return handle.session
 
     def _ack(self, delivery: Delivery) -> None:
-        session = self._session_of(delivery)
-        session.call("ack", delivery.handle.ack_id)
+        self._session_of(delivery).settle("ACK", delivery.handle.ack_id)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         session = self._session_of(delivery)
         if not requeue:
             # The loop copied it to the dead-letter queue already: a NACK would requeue it (RabbitMQ) or
             # move it to ActiveMQ.DLQ.
-            session.call("ack", delivery.handle.ack_id)
+            session.settle("ACK", delivery.handle.ack_id)
             return
         if not self._activemq:
-            session.call("nack", delivery.handle.ack_id)
+            session.settle("NACK", delivery.handle.ack_id)
             return
         message = delivery.to_message(delay=delay)
         headers = requeue_headers(self._encode(message), delivery.handle.requeues + 1)
