@@ -36,3 +36,26 @@ def test_listing_drivers_does_not_build_consumers(tmp_path: Path) -> None:
     assert "kq.drivers.sqlite" in loaded
     assert "kq.drivers.sqlite._consumer" not in loaded
     assert "kq.core.testing" not in loaded
+
+
+PROBE_ALL = PROBE.replace('if m.startswith("kq.")', "")
+
+
+def test_a_plain_worker_loads_neither_http_nor_watchdog_nor_redrive(tmp_path: Path) -> None:
+    """What a worker's start pays for: no HTTP client, no watchdog, no re-drive, no metrics server."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_ALL, "consume", "demo", "-t", "0.2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
+    unwanted = [
+        m
+        for m in loaded
+        if m.split(".")[0] in ("requests", "urllib3", "prometheus_client", "psutil", "xmlrpc")
+        or m.startswith(("kq.core.watchdog", "kq.core._redrive", "kq.core.handlers._http", "kq.core.metrics"))
+    ]
+    assert unwanted == [], unwanted
+    assert "kq.core._loop" in loaded  # it did start a worker

@@ -258,6 +258,7 @@ class App:
         max_backoff: float = 30.0,
         handle_signals: bool = True,
         grace: float = 0.0,
+        summary_interval: float = 10.0,
     ) -> ConsumeLoop:
         """A consume loop for ``queue`` with its configured handler (or ``handler``).
 
@@ -284,6 +285,7 @@ class App:
             max_backoff=max_backoff,
             handle_signals=handle_signals,
             grace=grace,
+            summary_interval=summary_interval,
         )
 
     def close(self) -> None:

@@ -199,6 +199,14 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         minimum=1,
         target="loop.prefetch",
     ),
+    ConsumeOption(
+        "summary_interval",
+        float,
+        "Seconds between the INFO lines counting the messages handled (each message is logged at "
+        "DEBUG, -v; each failure at WARNING or ERROR); 0: one INFO line per message instead.",
+        10.0,
+        target="loop.summary_interval",
+    ),
 )
 #: The options ``[workers.<name>] options`` may set.
 WORKER_OPTIONS: Mapping[str, ConsumeOption] = {

@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection
 from typing import TypeAlias
 
+from kq.core._activity import ActivityLog
 from kq.core._driver import Driver
 from kq.core._driver_consumer import Consumer
 from kq.core._errors import MessageFormatError, NotAllowedError
@@ -63,6 +64,9 @@ class ConsumeLoop:
             stops after the current message, a second one abandons it (it is redelivered).
         grace: After the first signal, seconds the current message may still take before it is
             abandoned (0: no limit).
+        summary_interval: Least seconds between the INFO lines that count the messages handled
+            (each message is logged at DEBUG; failures at WARNING or ERROR, one line each); 0 logs
+            each handled message at INFO instead (see :mod:`kq.core._activity`).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class ConsumeLoop:
         signer: Signer | None = None,
         handle_signals: bool = True,
         grace: float = 0.0,
+        summary_interval: float = 10.0,
     ) -> None:
         self.driver = driver
         self.queue = queue
@@ -99,6 +104,7 @@ class ConsumeLoop:
         self.signer = signer
         self.handle_signals = handle_signals
         self.grace = grace
+        self.activity = ActivityLog(queue, summary_interval)
         self.connection_errors = connection_errors(driver)
         self.stats = LoopStats()
         self.stop_reason: str | None = None
@@ -185,6 +191,9 @@ class ConsumeLoop:
                     if delivery is not None:
                         self.stats.received += 1
                         self._handle(self._connection.open(), delivery, keeper)
+                        self.activity.handled(self.stats)
+                    else:
+                        self.activity.idle(self.stats)
                     self._connection.backoff.reset()
                 except self.connection_errors as exc:
                     self.stats.reconnects += 1
@@ -225,9 +234,11 @@ class ConsumeLoop:
             self.failures.handle(consumer, delivery, outcome, started, self.stats)
             return
         consumer.ack(delivery)
+        level = self.activity.each_level
         if isinstance(outcome, MessageReceived):
             self.stats.vetoed += 1
-            logger.info(
+            logger.log(
+                level,
                 "queue %s message %s: skipped and acknowledged, vetoed: %s",
                 delivery.queue,
                 delivery.message_id,
@@ -236,13 +247,15 @@ class ConsumeLoop:
             return
         outcome.duration = time.monotonic() - started
         self.stats.consumed += 1
-        logger.info(
-            "queue %s message %s: %s consumed in %.3fs",
-            delivery.queue,
-            delivery.message_id,
-            self.handler.describe(outcome.body),
-            outcome.duration,
-        )
+        if logger.isEnabledFor(level):  # describing the body costs more than the check
+            logger.log(
+                level,
+                "queue %s message %s: %s consumed in %.3fs",
+                delivery.queue,
+                delivery.message_id,
+                self.handler.describe(outcome.body),
+                outcome.duration,
+            )
         if self.dispatcher.has_listeners(MessageConsumed.name):
             self.dispatcher.dispatch(outcome)
 
