@@ -50,9 +50,10 @@ Producing
 Handlers
     A :class:`Handler` executes what a message asks for, with a :class:`HandlerContext`;
     :class:`CallableHandler` wraps a function, :class:`NoopHandler` acknowledges. The built-in
-    execution types: :class:`ConsoleCommandHandler` and :class:`InProcessConsoleCommandHandler` (a
-    command line), :class:`ServiceHandler` (a method of a Python service), :class:`HttpHandler` (an
-    HTTP request); each allowed by an :class:`AllowList` or :class:`AllowMap`.
+    execution types: :class:`ConsoleCommandHandler`, :class:`InProcessConsoleCommandHandler` and
+    :class:`ForkedConsoleCommandHandler` (a command line), :class:`ServiceHandler` (a method of a
+    Python service), :class:`HttpHandler` (an HTTP request); each allowed by an :class:`AllowList` or
+    :class:`AllowMap`.
 
 Execution-type messages
     What the built-in types carry, to build and to read: :class:`CommandCall` (:func:`make_command`,
@@ -158,6 +159,7 @@ if TYPE_CHECKING:
         make_command,
         parse_command,
     )
+    from kq.core.handlers._forked import ForkedConsoleCommandHandler
     from kq.core.handlers._http import (
         HttpHandler,
         HttpProducer,
@@ -217,6 +219,7 @@ _EXPORTS = {
     "ConsoleCommandHandler": "handlers._console",
     "Handler": "handlers._base",
     "HandlerContext": "handlers._base",
+    "ForkedConsoleCommandHandler": "handlers._forked",
     "HttpHandler": "handlers._http",
     "InProcessConsoleCommandHandler": "handlers._inprocess",
     "NoopHandler": "handlers._base",
@@ -318,6 +321,7 @@ __all__ = [
     "AllowMap",
     "CallableHandler",
     "ConsoleCommandHandler",
+    "ForkedConsoleCommandHandler",
     "Handler",
     "HandlerContext",
     "HttpHandler",

@@ -14,7 +14,8 @@ An execution type is one module holding three things, and one ``kq.handlers`` en
 
 The entry point names the handler (``[project.entry-points."kq.handlers"] mytype = "pkg:MyHandler"``),
 and ``consumer = "mytype"`` in a ``[queues.*]`` section selects it. kq-core registers its own types
-(``console_command``, ``inprocess_console_command``, ``service``, ``http``, ``noop``) the same way;
+(``console_command``, ``inprocess_console_command``, ``forked_console_command``, ``service``, ``http``,
+``noop``) the same way;
 ``docs/execution-types.md`` walks through a complete one.
 
 Everything here is imported on first use, so that loading one type (an entry point) does not load the
@@ -35,7 +36,9 @@ Generic types
 Console commands
     :class:`CommandCall` (:func:`make_command`, :func:`parse_command`), :class:`ConsoleCommandHandler`
     (a child process per message, run by :func:`run_command`, giving a :class:`CommandResult`),
-    :class:`InProcessConsoleCommandHandler` (inside the worker) and :class:`ConsoleCommandProducer`.
+    :class:`InProcessConsoleCommandHandler` (inside the worker), :class:`ForkedConsoleCommandHandler`
+    (a child forked per message from a parent that imported the entry point once) and
+    :class:`ConsoleCommandProducer`.
 
 Services
     :class:`ServiceCall` (:func:`make_service_call`, :func:`parse_service_call`),
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
         make_command,
         parse_command,
     )
+    from kq.core.handlers._forked import ForkedConsoleCommandHandler
     from kq.core.handlers._http import (
         HttpHandler,
         HttpProducer,
@@ -104,6 +108,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(("CommandResult", "run_command"), "handlers._process"),
     "InProcessConsoleCommandHandler": "handlers._inprocess",
+    "ForkedConsoleCommandHandler": "handlers._forked",
     **dict.fromkeys(
         ("ServiceCall", "ServiceHandler", "ServiceProducer", "make_service_call", "parse_service_call"),
         "handlers._service",
@@ -139,11 +144,12 @@ __all__ = [
     "CallableHandler",
     "GenericMessageProducer",
     "NoopHandler",
-    # console commands (and their in-process mode)
+    # console commands (and their in-process and forked modes)
     "CommandCall",
     "CommandResult",
     "ConsoleCommandHandler",
     "ConsoleCommandProducer",
+    "ForkedConsoleCommandHandler",
     "InProcessConsoleCommandHandler",
     "make_command",
     "parse_command",
