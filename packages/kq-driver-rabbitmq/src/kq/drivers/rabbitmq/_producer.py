@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
+#: Messages of a batch marshalled between two writes to the socket (see ``_publish_once``).
+FLUSH_EVERY = 200
 ROUTING_KEY_HEADER = DRIVER_ROUTING_KEY
 #: Header of a delayed requeue's copy: how often the original was delivered.
 REDELIVERY_HEADER = DRIVER_REDELIVERY
@@ -218,6 +220,11 @@ class RabbitMQProducer(Producer):
                 self._next_tag += 1
                 batch.pending.add(self._next_tag)
                 batch.tags[self._next_tag] = position
+            if batch.sent % FLUSH_EVERY == 0:
+                # Hand what is buffered to the socket now, and take the confirms already in: the broker
+                # stores the first messages while the next are marshalled, and the wait at the end is
+                # for the last ones only.
+                connection.process_data_events(0)
         if self._confirming:
             self._wait_for_confirms(connection, batch)
         else:
