@@ -687,6 +687,7 @@ class _Connection:
         self.impl = _Impl(self)
         self.is_open = True
         self.drop_after_publishing: int | None = None
+        self.timers: dict[int, Any] = {}
 
     def channel(self) -> _Channel:
         return _Channel(self.impl)
@@ -694,8 +695,21 @@ class _Connection:
     def process_data_events(self, time_limit: float | None = None) -> None:
         self.script(self)
 
-    def call_later(self, delay: float, callback: Any) -> None:
-        pass
+    def _flush_output(self, *waiters: Any) -> None:
+        """pika's wait for any of ``waiters``: the script answers; if that is not enough, the timers
+        (the confirm timeout) fire, as they would once their time has passed."""
+        self.script(self)
+        if not any(waiter() for waiter in waiters):
+            for callback in list(self.timers.values()):
+                callback()
+        assert any(waiter() for waiter in waiters), "a wait that nothing would end"
+
+    def call_later(self, delay: float, callback: Any) -> int:
+        self.timers[len(self.timers) + 1] = callback
+        return len(self.timers)
+
+    def remove_timeout(self, timer: int) -> None:
+        self.timers.pop(timer, None)
 
     def close(self) -> None:
         self.is_open = False
