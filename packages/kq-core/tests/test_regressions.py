@@ -228,3 +228,14 @@ def test_a_foreign_header_name_neither_crashes_the_worker_nor_traps_the_message(
             "a:b": "c",
         }
         assert dead.headers["kq-dead-letter-reason"] == "failed"
+
+
+def test_noop_acknowledges_without_decoding() -> None:
+    """The no-op consumer decoded every body it then ignored (a tenth of a no-op worker's time), and
+    dead-lettered a body that was not JSON instead of doing nothing with it."""
+    driver = MemoryDriver(DriverSpec(name="mem", type="memory"), [QueueSpec(name="jobs", driver="mem")])
+    driver.producer("jobs").send(Message(b"not json {"))
+    loop = ConsumeLoop(driver, "jobs", NoopHandler(), limits=Limits(messages=1), handle_signals=False)
+    loop.run()
+    assert (loop.stats.consumed, loop.stats.failed) == (1, 0)
+    assert driver.queue_manager().info("jobs")["messages"] == 0
