@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from kq.core import PluginLoadError, UnknownPluginError
 from kq.core import _registry as registry
+from kq.core._entry_points import EntryPoint
 from kq.core.plugins import driver_entries, driver_names, load_driver_class
 from kq.drivers.sqlite import SqliteDriver
 
@@ -20,7 +21,7 @@ from kq.drivers.sqlite import SqliteDriver
 @pytest.fixture
 def plugins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, importlib.metadata.EntryPoint]]:
+) -> Iterator[dict[str, importlib.metadata.EntryPoint | EntryPoint]]:
     """The real entry points plus fake ones the test adds, backed by modules written to tmp_path."""
     (tmp_path / "kqtest_needs_client.py").write_text("import kqtest_client_library_that_is_missing\n")
     (tmp_path / "kqtest_not_a_driver.py").write_text("class Thing:\n    pass\n")

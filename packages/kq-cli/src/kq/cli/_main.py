@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +18,9 @@ from kq.cli._produce_calls import queuehttp, queueservice
 from kq.cli._signing import signing
 from kq.cli._watchdog import watchdog, workerswatchdog
 from kq.cli.version import __version__
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 logger = logging.getLogger("kq.cli")
 
@@ -81,6 +83,8 @@ def _plugin_commands() -> dict[str, importlib.metadata.EntryPoint]:
     not import kq-core (see test_cli_lazy_imports.py). The rules are the registry's: the first
     registration of a name wins, and a second one with another value is logged.
     """
+    import importlib.metadata  # here: a built-in command (a worker's consume) never needs it
+
     found: dict[str, importlib.metadata.EntryPoint] = {}
     for entry_point in importlib.metadata.entry_points(group=COMMAND_GROUP):
         if entry_point.name in found:
