@@ -7,6 +7,11 @@ and a consumer that dies without acknowledging loses nothing: its message become
 lease expires. Delays, per-message TTL and routing-key filters (AMQP topic patterns, matched by kq) work
 as on the brokers.
 
+A worker commits once per message: acknowledging a message (deleting its row) leases the next one in the
+same transaction, and ``ack`` returns once that transaction is committed. Writers take turns on a lock
+file beside the database (``kq.sqlite3-lock``) rather than in sqlite's busy handler, so that two workers
+on one file do not wait for each other's millisecond sleeps.
+
 ::
 
     [drivers.local]
@@ -14,8 +19,8 @@ as on the brokers.
     path = ".kq/kq.sqlite3"        # relative to the configuration file
     visibility_timeout = 30        # seconds
     poll_interval = 0.2            # longest pause between two looks at an empty queue
-    busy_timeout = 30              # seconds to wait for another process's write lock
-    synchronous = "NORMAL"         # FULL to survive power loss, at a cost per message
+    busy_timeout = 30              # seconds to wait for another writer
+    synchronous = "NORMAL"         # FULL to survive power loss: a disk sync per commit
 
     [queues.reports]
     driver = "local"

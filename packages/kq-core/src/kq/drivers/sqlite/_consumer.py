@@ -1,4 +1,11 @@
-"""The sqlite consumer: leases ready rows, polling an empty queue with a growing pause."""
+"""The sqlite consumer: leases ready rows, polling an empty queue with a growing pause.
+
+One commit per message in a steady stream: the transaction that acknowledges a message (deletes its row)
+also leases the next ones, up to ``prefetch`` unsettled in all, as a broker pushes the next message once
+one is acknowledged. ``ack`` still returns only once the deletion is committed. The rows leased ahead
+wait in a buffer, in queue order; their lease runs from when they were leased, is renewed before one is
+handed out late, and they are released (their delivery count given back) on close.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,13 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from kq.core.driver import Consumer, Delivery, LeaseLostError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
-from kq.drivers.sqlite._store import file_identity, rollback, routing_filter
+from kq.drivers.sqlite._store import Checkpoints, file_identity, routing_filter, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +98,29 @@ def _kind(value: Any) -> str:
     return repr(value)[:40] if isinstance(value, (int, float)) else type(value).__name__
 
 
+class _Leased(NamedTuple):
+    """A row this consumer leased and has not handed out yet."""
+
+    row: tuple[Any, ...]
+    deliveries: int  # its delivery count, this lease included
+    lease: str
+    expires: float  # time.monotonic() when the lease ends
+
+
+_LEASE = "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = ? WHERE id = ?"
+_DELETE = "DELETE FROM kq_messages WHERE id = ? AND lease = ?"
+_EXTEND = "UPDATE kq_messages SET available_at = ? WHERE id = ? AND lease = ?"
+_RELEASE = "UPDATE kq_messages SET available_at = ?, lease = NULL WHERE id = ? AND lease = ?"
+# A row leased ahead and never handed out gives its hand-out back: the count stays exact.
+_RELEASE_UNHANDED = (
+    "UPDATE kq_messages SET available_at = ?, lease = NULL, delivery_count = MAX(delivery_count - 1, 0)"
+    " WHERE id = ? AND lease = ?"
+)
+
+
 class SqliteConsumer(Consumer):
-    """Receives by leasing one row at a time for ``visibility_timeout`` seconds."""
+    """Leases ready rows for ``visibility_timeout`` seconds: up to ``prefetch`` in one transaction when
+    the buffer is empty, and the next ones in the transaction of each acknowledgement."""
 
     driver: SqliteDriver
     wakeable = True
@@ -103,19 +132,25 @@ class SqliteConsumer(Consumer):
         self.lease_duration = driver.visibility_timeout(queue)
         self._poll_interval = float(driver.options["poll_interval"])
         self._connection = driver.connect()
+        self._write_lock = driver.write_lock()
+        self._checkpoints = Checkpoints(self._connection)
         # The consume loop's lease keeper extends from another thread.
         self._lock = threading.Lock()
+        # Every lease held and not settled (row id -> lease token), the buffered ones included.
         self._leases: dict[int, str] = {}
+        self._buffer: deque[_Leased] = deque()
         condition, params = routing_filter(routing_keys)
         # Only placeholders are interpolated: the condition is "kq_match(?, routing_key)" repeated.
         available = (
             " FROM kq_messages WHERE queue = ? AND available_at <= ?"
-            f" AND (expires_at IS NULL OR expires_at > ?){condition} ORDER BY id LIMIT 1"
+            f" AND (expires_at IS NULL OR expires_at > ?){condition} ORDER BY id"
         )
-        # The plain read outside the transaction needs the id only; inside, the whole row.
-        self._select = "SELECT id" + available
-        self._select_row = (
-            "SELECT id, message_id, body, content_type, headers, routing_key, delivery_count" + available
+        # The plain read outside the transaction needs the id only; inside, the whole rows.
+        self._select = "SELECT id" + available + " LIMIT 1"
+        self._select_rows = (
+            "SELECT id, message_id, body, content_type, headers, routing_key, delivery_count"
+            + available
+            + " LIMIT ?"
         )
         self._select_params = params
         self._next_cleanup = 0.0
@@ -128,7 +163,7 @@ class SqliteConsumer(Consumer):
         pause = _FIRST_PAUSE
         while True:
             try:
-                delivery = self._try_lease()
+                delivery = self._next_buffered() or self._try_lease()
             except sqlite3.OperationalError:
                 self._check_file(now=True)  # when the file is why, say so
                 raise
@@ -165,46 +200,109 @@ class SqliteConsumer(Consumer):
         )
         raise DatabaseFileChangedError(f"database file {self.driver.path} was {what}")
 
+    def _next_buffered(self) -> Delivery | None:
+        """The first row leased ahead, its lease renewed first when half of it has passed."""
+        with self._lock:
+            if not self._buffer:
+                return None
+            if self._buffer[0].expires - time.monotonic() < (self.lease_duration or 0.0) / 2:
+                self._renew_buffer()
+                if not self._buffer:
+                    return None
+            leased = self._buffer.popleft()
+        return self._deliver(leased)
+
+    def _renew_buffer(self) -> None:
+        """Renew the leases of the buffered rows (lock held); drop those another consumer took after
+        their lease lapsed."""
+        duration = self.lease_duration or 0.0
+        now, clock = time.time(), time.monotonic()
+        kept: deque[_Leased] = deque()
+        lost: list[_Leased] = []
+        with write_transaction(self._connection, self._write_lock) as connection:
+            for leased in self._buffer:
+                renewed = connection.execute(_EXTEND, (now + duration, leased.row[0], leased.lease)).rowcount
+                if renewed:
+                    kept.append(leased._replace(expires=clock + duration))
+                else:
+                    lost.append(leased)
+        self._buffer = kept
+        for leased in lost:
+            self._leases.pop(leased.row[0], None)
+        if lost:
+            logger.debug(
+                "queue %s: %d messages leased ahead were taken by another consumer after their lease "
+                "lapsed in this one's buffer; not handing them out",
+                self.queue.name,
+                len(lost),
+            )
+
     def _try_lease(self) -> Delivery | None:
         now = time.time()
-        params = (self.queue.name, now, now, *self._select_params)
         with self._lock:
             connection = self._connection
             if now >= self._next_cleanup:
                 self._cleanup(now)
             # A plain read first: an idle consumer never takes the write lock producers need.
-            if connection.execute(self._select, params).fetchone() is None:
+            if (
+                connection.execute(self._select, (self.queue.name, now, now, *self._select_params)).fetchone()
+                is None
+            ):
                 return None
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                row = connection.execute(self._select_row, params).fetchone()
-                if row is None:
-                    connection.execute("COMMIT")
-                    return None
-                row_id, previous = row[0], row[-1]
-                # Another tool may have written the row: a count that is not a number starts again.
-                count = previous + 1 if type(previous) is int and previous >= 0 else 1
-                lease = uuid.uuid4().hex
-                connection.execute(
-                    "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = ? WHERE id = ?",
-                    (now + (self.lease_duration or 0.0), lease, count, row_id),
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                rollback(connection)
-                raise
-            self._leases[row_id] = lease
-        delivery = read_row(row, self.queue.name, count, (row_id, lease))
-        delivery.lease_expires = time.monotonic() + (self.lease_duration or 0.0)
+            # At least one: this receive was asked for one, whatever the caller holds.
+            room = max(1, self.prefetch - len(self._leases))
+            with write_transaction(connection, self._write_lock):
+                leased = self._lease(connection, room)
+            self._hold(leased)
+            self._checkpoints.committed()
+            if not self._buffer:
+                return None
+            first = self._buffer.popleft()
+        return self._deliver(first)
+
+    def _lease(self, connection: sqlite3.Connection, limit: int) -> list[_Leased]:
+        """Lease up to ``limit`` ready rows, inside the caller's write transaction (lock held)."""
+        now = time.time()
+        duration = self.lease_duration or 0.0
+        rows = connection.execute(
+            self._select_rows, (self.queue.name, now, now, *self._select_params, limit)
+        ).fetchall()
+        if not rows:
+            return []
+        # One token for the rows of one transaction: a handle is the row id and the token.
+        lease = uuid.uuid4().hex
+        expires = time.monotonic() + duration
+        leased: list[_Leased] = []
+        for row in rows:
+            previous = row[-1]
+            # Another tool may have written the row: a count that is not a number starts again.
+            count = previous + 1 if type(previous) is int and previous >= 0 else 1
+            leased.append(_Leased(row, count, lease, expires))
+        connection.executemany(
+            _LEASE, [(now + duration, lease, item.deliveries, item.row[0]) for item in leased]
+        )
+        return leased
+
+    def _hold(self, leased: list[_Leased]) -> None:
+        """Buffer rows whose lease was committed (lock held)."""
+        for item in leased:
+            self._leases[item.row[0]] = item.lease
+            self._buffer.append(item)
+
+    def _deliver(self, leased: _Leased) -> Delivery:
+        row_id = leased.row[0]
+        delivery = read_row(leased.row, self.queue.name, leased.deliveries, (row_id, leased.lease))
+        delivery.lease_expires = leased.expires
         return delivery
 
     def _cleanup(self, now: float) -> None:
         self._next_cleanup = now + _CLEANUP_EVERY
-        deleted = self._connection.execute(
-            "DELETE FROM kq_messages WHERE queue = ? AND expires_at IS NOT NULL AND expires_at <= ?"
-            " AND available_at <= ?",
-            (self.queue.name, now, now),
-        ).rowcount
+        with self._write_lock.held():
+            deleted = self._connection.execute(
+                "DELETE FROM kq_messages WHERE queue = ? AND expires_at IS NOT NULL AND expires_at <= ?"
+                " AND available_at <= ?",
+                (self.queue.name, now, now),
+            ).rowcount
         if deleted:
             logger.info("queue %s: deleted %d expired messages (TTL passed)", self.queue.name, deleted)
 
@@ -212,9 +310,17 @@ class SqliteConsumer(Consumer):
         row_id, lease = delivery.handle
         with self._lock:
             self._leases.pop(row_id, None)
-            deleted = self._connection.execute(
-                "DELETE FROM kq_messages WHERE id = ? AND lease = ?", (row_id, lease)
-            ).rowcount
+            # The next messages are leased in the same commit, unless the loop is stopping.
+            room = 0 if self.woken else self.prefetch - len(self._leases)
+            if room > 0:
+                with write_transaction(self._connection, self._write_lock) as connection:
+                    deleted = connection.execute(_DELETE, (row_id, lease)).rowcount
+                    leased = self._lease(connection, room)
+                self._hold(leased)  # once committed
+            else:
+                with self._write_lock.held():
+                    deleted = self._connection.execute(_DELETE, (row_id, lease)).rowcount
+            self._checkpoints.committed()
         if not deleted:
             raise LeaseLostError(
                 f"the lease of message {delivery.message_id} on queue {self.queue.name} had lapsed "
@@ -224,22 +330,12 @@ class SqliteConsumer(Consumer):
     def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
         # One transaction for the batch: one commit (and one fsync with synchronous=FULL), not one each.
         lost: list[Delivery] = []
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                for delivery in deliveries:
-                    row_id, lease = delivery.handle
-                    self._leases.pop(row_id, None)
-                    deleted = connection.execute(
-                        "DELETE FROM kq_messages WHERE id = ? AND lease = ?", (row_id, lease)
-                    ).rowcount
-                    if not deleted:
-                        lost.append(delivery)
-                connection.execute("COMMIT")
-            except BaseException:
-                rollback(connection)
-                raise
+        with self._lock, write_transaction(self._connection, self._write_lock) as connection:
+            for delivery in deliveries:
+                row_id, lease = delivery.handle
+                self._leases.pop(row_id, None)
+                if not connection.execute(_DELETE, (row_id, lease)).rowcount:
+                    lost.append(delivery)
         if lost:
             raise LeaseLostError(f"{len(lost)} of {len(deliveries)} leases had lapsed", lost)
 
@@ -247,27 +343,38 @@ class SqliteConsumer(Consumer):
         row_id, lease = delivery.handle
         with self._lock:
             self._leases.pop(row_id, None)
-            if requeue:
-                changed = self._connection.execute(
-                    "UPDATE kq_messages SET available_at = ?, lease = NULL WHERE id = ? AND lease = ?",
-                    (time.time() + delay, row_id, lease),
-                ).rowcount
-            else:
-                changed = self._connection.execute(
-                    "DELETE FROM kq_messages WHERE id = ? AND lease = ?", (row_id, lease)
-                ).rowcount
+            released = 0
+            with write_transaction(self._connection, self._write_lock) as connection:
+                if requeue:
+                    now = time.time()
+                    changed = connection.execute(_RELEASE, (now + delay, row_id, lease)).rowcount
+                    if delay <= 0:
+                        # The rows leased ahead would overtake it: back to the queue with it.
+                        released = self._release_buffer(connection, now)
+                else:
+                    changed = connection.execute(_DELETE, (row_id, lease)).rowcount
+            if released:
+                self._forget_buffer()
         if not changed:
             raise LeaseLostError(
                 f"the lease of message {delivery.message_id} on queue {self.queue.name} had lapsed"
             )
 
+    def _release_buffer(self, connection: sqlite3.Connection, now: float) -> int:
+        """Give back the rows leased ahead, inside the caller's write transaction (lock held); return
+        how many. The caller forgets them (:meth:`_forget_buffer`) once the transaction is committed."""
+        connection.executemany(_RELEASE_UNHANDED, [(now, item.row[0], item.lease) for item in self._buffer])
+        return len(self._buffer)
+
+    def _forget_buffer(self) -> None:
+        for item in self._buffer:
+            self._leases.pop(item.row[0], None)
+        self._buffer.clear()
+
     def _extend(self, delivery: Delivery, seconds: float) -> None:
         row_id, lease = delivery.handle
-        with self._lock:
-            updated = self._connection.execute(
-                "UPDATE kq_messages SET available_at = ? WHERE id = ? AND lease = ?",
-                (time.time() + seconds, row_id, lease),
-            ).rowcount
+        with self._lock, self._write_lock.held():
+            updated = self._connection.execute(_EXTEND, (time.time() + seconds, row_id, lease)).rowcount
         if not updated:
             raise LeaseLostError(
                 f"the lease of message {delivery.message_id} on queue {self.queue.name} had already expired"
@@ -277,13 +384,27 @@ class SqliteConsumer(Consumer):
         with self._lock:
             try:
                 if self._leases:
-                    self._connection.executemany(
-                        "UPDATE kq_messages SET available_at = ?, lease = NULL WHERE id = ? AND lease = ?",
-                        [(time.time(), row_id, lease) for row_id, lease in self._leases.items()],
-                    )
-                    logger.info(
-                        "queue %s: released %d unacknowledged messages", self.queue.name, len(self._leases)
-                    )
+                    now = time.time()
+                    buffered = {item.row[0] for item in self._buffer}
+                    handed = [
+                        (now, row_id, lease)
+                        for row_id, lease in self._leases.items()
+                        if row_id not in buffered
+                    ]
+                    with write_transaction(self._connection, self._write_lock) as connection:
+                        connection.executemany(_RELEASE, handed)
+                        ahead = self._release_buffer(connection, now)
+                    self._forget_buffer()
+                    if handed:
+                        logger.info(
+                            "queue %s: released %d unacknowledged messages", self.queue.name, len(handed)
+                        )
+                    if ahead:
+                        logger.debug(
+                            "queue %s: released %d messages leased ahead and never handed out",
+                            self.queue.name,
+                            ahead,
+                        )
                 self._leases.clear()
             except sqlite3.Error as exc:
                 logger.warning(
@@ -293,13 +414,17 @@ class SqliteConsumer(Consumer):
                     exc,
                 )
             finally:
+                self._buffer.clear()
                 self._connection.close()
+                self._write_lock.close()
 
     def abandon(self) -> None:
         """Drop this consumer without releasing its deliveries, as a crash would (for tests).
 
-        Its unacknowledged messages come back once their lease (``visibility_timeout``) expires.
+        Its unacknowledged messages, and the ones it had leased ahead, come back once their lease
+        (``visibility_timeout``) expires.
         """
         with self._lock:
             self._leases.clear()
+            self._buffer.clear()
         self.close()

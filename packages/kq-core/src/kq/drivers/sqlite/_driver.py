@@ -18,7 +18,7 @@ from kq.core.driver import (
     QueueManager,
     QueueSpec,
 )
-from kq.drivers.sqlite._store import connect
+from kq.drivers.sqlite._store import WriteLock, connect
 
 
 class SqliteDriver(Driver):
@@ -50,7 +50,10 @@ class SqliteDriver(Driver):
             0.2, float, "Longest pause between two looks at an empty queue, in seconds.", positive=True
         ),
         "busy_timeout": Option(
-            30.0, float, "Seconds to wait for another process's write lock.", positive=True
+            30.0,
+            float,
+            "Seconds to wait for another writer's turn (kq's lock file, then sqlite's lock).",
+            positive=True,
         ),
         "synchronous": Option(
             "NORMAL", str, "sqlite 'synchronous' pragma: NORMAL, or FULL to survive power loss."
@@ -88,6 +91,10 @@ class SqliteDriver(Driver):
         return connect(
             self.path, busy_timeout=self.options["busy_timeout"], synchronous=self.options["synchronous"]
         )
+
+    def write_lock(self) -> WriteLock:
+        """A new handle on the lock file kq's writers to the database take turns on."""
+        return WriteLock(self.path, self.options["busy_timeout"])
 
     def visibility_timeout(self, queue: QueueSpec) -> float:
         """The lease length of ``queue``'s deliveries."""

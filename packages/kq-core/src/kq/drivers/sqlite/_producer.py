@@ -9,9 +9,14 @@ from collections.abc import Sequence
 
 from kq.core.driver import Message, Producer, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
-from kq.drivers.sqlite._store import file_identity, rollback
+from kq.drivers.sqlite._store import file_identity, write_transaction
 
 logger = logging.getLogger(__name__)
+
+_INSERT = (
+    "INSERT INTO kq_messages (queue, message_id, body, content_type, headers, routing_key,"
+    " available_at, expires_at, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqliteProducer(Producer):
@@ -22,6 +27,7 @@ class SqliteProducer(Producer):
     def __init__(self, driver: SqliteDriver, queue: QueueSpec) -> None:
         super().__init__(driver, queue)
         self._connection = driver.connect()
+        self._write_lock = driver.write_lock()
         self._path = driver.path  # resolved once: it is checked before every batch
         self._file = file_identity(self._path)
         self._registered = False
@@ -34,7 +40,7 @@ class SqliteProducer(Producer):
                 m.message_id,
                 m.body,
                 m.content_type,
-                json.dumps(dict(m.headers), separators=(",", ":")),
+                json.dumps(dict(m.headers), separators=(",", ":")) if m.headers else "{}",
                 m.routing_key,
                 now + m.delay,
                 None if m.ttl is None else now + m.ttl,
@@ -44,22 +50,17 @@ class SqliteProducer(Producer):
         ]
         if file_identity(self._path) != self._file:
             self._reopen()
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        if self._registered and len(rows) == 1:
+            # One statement is its own transaction: no BEGIN and COMMIT round trips.
+            with self._write_lock.held():
+                self._connection.execute(_INSERT, rows[0])
+            return
+        with write_transaction(self._connection, self._write_lock) as connection:
             if not self._registered:
                 connection.execute(
                     "INSERT OR IGNORE INTO kq_queues (name, created_at) VALUES (?, ?)", (self.queue.name, now)
                 )
-            connection.executemany(
-                "INSERT INTO kq_messages (queue, message_id, body, content_type, headers, routing_key,"
-                " available_at, expires_at, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
+            connection.executemany(_INSERT, rows)
         self._registered = True
 
     def _reopen(self) -> None:
@@ -71,9 +72,12 @@ class SqliteProducer(Producer):
             self.driver.path,
         )
         self._connection.close()
+        self._write_lock.close()
         self._connection = self.driver.connect()
+        self._write_lock = self.driver.write_lock()
         self._file = file_identity(self._path)
         self._registered = False
 
     def _close(self) -> None:
         self._connection.close()
+        self._write_lock.close()
