@@ -71,7 +71,7 @@ def test_queued_call_reaches_the_server_and_its_result_the_listener(
     queued = space.kq_json("queuexmlrpc", "rpc", rpc_server.url, "add", "-j", "[2, 3]")
     assert queued["body"] == {"server": rpc_server.url, "method": "add", "arguments": [2, 3]}
 
-    done = space.kq("consume", "rpc", "-m", "1")
+    done = space.kq("consume", "rpc", "-m", "1", "--summary-interval", "0")  # a line per message
 
     assert rpc_server.calls == [("add", (2, 3))]
     assert _results(space) == [{"queue": "rpc", "result": 5}]

@@ -13,6 +13,7 @@ import pytest
 
 from kq.core import (
     App,
+    CallableHandler,
     ConfigError,
     ConsoleCommandHandler,
     ConsumeLoop,
@@ -144,7 +145,8 @@ def test_deeply_nested_json_is_dead_lettered_and_the_loop_goes_on() -> None:
     driver = MemoryDriver(DriverSpec(name="m", type="memory"))
     bomb = b"[" * 100_000 + b"]" * 100_000
     driver.producer("jobs").send_batch([Message(bomb), Message(b'{"ok": true}')])
-    loop = ConsumeLoop(driver, "jobs", NoopHandler(), limits=Limits(messages=2), poll_interval=0.1)
+    echo = CallableHandler(lambda body, delivery: body, "echo")  # decodes (noop does not)
+    loop = ConsumeLoop(driver, "jobs", echo, limits=Limits(messages=2), poll_interval=0.1)
     loop.run()
     assert (loop.stats.consumed, loop.stats.dead_lettered) == (1, 1)
     with driver.consumer("jobs.failed") as consumer:
