@@ -104,3 +104,23 @@ def demo(session: nox.Session) -> None:
     """The quick start: the PHP library's tutorial on the embedded sqlite driver, in a temporary folder."""
     _install_packages(session)
     session.run("bash", str(ROOT / "scripts" / "demo.sh"), external=True)
+
+
+#: The peers the benchmark compares kq with, on the same broker (benchmarks/scenarios/).
+BENCH_REQUIREMENTS = [
+    "pika>=1.3",
+    "kombu>=5.3",
+    "celery>=5.3",
+    "dramatiq[rabbitmq]>=1.15",
+    "huey>=2.5",
+    "psutil>=5.9",
+    "boto3>=1.34",
+]
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """kq against pika, Kombu, Celery, Dramatiq and Huey on a private RabbitMQ: writes the table of
+    benchmarks/results/latest.md (``-- --quick`` checks that every scenario runs; ``-- --help``)."""
+    _install_packages(session, *BENCH_REQUIREMENTS)
+    session.run("python", "-m", "benchmarks.run", *session.posargs, env={"PYTHONPATH": str(ROOT)})

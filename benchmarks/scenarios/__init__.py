@@ -1,0 +1,1 @@
+"""The peer benchmark's scenarios: each module has ``scenarios(context) -> list[Scenario]``."""

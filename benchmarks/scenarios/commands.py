@@ -1,0 +1,287 @@
+"""Console commands: what a kq worker adds to running a command, and how workers scale.
+
+Every command, whoever runs it, appends the time it finished to one stamp file (one line per message,
+``O_APPEND``, so several workers may share it). A rate is taken from the first line to the last, so
+the workers' start-up and shut-down are left out on every side.
+
+- ``commands-process``: ``console_command`` (a process per message) on RabbitMQ, one ``kq consume``
+  against a bare ``subprocess.run`` loop running the same argument vector
+  (``python bench_command.py stamp MESSAGE``).
+- ``commands-process-2-workers``: the same queue, two workers against one.
+- ``commands-inprocess-sqlite-2-workers``: ``inprocess_console_command`` (``[console] callable =
+  "bench_command:main"``) on the sqlite driver, two workers against one.
+- ``commands-forked``: ``forked_console_command`` (the forked mode: a preloaded parent forks a child
+  per message) against a bare ``subprocess.run`` loop of ``python -m bench_heavy stamp MESSAGE``, a
+  module whose import takes 0.1 s (as a real application's imports do).
+
+kq's messages are signed, as by default: producer and workers read one ``kq.toml`` naming a key file
+(``[signing] keys``), and the command consumers require signatures, as they do by default. Workers run
+with their default settings (prefetch 1) as ``python -m kq.cli consume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from benchmarks.harness import Scenario, Side, Target, rate
+from benchmarks.run import Context
+from benchmarks.scenarios.peers import (
+    Stamps,
+    Worker,
+    app_environ,
+    delete_queues,
+    framework_queues,
+    new_name,
+    write_apps,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The kind of H3's forked mode, looked up in the ``kq.handlers`` entry points.
+FORKED = "forked_console_command"
+
+_COMMAND_MODULE = '''\
+"""The benchmark's console command: appends the time it ran and the worker's label to BENCH_STAMPS/lines."""
+import os
+import sys
+import time
+
+
+def main(argv):
+    with open(os.path.join(os.environ["BENCH_STAMPS"], "lines"), "a") as file:
+        file.write(f"{time.time()!r} {os.environ.get('KQ_LABEL') or '-'}\\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+_HEAVY_MODULE = '''\
+"""A command whose imports take 0.1 s, as an application's do; then the same work as bench_command."""
+import sys
+import time
+
+time.sleep(0.1)
+
+from bench_command import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+_EXTRA = {"bench_command.py": _COMMAND_MODULE, "bench_heavy.py": _HEAVY_MODULE}
+
+
+def _config(context: Context, queue: str, driver: str, consumer: str, console: str) -> Path:
+    """A ``kq.toml`` with a signing key file of its own, the queue on ``driver`` with ``consumer``."""
+    folder = context.workdir / "kq" / queue
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / "signing.key"
+    key.write_text(secrets.token_urlsafe(32))
+    key.chmod(0o600)
+    if driver == "rabbit":
+        instance = f'type = "rabbitmq"\nurl = "{context.amqp_url}"\n'
+    else:
+        instance = 'type = "sqlite"\npath = "queues.sqlite3"\n'
+    path = folder / "kq.toml"
+    path.write_text(
+        f'default_driver = "{driver}"\n\n'
+        f"[drivers.{driver}]\n{instance}\n"
+        f'[queues.{queue}]\nconsumer = "{consumer}"\n\n'
+        f"[console]\n{console}\n"
+        '[allow]\ncommands = ["stamp"]\n\n'
+        '[signing]\nkeys = { bench = "file:signing.key" }\n'
+    )
+    return path
+
+
+#: Seconds the workers get to start before the messages are published (not timed).
+SETTLE = 1.0
+
+
+def _prefill(config: Path, queue: str, count: int) -> None:
+    """Publish ``count`` signed commands in one batch (one transaction on sqlite)."""
+    from kq.core import App
+
+    with App.from_config(config) as app:
+        calls = [{"command": "stamp", "arguments": [f"message {i}"]} for i in range(count)]
+        app.command_producer(queue).publish_batch(calls)
+
+
+def _steady_rate(lines: list[str], count: int) -> float:
+    """Messages per second while every worker was busy: from the moment the last worker to start ran its
+    first command to the moment the first worker to finish ran its last (one worker: first to last)."""
+    if len(lines) < count:
+        raise RuntimeError(f"only {len(lines)} of {count} commands ran")
+    stamps: dict[str, list[float]] = {}
+    for line in lines:
+        when, label = line.split()
+        stamps.setdefault(label, []).append(float(when))
+    start = max(min(times) for times in stamps.values())
+    end = min(max(times) for times in stamps.values())
+    inside = sum(1 for times in stamps.values() for when in times if start < when <= end)
+    if inside < 2 or end <= start:
+        raise RuntimeError(f"the {len(stamps)} workers were not busy together ({inside} messages in common)")
+    logger.debug("%d workers, %d of %d messages in the common window", len(stamps), inside, len(lines))
+    return rate(inside, end - start)
+
+
+def _kq_round(
+    context: Context, *, driver: str, consumer: str, console: str, count: int, workers: int
+) -> float:
+    """Start ``workers`` workers on an empty queue, publish ``count`` commands, and return the rate."""
+    apps = write_apps(context, _EXTRA)
+    queue = new_name("bench_cmd")
+    config = _config(context, queue, driver, consumer, console)
+    stamps = Stamps(context)
+    env = app_environ(context, apps, KQ_CONFIG=str(config), BENCH_STAMPS=str(stamps.folder))
+    started: list[Worker] = []
+    try:
+        for n in range(1, workers + 1):
+            started.append(
+                Worker(
+                    f"kq consume #{n}",
+                    [context.python, "-m", "kq.cli", "consume", queue, "--label", f"{queue}-{n}"],
+                    env=env,
+                    cwd=config.parent,
+                    log=stamps.folder / f"worker-{n}.log",
+                )
+            )
+        time.sleep(SETTLE)
+        for worker in started:
+            worker.check_alive()
+        _prefill(config, queue, count)
+        lines = stamps.wait_lines("lines", count, started)
+    finally:
+        for worker in started:
+            worker.stop()
+        if driver == "rabbit":
+            delete_queues(context, *framework_queues("kq", queue))
+    return _steady_rate(lines, count)
+
+
+def _bare_round(context: Context, argv: list[str], count: int) -> float:
+    """A bare ``subprocess.run`` loop of ``argv + [stamp, message i]``, from the first stamp to the last."""
+    apps = write_apps(context, _EXTRA)
+    stamps = Stamps(context)
+    env = app_environ(context, apps, BENCH_STAMPS=str(stamps.folder))
+    for i in range(count):
+        subprocess.run([*argv, "stamp", f"message {i}"], env=env, cwd=apps, check=True)
+    return _steady_rate(stamps.lines("lines"), count)
+
+
+def _forked_installed() -> None:
+    """Fail with a clear error while the forked mode is not installed."""
+    if not metadata.entry_points(group="kq.handlers", name=FORKED):
+        raise RuntimeError(
+            f"consumer kind {FORKED!r} is not installed (no 'kq.handlers' entry point of that name): the "
+            "forked mode is not built yet, or kq-core was not reinstalled into this environment since"
+        )
+
+
+def _forked_round(context: Context, count: int) -> float:
+    _forked_installed()
+    return _kq_round(
+        context,
+        driver="rabbit",
+        consumer=FORKED,
+        console='callable = "bench_heavy:main"\n',
+        count=count,
+        workers=1,
+    )
+
+
+def scenarios(context: Context) -> list[Scenario]:
+    apps = context.workdir / "apps"
+    command = [context.python, str(apps / "bench_command.py")]
+    process_console = f"prefix = {json.dumps(command)}\n"
+    processes = context.count(80, 10)
+    inprocess = context.count(3000, 200)
+    forked = context.count(30, 5)
+
+    def process(workers: int) -> Callable[[], float]:
+        return lambda: _kq_round(
+            context,
+            driver="rabbit",
+            consumer="console_command",
+            console=process_console,
+            count=processes,
+            workers=workers,
+        )
+
+    def in_process(workers: int) -> Callable[[], float]:
+        return lambda: _kq_round(
+            context,
+            driver="local",
+            consumer="inprocess_console_command",
+            console='callable = "bench_command:main"\n',
+            count=inprocess,
+            workers=workers,
+        )
+
+    return [
+        Scenario(
+            key="commands-process",
+            title=f"console commands, a process per message, {processes} messages",
+            unit="msg/s",
+            sides=(
+                Side("subprocess.run loop", lambda: _bare_round(context, command, processes)),
+                Side("kq", process(1)),
+            ),
+            targets=(Target("subprocess.run loop", ">=", 0.9),),
+            note=(
+                "one `kq consume` (console_command, RabbitMQ, signed messages, default settings) against a "
+                "bare `subprocess.run` loop of the same `python bench_command.py stamp MESSAGE`; "
+                "first to last command, worker start-up excluded."
+            ),
+        ),
+        Scenario(
+            key="commands-process-2-workers",
+            title=f"console commands, a process per message, 2 workers vs 1, {processes} messages",
+            unit="msg/s",
+            sides=(Side("kq 1 worker", process(1)), Side("kq 2 workers", process(2))),
+            kq_side="kq 2 workers",
+            targets=(Target("kq 1 worker", ">=", 1.8),),
+            note="two `kq consume` processes on one RabbitMQ queue against one (2 cores).",
+        ),
+        Scenario(
+            key="commands-inprocess-sqlite-2-workers",
+            title=f"in-process console commands on sqlite, 2 workers vs 1, {inprocess} messages",
+            unit="msg/s",
+            sides=(Side("kq 1 worker", in_process(1)), Side("kq 2 workers", in_process(2))),
+            kq_side="kq 2 workers",
+            targets=(Target("kq 1 worker", ">=", 1.8),),
+            note=(
+                "`inprocess_console_command` calling `bench_command:main(argv)` (appends one line to a "
+                "file), sqlite driver with its default settings, signed messages; two `kq consume` "
+                "processes on one sqlite file against one."
+            ),
+        ),
+        Scenario(
+            key="commands-forked",
+            title=f"Python commands importing for 0.1 s, forked mode, {forked} messages",
+            unit="msg/s",
+            sides=(
+                Side(
+                    "subprocess.run loop",
+                    lambda: _bare_round(context, [context.python, "-m", "bench_heavy"], forked),
+                ),
+                Side("kq forked", lambda: _forked_round(context, forked)),
+            ),
+            kq_side="kq forked",
+            targets=(Target("subprocess.run loop", ">=", 5),),
+            note=(
+                f'`{FORKED}` with `[console] callable = "bench_heavy:main"` (a module sleeping 0.1 s at '
+                "import), one worker on RabbitMQ, against a bare `subprocess.run` loop of "
+                "`python -m bench_heavy stamp MESSAGE`."
+            ),
+        ),
+    ]
