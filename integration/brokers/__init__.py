@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from integration.brokers.rabbitmq import RabbitMQ, ensure_rabbitmq_installed, start_rabbitmq
 
 __all__ = [
-    # RabbitMQ's names from when the harness was one module (benchmarks/bench_rabbitmq.py uses them).
+    # RabbitMQ's names from when the harness was one module.
     "RabbitMQ",
     "ensure_rabbitmq_installed",
     "start_rabbitmq",

@@ -251,17 +251,22 @@ class ConsoleCommandHandler(Handler):
             result = run_command(argv, timeout=self.settings.timeout, env=env, cwd=self.settings.cwd)
         except ExecutionFailedError as exc:
             raise ExecutionFailedError(f"command {call.command!r}: {exc}", exc.result) from None
-        logger.debug(
-            "queue %s message %s: %s exited with status %d in %.3fs; stdout: %r; stderr: %r",
-            delivery.queue,
-            delivery.message_id,
-            call.command,
-            result.exit_code,
-            result.duration,
-            result.stdout[-2000:],
-            result.stderr[-2000:],
-        )
+        log_result(call, delivery, result)
         return result
+
+
+def log_result(call: CommandCall, delivery: Delivery, result: CommandResult) -> None:
+    """The DEBUG line saying how a command ended, with the tails of its output."""
+    logger.debug(
+        "queue %s message %s: %s exited with status %d in %.3fs; stdout: %r; stderr: %r",
+        delivery.queue,
+        delivery.message_id,
+        call.command,
+        result.exit_code,
+        result.duration,
+        result.stdout[-2000:],
+        result.stderr[-2000:],
+    )
 
 
 def environment_value(text: str) -> str:

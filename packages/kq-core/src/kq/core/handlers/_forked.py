@@ -29,7 +29,7 @@ from kq.core._allow import AllowList
 from kq.core._config import ConsoleSettings
 from kq.core._errors import ConfigError, ExecutionFailedError
 from kq.core._message import Delivery
-from kq.core.handlers._console import CommandCall, ConsoleCommandHandler
+from kq.core.handlers._console import CommandCall, ConsoleCommandHandler, log_result
 from kq.core.handlers._process import CommandResult
 from kq.core.handlers._zygote_client import Zygote, ZygoteLostError
 
@@ -122,16 +122,7 @@ class ForkedConsoleCommandHandler(ConsoleCommandHandler):
                 f"{self.entry_name} exited with status {status} while the command ran; the command's "
                 "process group was killed, and the next message starts a new parent"
             ) from None
-        logger.debug(
-            "queue %s message %s: %s exited with status %d in %.3fs; stdout: %r; stderr: %r",
-            delivery.queue,
-            delivery.message_id,
-            call.command,
-            result.exit_code,
-            result.duration,
-            result.stdout[-2000:],
-            result.stderr[-2000:],
-        )
+        log_result(call, delivery, result)
         return result
 
     def close(self) -> None:
