@@ -154,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stomp-url", help="its STOMP listener (stomp://127.0.0.1:61613), with --amqp-url")
     parser.add_argument("--amqp-port", type=int, default=5702, help="port of the node started (5702)")
     parser.add_argument("--out", type=Path, help="the Markdown file (default benchmarks/results/...)")
-    parser.add_argument(
-        "--strict", action="store_true", help="exit with 1 when a side of a scenario failed (for CI)"
-    )
+    parser.add_argument("--strict", action="store_true", help="exit with 1 when a side of a scenario failed")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
