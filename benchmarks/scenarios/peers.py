@@ -351,9 +351,18 @@ def celery_prefill(context: Context, queue: str, count: int) -> None:
 
 def celery_worker(context: Context, apps: Path, queue: str, stamps: Stamps, count: int) -> Worker:
     """``python -m celery -A bench_celery_tasks worker --pool solo`` (Celery's other defaults)."""
+    argv = ["-m", "celery", "-A", "bench_celery_tasks", "worker", "--pool", "solo"]
+    return _peer_worker("Celery solo", argv, context, apps, queue, stamps, count)
+
+
+def _peer_worker(
+    name: str, argv: list[str], context: Context, apps: Path, queue: str, stamps: Stamps, count: int
+) -> Worker:
+    """A peer framework's worker on ``queue``: its task modules in ``apps``, the broker, queue and stamp
+    folder in the environment its tasks read."""
     return Worker(
-        "Celery solo",
-        [context.python, "-m", "celery", "-A", "bench_celery_tasks", "worker", "--pool", "solo"],
+        name,
+        [context.python, *argv],
         env=app_environ(
             context,
             apps,
@@ -383,20 +392,8 @@ def dramatiq_prefill(context: Context, queue: str, count: int) -> None:
 
 def dramatiq_worker(context: Context, apps: Path, queue: str, stamps: Stamps, count: int) -> Worker:
     """``python -m dramatiq bench_dramatiq_tasks -p 1 -t 8``."""
-    return Worker(
-        "Dramatiq 1x8",
-        [context.python, "-m", "dramatiq", "bench_dramatiq_tasks", "-p", "1", "-t", "8"],
-        env=app_environ(
-            context,
-            apps,
-            BENCH_AMQP_URL=context.amqp_url,
-            BENCH_QUEUE=queue,
-            BENCH_STAMPS=str(stamps.folder),
-            BENCH_COUNT=str(count),
-        ),
-        cwd=apps,
-        log=stamps.folder / "worker.log",
-    )
+    argv = ["-m", "dramatiq", "bench_dramatiq_tasks", "-p", "1", "-t", "8"]
+    return _peer_worker("Dramatiq 1x8", argv, context, apps, queue, stamps, count)
 
 
 def delete_queues(context: Context, queues: Sequence[str], exchanges: Sequence[str] = ()) -> None:
