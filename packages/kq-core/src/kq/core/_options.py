@@ -11,7 +11,6 @@ is loaded; an unknown key names the closest known one ("did you mean").
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +114,8 @@ SIMILAR = 0.8
 
 def closest(name: str, known: Iterable[str]) -> str | None:
     """The known name ``name`` is most likely a typo of, or ``None``."""
+    import difflib  # only an unknown name pays for it
+
     found = difflib.get_close_matches(name, list(known), n=1, cutoff=SIMILAR)
     return found[0] if found else None
 

@@ -26,7 +26,7 @@ from kq.drivers.sqlite._store import Checkpoints, file_identity, routing_filter,
 logger = logging.getLogger(__name__)
 
 # First pause after finding the queue empty; it doubles up to the driver's poll_interval.
-_FIRST_PAUSE = 0.01
+_FIRST_PAUSE = 0.001
 # How often expired messages are deleted, in seconds.
 _CLEANUP_EVERY = 60.0
 # How often an idle consumer checks that its database file is still the one at the path, in seconds.
