@@ -100,6 +100,37 @@ def test_show_json_and_limit() -> None:
     assert [item["message_id"] for item in kq_json("failed", "show", "jobs", "--limit", "1")] == ids[:1]
 
 
+def test_show_ids_in_full() -> None:
+    ids = dead_letter()
+    result = kq("failed", "show", "jobs", ids[1])
+    assert result.exit_code == EXIT_OK, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"message {ids[1]}"
+    assert re.match(r"  dead-lettered   \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago\)$", lines[1])
+    assert "  reason          failed" in lines
+    assert "  routing key     job.1" in lines
+    assert "  original queue  jobs" in lines
+    headers = lines[lines.index("  headers") + 1 : lines.index("  body")]
+    names = [line.split(":")[0].strip() for line in headers]
+    assert names == sorted(names)
+    # Every header, kq's own included: the signature and the dead-letter notes.
+    assert {"kq-signature", "kq-dead-letter-reason"} <= set(names), names
+    assert lines[-1] == '    {"n": 1}'
+    items = kq_json("failed", "show", "jobs", ids[2], ids[0])
+    assert [item["message_id"] for item in items] == [ids[0], ids[2]]  # oldest first
+    assert "kq-signature" in items[0]["all_headers"]
+    assert items[0]["headers"] == {}  # the short view still leaves kq's headers out
+
+
+def test_show_unknown_id_fails_and_names_it() -> None:
+    ids = dead_letter(count=1)
+    result = kq("failed", "show", "jobs", ids[0], "nosuchid")
+    assert result.exit_code == EXIT_FAILURE
+    assert f"message {ids[0]}" in result.stdout
+    assert "kq: not found in jobs.failed: nosuchid" in result.stderr
+    assert kq("failed", "show", "jobs", ids[0], "--limit", "1").exit_code == EXIT_USAGE
+
+
 def test_show_empty() -> None:
     result = kq("failed", "show", "jobs")
     assert result.exit_code == EXIT_OK, result.output

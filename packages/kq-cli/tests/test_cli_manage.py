@@ -156,6 +156,25 @@ def test_delete() -> None:
     assert kq_json("managequeue", "delete", "other") == {"queue": "other", "deleted": True}
 
 
+def test_asking_about_queues_creates_no_database(workdir: Path) -> None:
+    """Zero-config: info, list-available, purge and delete before anything was queued leave the folder
+    as it was (no .kq/kq.sqlite3 made on the way)."""
+    assert kq_json("managequeue", "info", "nosuch")["exists"] is False
+    assert kq_json("managequeue", "list-available") == []
+    assert kq_json("managequeue", "purge", "nosuch") == {"queue": "nosuch", "purged": 0}
+    assert kq_json("managequeue", "delete", "nosuch") == {"queue": "nosuch", "deleted": False}
+    assert not (workdir / ".kq").exists()
+
+
+def test_delete_of_a_missing_queue_says_so() -> None:
+    queue_messages("other")
+    result = kq("managequeue", "delete", "nosuch")
+    assert result.exit_code == EXIT_OK, result.output
+    assert result.output == "Queue nosuch does not exist on driver default; nothing was deleted\n"
+    assert kq_json("managequeue", "delete", "nosuch") == {"queue": "nosuch", "deleted": False}
+    assert kq_json("managequeue", "list-available") == ["other"]
+
+
 def test_list_available() -> None:
     assert kq_json("managequeue", "list-available") == []
     queue_messages("beta")

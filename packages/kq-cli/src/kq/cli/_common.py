@@ -250,6 +250,24 @@ def format_option(function: F) -> F:
     )(function)
 
 
+def yes_option(function: F) -> F:
+    """``-y/--yes``: a destructive action without the question a terminal is asked (:func:`confirm`)."""
+    return click.option(
+        "-y", "--yes", is_flag=True, help="Do not ask for confirmation (only a terminal is asked)."
+    )(function)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask ``question`` when stdin is a terminal and ``yes`` is not set; exit 1 ("Aborted!") on no.
+
+    Scripts, cron jobs and pipes (stdin not a terminal) are not asked: the command line is their
+    confirmation.
+    """
+    if yes or not sys.stdin.isatty():
+        return
+    click.confirm(question, abort=True)
+
+
 def emit(value: Any, output_format: str, text: Callable[[Any], Iterable[str]] | None = None) -> None:
     """Print ``value`` as JSON, or as text lines produced by ``text`` (default: a generic rendering)."""
     if output_format == "json":

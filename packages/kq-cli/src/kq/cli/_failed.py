@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from kq.cli._common import EXIT_FAILURE, FiniteFloat, State, emit, format_option, pass_state
+from kq.cli._common import (
+    EXIT_FAILURE,
+    FiniteFloat,
+    State,
+    confirm,
+    emit,
+    format_option,
+    pass_state,
+    yes_option,
+)
 
 if TYPE_CHECKING:
     from kq.core import RedriveResult
@@ -53,26 +62,51 @@ def failed() -> None:
 
     \b
       kq failed show jobs [--limit N]       the failed messages: id, when, why, routing key
+      kq failed show jobs ID...             those messages in full, with every header
       kq failed retry jobs ID...            queue these again on their original queue (signed again)
       kq failed retry jobs --all            ... every one
       kq failed remove jobs ID... | --all   delete them
     """
 
 
-@failed.command("show", short_help="Show the failed messages of QUEUE.")
+@failed.command("show", short_help="Show the failed messages of QUEUE, or some in full.")
 @click.argument("queue")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N messages.")
 @_common_options
 @pass_state
 def show_command(
-    state: State, queue: str, limit: int | None, driver: str | None, idle: float, output_format: str
+    state: State,
+    queue: str,
+    ids: tuple[str, ...],
+    limit: int | None,
+    driver: str | None,
+    idle: float,
+    output_format: str,
 ) -> None:
-    """Show the dead-lettered messages of QUEUE, oldest first; they stay where they are."""
+    """Show the dead-lettered messages of QUEUE, oldest first, one line each; they stay where they are.
+
+    With IDs, show those messages in full: why and when they failed, every header (kq's own
+    included) and the start of the body. An ID not found is named on stderr (exit status 1).
+    """
     from kq.core import show_dead_letters
 
-    messages = show_dead_letters(state.app, queue, limit=limit, driver=driver, idle=idle)
+    if ids and limit is not None:
+        raise click.UsageError("give message IDs or --limit, not both")
+    messages = show_dead_letters(
+        state.app, queue, limit=limit, driver=driver, idle=idle, ids=list(ids) if ids else None
+    )
     dead_letter_queue = state.app.queue(queue, driver)[1].dead_letter_queue
-    emit(messages, output_format, lambda items: _show_lines(items, dead_letter_queue))
+    if not ids:
+        emit(messages, output_format, lambda items: _show_lines(items, dead_letter_queue))
+        return
+    emit(messages, output_format, _detail_lines)
+    found = {item["message_id"] for item in messages}
+    missing = [message_id for message_id in dict.fromkeys(ids) if message_id not in found]
+    for message_id in missing:
+        click.echo(f"kq: not found in {dead_letter_queue}: {message_id}", err=True)
+    if missing:
+        raise click.exceptions.Exit(EXIT_FAILURE)
 
 
 @failed.command("retry", short_help="Queue failed messages of QUEUE again, signed afresh.")
@@ -115,6 +149,7 @@ def retry_command(
 @click.argument("queue")
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "all_", is_flag=True, help="Remove every message of the dead-letter queue.")
+@yes_option
 @_common_options
 @pass_state
 def remove_command(
@@ -122,14 +157,19 @@ def remove_command(
     queue: str,
     ids: tuple[str, ...],
     all_: bool,
+    yes: bool,
     driver: str | None,
     idle: float,
     output_format: str,
 ) -> None:
-    """Delete dead-lettered messages of QUEUE for good."""
+    """Delete dead-lettered messages of QUEUE for good (--all asks first on a terminal, unless -y)."""
     from kq.core import remove_dead_letters
 
-    result = remove_dead_letters(state.app, queue, _selection(ids, all_), driver=driver, idle=idle)
+    selection = _selection(ids, all_)
+    if selection is None:
+        dead_letter_queue = state.app.queue(queue, driver)[1].dead_letter_queue
+        confirm(f"Delete every message of {dead_letter_queue} for good?", yes)
+    result = remove_dead_letters(state.app, queue, selection, driver=driver, idle=idle)
     _report(result, output_format)
 
 
@@ -185,6 +225,43 @@ def _show_lines(items: list[dict[str, Any]], dead_letter_queue: str) -> Iterable
         yield f"No message in {dead_letter_queue}"
     else:
         yield f"{_count(len(items))} in {dead_letter_queue}"
+
+
+def _detail_lines(items: list[dict[str, Any]]) -> Iterable[str]:
+    """Each message in full: its fields one per line, then every header, then the body's start."""
+    now = datetime.now(timezone.utc)
+    for number, item in enumerate(items):
+        if number:
+            yield ""
+        yield f"message {item['message_id']}"
+        yield f"  dead-lettered   {_when(item['dead_lettered_at'], now)}"
+        for label, key in (
+            ("reason", "reason"),
+            ("error", "error"),
+            ("original queue", "original_queue"),
+            ("routing key", "routing_key"),
+            ("content type", "content_type"),
+            ("attempts", "attempts"),
+            ("deliveries", "delivery_count"),
+            ("signed with", "key_id"),
+            ("size", "size"),
+        ):
+            value = item.get(key)
+            yield f"  {label:<15} {'-' if value is None or value == '' else _printable(str(value))}"
+        yield "  headers"
+        for name, value in item["all_headers"].items():
+            yield f"    {_printable(name)}: {_printable(value)}"
+        yield "  body"
+        for line in str(item["body"]).splitlines() or [""]:
+            yield f"    {_printable(line)}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, line breaks) shown as escapes: a dead letter
+    may come from anywhere, and its headers must not drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _when(stamp: str | None, now: datetime) -> str:

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kq.cli._common import State, emit, format_option, parse_pairs, pass_state, render_text
+from kq.cli._common import (
+    State,
+    confirm,
+    emit,
+    format_option,
+    parse_pairs,
+    pass_state,
+    render_text,
+    yes_option,
+)
 
 if TYPE_CHECKING:
     from kq.core import App
@@ -174,6 +183,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+#: The questions asked on a terminal before a destructive action.
+_DESTRUCTIVE = {
+    "purge": "Delete every waiting message of queue {queue} (driver {driver})?",
+    "delete": "Delete queue {queue} and all its messages (driver {driver})?",
+}
+
+
 @click.command()
 @click.argument("action")
 @click.argument("queue", required=False)
@@ -188,6 +204,7 @@ def _duration(seconds: float) -> str:
     metavar="NAME=VALUE",
     help="An argument for the action, repeatable (driver-specific).",
 )
+@yes_option
 @format_option
 @pass_state
 def managequeue(
@@ -196,6 +213,7 @@ def managequeue(
     queue: str | None,
     driver: str | None,
     arguments: tuple[str, ...],
+    yes: bool,
     output_format: str,
 ) -> None:
     """Run ACTION on a driver's queues: list-configured, list-available, info, purge, delete, help.
@@ -208,8 +226,10 @@ def managequeue(
       kq managequeue info QUEUE                message counts ('messages' = waiting to be delivered) and
                                                the queue's capabilities, with warnings
       kq managequeue purge QUEUE               delete the waiting messages
-      kq managequeue delete QUEUE              delete the queue
+      kq managequeue delete QUEUE              delete the queue ({"deleted": false} if there was none)
       kq managequeue help [-i D]               the actions this driver supports
+
+    purge and delete ask for confirmation when run on a terminal, unless -y/--yes.
     """
     app = state.app
     if action == "list-configured" and driver is None and queue is None:
@@ -241,6 +261,8 @@ def managequeue(
         )
         return
     pairs = {k: v or "" for k, v in parse_pairs(arguments, "-a/--argument", allow_flags=False).items()}
+    if action in _DESTRUCTIVE and action in manager.actions:
+        confirm(_DESTRUCTIVE[action].format(queue=queue, driver=instance.name), yes)
     result = manager.execute(action, queue, pairs)
     if action == "info" and spec is not None and isinstance(result, dict):
         result = {**result, **queue_capabilities(instance, spec)}
@@ -257,7 +279,10 @@ def managequeue(
         count = "all waiting" if result is None else str(result)
         click.echo(f"Purged {count} message(s) from queue {queue}")
     elif action == "delete":
-        click.echo(f"Deleted queue {queue}")
+        if result is False:
+            click.echo(f"Queue {queue} does not exist on driver {instance.name}; nothing was deleted")
+        else:
+            click.echo(f"Deleted queue {queue}")
     elif action == "list-configured":
         emit(result, output_format, _configured_lines)
     elif action == "info" and isinstance(result, dict) and spec is not None:
@@ -270,7 +295,8 @@ def _json_result(action: str, queue: str | None, result: Any) -> Any:
     if action == "purge":
         return {"queue": queue, "purged": result}
     if action == "delete":
-        return {"queue": queue, "deleted": True}
+        # A driver written before delete() said whether the queue existed returns None: it deleted.
+        return {"queue": queue, "deleted": result is not False}
     return result
 
 

@@ -92,5 +92,11 @@ class QueueManager(abc.ABC):
         """Delete every waiting message; return how many when the broker says."""
 
     @abc.abstractmethod
-    def delete(self, queue: str) -> None:
-        """Delete the queue and its messages."""
+    def delete(self, queue: str) -> bool:
+        """Delete the queue and its messages.
+
+        Returns:
+            ``True`` when the queue existed and was deleted, ``False`` when there was no such queue (then
+            nothing was done, and nothing was created on the way). ``kq managequeue delete`` reports it
+            as ``{"deleted": true|false}``.
+        """

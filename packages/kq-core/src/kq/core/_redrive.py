@@ -107,6 +107,7 @@ def show_dead_letters(
     driver: str | None = None,
     idle: float = DEFAULT_IDLE,
     prefetch: int = DEFAULT_PREFETCH,
+    ids: Iterable[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Describe the messages in the dead-letter queue of ``queue``, oldest first; they all stay there.
 
@@ -117,13 +118,31 @@ def show_dead_letters(
         driver: Driver instance, for a queue that is not configured.
         idle: Seconds the dead-letter queue must stay empty before browsing ends.
         prefetch: Deliveries the broker may hand over at once, and the most messages looked at.
+        ids: Only the messages with these ids (each with every header, kq's own included, under
+            ``all_headers``); browsing stops once all were found. An id not found is simply absent
+            from the result.
     """
-    with open_dead_letters(app, queue, driver, prefetch, limit) as (instance, dead_letter_queue, consumer):
+    wanted = None if ids is None else set(ids)
+    with open_dead_letters(app, queue, driver, prefetch, None if wanted else limit) as (
+        instance,
+        dead_letter_queue,
+        consumer,
+    ):
         leases = leases_of(instance, dead_letter_queue, consumer)
         shown: list[Delivery] = []
-        for chunk in chunks(consumer, dead_letter_queue, leases, limit=limit, idle=idle):
-            shown.extend(chunk)
-        return [describe_dead_letter(delivery) for delivery in shown]
+        for chunk in chunks(consumer, dead_letter_queue, leases, limit=None if wanted else limit, idle=idle):
+            if wanted is None:
+                shown.extend(chunk)
+                continue
+            shown.extend(delivery for delivery in chunk if delivery.message_id in wanted)
+            if {delivery.message_id for delivery in shown} >= wanted:
+                break
+        if wanted is None:
+            return [describe_dead_letter(delivery) for delivery in shown]
+        return [
+            {**describe_dead_letter(delivery), "all_headers": dict(sorted(delivery.headers.items()))}
+            for delivery in shown
+        ]
 
 
 def retry_dead_letters(

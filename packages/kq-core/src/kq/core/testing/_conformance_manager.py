@@ -78,7 +78,7 @@ class QueueManagerConformance(DriverTestBase):
                 timeout=self.stats_timeout,
                 message=f"list_available() contains {queue}",
             )
-        manager.delete(queue)
+        assert manager.delete(queue) is True, "delete() of a queue that existed must return True"
         if listing:
             wait_for(
                 lambda: queue not in manager.list_available(),
@@ -87,6 +87,18 @@ class QueueManagerConformance(DriverTestBase):
             )
         with driver.consumer(queue) as consumer:
             assert consumer.receive(self.idle_timeout) is None, "a deleted queue kept its messages"
+
+    @requires(offers("delete"), "the queue action 'delete'")
+    def test_delete_of_a_missing_queue_says_so(self, driver: Driver, queue: str) -> None:
+        """Deleting a queue that does not exist returns ``False`` (``{"deleted": false}`` in ``kq
+        managequeue delete``), and creates nothing on the way; a second delete also says so."""
+        manager = driver.queue_manager()
+        assert manager.delete(queue) is False, "delete() of a queue never used must return False"
+        if "list-available" in driver.capabilities_for(queue).queue_actions:
+            assert queue not in manager.list_available(), "delete() of a missing queue created it"
+        self.publish(driver, queue, *_messages(1))
+        assert manager.delete(queue) is True
+        assert manager.delete(queue) is False, "a second delete() must return False"
 
     @requires(offers("list-configured"), "the queue action 'list-configured'")
     def test_list_configured(self, driver: Driver, queue: str) -> None:

@@ -375,9 +375,10 @@ class MemoryQueueManager(QueueManager):
             store.condition.notify_all()
             return count
 
-    def delete(self, queue: str) -> None:
-        """Forget the queue and everything in it."""
+    def delete(self, queue: str) -> bool:
+        """Forget the queue and everything in it; ``False`` when there was no such queue."""
         store = self.driver.store
         with store.condition:
-            store.queues.pop(queue, None)
+            found = store.queues.pop(queue, None)
             store.condition.notify_all()
+        return found is not None

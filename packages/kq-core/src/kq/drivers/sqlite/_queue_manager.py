@@ -10,12 +10,22 @@ from kq.drivers.sqlite._driver import SqliteDriver
 
 
 class SqliteQueueManager(QueueManager):
-    """Inspects and administers the queues of one database file."""
+    """Inspects and administers the queues of one database file.
+
+    Asking about queues creates nothing: without a database file, there is no queue (``info`` says
+    ``exists: false``, ``list-available`` lists none, ``purge`` finds 0 messages, ``delete`` returns
+    ``False``), and the file is not made on the way.
+    """
 
     driver: SqliteDriver
 
+    def _missing(self) -> bool:
+        return not self.driver.path.exists()
+
     def list_available(self) -> list[str]:
         """Queues that were ever published to, plus any that still hold messages."""
+        if self._missing():
+            return []
         with self._connection() as connection:
             rows = connection.execute(
                 "SELECT name FROM kq_queues UNION SELECT DISTINCT queue FROM kq_messages ORDER BY 1"
@@ -25,6 +35,17 @@ class SqliteQueueManager(QueueManager):
     def info(self, queue: str) -> dict[str, Any]:
         """``messages`` (ready), ``delayed``, ``in_flight`` and ``expired`` (not yet deleted) counts."""
         now = time.time()
+        if self._missing():
+            return {
+                "queue": queue,
+                "exists": False,
+                "messages": 0,
+                "delayed": 0,
+                "in_flight": 0,
+                "expired": 0,
+                "oldest_age": None,
+                "database": str(self.driver.path.absolute()),
+            }
         with self._connection() as connection:
             exists = connection.execute("SELECT 1 FROM kq_queues WHERE name = ?", (queue,)).fetchone()
             ready, delayed, in_flight, expired, oldest = connection.execute(
@@ -51,6 +72,8 @@ class SqliteQueueManager(QueueManager):
     def purge(self, queue: str) -> int:
         """Delete every message that is not being handled right now; return how many."""
         now = time.time()
+        if self._missing():
+            return 0
         with self._connection() as connection:
             deleted: int = connection.execute(
                 "DELETE FROM kq_messages WHERE queue = ? AND (lease IS NULL OR available_at <= ?)",
@@ -58,13 +81,17 @@ class SqliteQueueManager(QueueManager):
             ).rowcount
         return deleted
 
-    def delete(self, queue: str) -> None:
-        """Delete the queue and all its messages, including those being handled."""
+    def delete(self, queue: str) -> bool:
+        """Delete the queue and all its messages, including those being handled; ``False`` when the
+        database knows no such queue (no row in either table)."""
+        if self._missing():
+            return False
         with self._connection() as connection:
             connection.execute("BEGIN IMMEDIATE")
-            connection.execute("DELETE FROM kq_messages WHERE queue = ?", (queue,))
-            connection.execute("DELETE FROM kq_queues WHERE name = ?", (queue,))
+            messages = connection.execute("DELETE FROM kq_messages WHERE queue = ?", (queue,)).rowcount
+            named = connection.execute("DELETE FROM kq_queues WHERE name = ?", (queue,)).rowcount
             connection.execute("COMMIT")
+        return bool(messages or named)
 
     def _connection(self) -> _Closing:
         return _Closing(self.driver.connect())

@@ -52,16 +52,29 @@ class RabbitMQQueueManager(QueueManager):
             purged: int = channel.queue_purge(topology.queue).method.message_count
         return purged
 
-    def delete(self, queue: str) -> None:
-        """Delete the queue; also its exchange when it is the queue's own (named after it) and unused."""
+    def delete(self, queue: str) -> bool:
+        """Delete the queue; also its exchange when it is the queue's own (named after it) and unused.
+
+        ``False`` when the broker has no such queue: RabbitMQ deletes a missing queue without a word, so
+        a passive declaration asks first (and nothing is declared on the way).
+        """
         spec = self.driver.queue(queue)
         topology = Topology.of(spec)
-        with self.driver.channel() as channel:
-            channel.queue_delete(topology.queue)
+        try:
+            with self.driver.channel() as channel:
+                channel.queue_declare(topology.queue, passive=True)
+                channel.queue_delete(topology.queue)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            logger.info("queue %s: RabbitMQ has no queue %s; nothing to delete", queue, topology.queue)
+            return False
         if spec.options["exchange"] is None:
             # Another queue still bound to it keeps it: if_unused makes the broker refuse (406).
             with contextlib.suppress(pika.exceptions.ChannelClosedByBroker), self.driver.channel() as channel:
                 channel.exchange_delete(topology.exchange, if_unused=True)
+        logger.info("queue %s: deleted RabbitMQ queue %s and its messages", queue, topology.queue)
+        return True
 
     def setup(self, queue: str | None = None) -> list[dict[str, Any]]:
         """Declare the exchange, queue and bindings of ``queue``, or of every configured queue."""

@@ -87,19 +87,24 @@ class SqsQueueManager(QueueManager):
             raise self.driver.request_error(exc, f"purging queue {queue}") from exc
         logger.info("queue %s: purged (SQS may take up to 60 s to finish)", queue)
 
-    def delete(self, queue: str) -> None:
-        """Delete the queue and its messages (SQS blocks its name for 60 s afterwards)."""
+    def delete(self, queue: str) -> bool:
+        """Delete the queue and its messages (SQS blocks its name for 60 s afterwards); ``False`` when
+        SQS has no such queue."""
         try:
             url = self.driver.queue_url(queue, create=False)
             self.driver.client().delete_queue(QueueUrl=url)
         except QueueMissingError:
-            return
+            logger.info("queue %s: SQS has no such queue; nothing to delete", queue)
+            return False
         except botocore.exceptions.ClientError as exc:
             if not _missing(exc):
                 raise self.driver.request_error(exc, f"deleting queue {queue}") from exc
+            logger.info("queue %s: SQS has no such queue; nothing to delete", queue)
+            return False
         finally:
             self.driver.forget(queue)
         logger.info("queue %s: deleted its SQS queue", queue)
+        return True
 
     def create(
         self,

@@ -130,18 +130,19 @@ class StompQueueManager(QueueManager):
         )
         return drained + removed
 
-    def delete(self, queue: str) -> None:
+    def delete(self, queue: str) -> bool:
         """Delete ``queue`` and its messages (RabbitMQ only; ActiveMQ refuses, see the module docstring).
 
-        A queue that does not exist is logged as such and is not an error.
+        A queue that does not exist is logged as such and is not an error: ``False``.
         """
         if self._flavour != "rabbitmq":
             raise UnsupportedOperationError(NO_DELETE)
         name = self._broker_name(queue)
         if self._rabbitmq().delete(name):
             logger.info("queue %s: deleted RabbitMQ queue %s and its messages", queue, name)
-        else:
-            logger.info("queue %s: RabbitMQ has no queue %s; nothing to delete", queue, name)
+            return True
+        logger.info("queue %s: RabbitMQ has no queue %s; nothing to delete", queue, name)
+        return False
 
     # -- per flavour ---------------------------------------------------------------------------------
 
