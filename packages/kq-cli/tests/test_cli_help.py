@@ -80,7 +80,7 @@ def test_every_command_has_a_docstring() -> None:
 def test_version(flag: str) -> None:
     result = CliRunner().invoke(cli, [flag], catch_exceptions=False)
     assert result.exit_code == EXIT_OK
-    assert result.output == f"kq, version {__version__}\n"
+    assert result.output.splitlines()[0] == f"kq, version {__version__}"
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", __version__)
 
 

@@ -335,5 +335,20 @@ def exit_code_for(error: BaseException) -> int | None:
     if isinstance(error, (PluginLoadError, BrokerUnavailableError)):
         return EXIT_UNAVAILABLE
     if isinstance(error, KqError):
-        return EXIT_FAILURE
+        # A publish that gave up because the broker stayed out of reach is "unavailable" too.
+        return (
+            EXIT_UNAVAILABLE if _caused_by(error, (BrokerUnavailableError, ConnectionError)) else EXIT_FAILURE
+        )
     return None
+
+
+def _caused_by(error: BaseException, kind: tuple[type[BaseException], ...]) -> bool:
+    """Whether one of ``kind`` is among the causes of ``error`` (``raise ... from``), a few levels deep."""
+    cause = error.__cause__
+    for _ in range(10):
+        if cause is None:
+            return False
+        if isinstance(cause, kind):
+            return True
+        cause = cause.__cause__
+    return False

@@ -17,7 +17,6 @@ from kq.cli._produce import queuecommand, queuemessage
 from kq.cli._produce_calls import queuehttp, queueservice
 from kq.cli._signing import signing
 from kq.cli._watchdog import watchdog, workerswatchdog
-from kq.cli.version import __version__
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -114,6 +113,17 @@ def _unavailable(entry_point: importlib.metadata.EntryPoint, error: Exception) -
     return click.Command(name, callback=fail, help=f"(unavailable) {message}", short_help="(unavailable)")
 
 
+def _show_version(ctx: click.Context, value: bool) -> None:
+    """``kq --version``: the report of :mod:`kq.cli._report` (only this path reads the installed
+    distributions' metadata)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from kq.cli._report import collect
+
+    click.echo(collect().render(), nl=False)
+    ctx.exit()
+
+
 @click.group(cls=_KqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -131,7 +141,16 @@ def _unavailable(entry_point: importlib.metadata.EntryPoint, error: Exception) -
 )
 @click.option("-v", "--verbose", count=True, help="One level more verbose than --log-level (repeatable).")
 @click.option("-q", "--quiet", count=True, help="One level quieter than --log-level (repeatable).")
-@click.version_option(__version__, "-V", "--version", prog_name="kq")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _show_version(ctx, value),
+    help="Show the versions of kq, its distributions and drivers, Python and the platform (what a bug "
+    "report needs), and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str, verbose: int, quiet: int) -> None:
     """kq: queue console commands and messages, and run the workers that execute them.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kq.core._allow import MAX_URL_SUBJECT, AllowList
-from kq.core._errors import ExecutionFailedError, MessageFormatError, NotAllowedError
+from kq.core._errors import ExecutionFailedError, MessageFormatError, MissingExtraError, NotAllowedError
 from kq.core._message import Delivery, Message
 from kq.core._numbers import check_number
 from kq.core._routing import url_routing_key
@@ -53,6 +53,10 @@ DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 10
 #: Most characters of a response body kept in the result.
 MAX_BODY = 1024 * 1024
+#: Why a worker without requests cannot send HTTP requests, and what to install.
+MISSING_REQUESTS = (
+    "the http execution type needs requests, which is not installed: pip install 'kq-core[http]'"
+)
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,11 @@ def target_host(url: str) -> str | None:
         return None
     try:
         import urllib3.util
-
+    except ImportError:
+        # No HTTP client here (a producer without kq-core[http]): the worker that sends the request
+        # has one, and checks the URL again before sending it.
+        return hostname
+    try:
         connected = urllib3.util.parse_url(url).host
     except Exception:
         return None
@@ -177,16 +185,29 @@ class HttpHandler(Handler):
     allow_section = "urls"
 
     def __init__(self, allowed: AllowList) -> None:
-        import requests  # only workers that send HTTP requests pay for importing requests
-
         self.allowed = allowed
+        self._session: Any = None
+        self._requests: Any = None
+        try:
+            import requests  # only workers that send HTTP requests pay for importing requests
+        except ImportError:
+            # The worker still starts: each message fails with the reason (and lands in the dead-letter
+            # queue after its attempts), rather than a worker that dies before saying what it lacks.
+            return
         self._session = requests.Session()
         self._requests = requests
 
     @classmethod
     def from_context(cls, context: HandlerContext) -> HttpHandler:
         """Use ``[allow] urls`` (``re:`` entries match URLs of up to ``MAX_URL_SUBJECT`` characters)."""
-        return cls(context.config.allow.allow_list("urls", max_subject=MAX_URL_SUBJECT))
+        handler = cls(context.config.allow.allow_list("urls", max_subject=MAX_URL_SUBJECT))
+        if handler._session is None:
+            logger.warning(
+                "queue %s: HTTP requests cannot be sent: %s; its messages will fail until then",
+                context.queue.name,
+                MISSING_REQUESTS,
+            )
+        return handler
 
     def describe(self, body: Any) -> str:
         """``HTTP GET url``."""
@@ -198,6 +219,8 @@ class HttpHandler(Handler):
     def consume(self, body: Any, delivery: Delivery) -> HttpResult:
         """Send the request; a status outside 2xx raises ExecutionFailedError with the result."""
         request = parse_http_request(body)
+        if self._session is None:
+            raise MissingExtraError(f"HTTP {request.method} {request.url[:200]}: {MISSING_REQUESTS}")
         # Each message is a request of its own: no cookie set for one reaches another.
         self._session.cookies.clear()
         options = request.options
@@ -279,7 +302,8 @@ class HttpHandler(Handler):
 
     def close(self) -> None:
         """Close the HTTP session."""
-        self._session.close()
+        if self._session is not None:
+            self._session.close()
 
 
 def _read_text(response: Any) -> str:

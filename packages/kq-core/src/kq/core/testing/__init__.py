@@ -52,7 +52,14 @@ knobs (``receive_timeout``, ``idle_timeout``, ``redelivery_timeout``, ``stats_ti
 own ``kq.toml``, for end-to-end tests.
 """
 
-import pytest
+try:
+    import pytest
+except ImportError:
+    raise ImportError(
+        "kq.core.testing (the driver conformance suite and test helpers) needs pytest, which is not "
+        "installed: pip install 'kq-core[testing]'",
+        name="pytest",
+    ) from None
 
 # Failed assertions in the suite show the values compared, as in the driver's own test modules; pytest
 # rewrites only modules named before they are imported (hence the imports below the call: E402).

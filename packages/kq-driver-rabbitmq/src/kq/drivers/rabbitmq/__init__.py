@@ -44,7 +44,8 @@ the broker for longer commands.
 Queue manager (``kq managequeue``): ``info`` (ready ``messages`` and ``consumers``, by passive
 declaration), ``purge``, ``delete`` (and the queue's own exchange when unused), ``setup`` (declare the
 configured topology), ``list-configured``, and ``list-available`` through the management API
-(:class:`ManagementError` when it cannot be reached or refuses).
+(:class:`ManagementError` when it refuses, :class:`ManagementUnreachableError` when it cannot be
+reached).
 
 Capabilities per queue (``kq managequeue info``): delivery counts are exact on quorum queues and only a
 redelivered flag on classic ones (so ``max_deliveries`` above 1 cannot work there; kq warns); delays up
@@ -56,7 +57,7 @@ Not yet: priorities.
 
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 from kq.drivers.rabbitmq._driver import RabbitMQDriver
-from kq.drivers.rabbitmq._errors import ManagementError, PublishError
+from kq.drivers.rabbitmq._errors import ManagementError, ManagementUnreachableError, PublishError
 from kq.drivers.rabbitmq._producer import RabbitMQProducer
 from kq.drivers.rabbitmq._queue_manager import RabbitMQQueueManager
 from kq.drivers.rabbitmq.version import __version__
@@ -69,6 +70,7 @@ __all__ = [
     "RabbitMQQueueManager",
     # errors
     "ManagementError",
+    "ManagementUnreachableError",
     "PublishError",
     # version
     "__version__",

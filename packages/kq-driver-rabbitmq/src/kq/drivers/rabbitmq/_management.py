@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from kq.drivers.rabbitmq._errors import ManagementError
+from kq.drivers.rabbitmq._errors import ManagementError, ManagementUnreachableError
 
 
 class Management:
@@ -34,20 +34,37 @@ class Management:
         return found
 
     def _get(self, path: str) -> Any:
-        # Imported here: requests costs ~0.15 s to import, and every `kq queuecommand` imports this
-        # driver package, while only `list-available` and queue details talk to the management API.
-        import requests
+        # The standard library's client, imported here: a few GET requests with basic authentication
+        # need no third-party package, and every `kq queuecommand` imports this driver package while
+        # only `list-available` and queue details talk to the management API.
+        import base64
+        import http.client
+        import json
+        import urllib.error
+        import urllib.request
 
+        if not self.url.startswith(("http://", "https://")):
+            raise ManagementError(f"management_url {self.url!r} must be an http:// or https:// URL")
+        credentials = base64.b64encode(":".join(self.auth).encode()).decode("ascii")
+        request = urllib.request.Request(  # noqa: S310 (http(s), checked above)
+            self.url + path, headers={"Authorization": f"Basic {credentials}", "Accept": "application/json"}
+        )
         try:
-            response = requests.get(self.url + path, auth=self.auth, timeout=self.timeout)
-        except requests.RequestException as exc:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http(s), checked above)
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
             raise ManagementError(
-                f"the RabbitMQ management API at {self.url} is unreachable ({type(exc).__name__}); "
-                "enable the "
-                "rabbitmq_management plugin or set management_url"
+                f"the RabbitMQ management API at {self.url} answered {exc.code} for {path}"
             ) from None
-        if response.status_code != 200:
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
+            raise ManagementUnreachableError(
+                f"the RabbitMQ management API at {self.url} is unreachable ({type(exc).__name__}); "
+                "enable the rabbitmq_management plugin or set management_url"
+            ) from None
+        try:
+            return json.loads(body)
+        except ValueError:
             raise ManagementError(
-                f"the RabbitMQ management API at {self.url} answered {response.status_code} for {path}"
-            )
-        return response.json()
+                f"the RabbitMQ management API at {self.url} answered {path} with something that is not JSON"
+            ) from None

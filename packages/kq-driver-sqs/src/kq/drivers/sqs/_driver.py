@@ -51,6 +51,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.HTTPClientError,
 )
+#: What a request can raise: what SQS answered, or that it could not be reached (``request_error`` turns
+#: either into kq's error).
+REQUEST_ERRORS: tuple[type[BaseException], ...] = (botocore.exceptions.ClientError, *CONNECTION_ERRORS)
 #: Error codes meaning the queue does not exist.
 MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
@@ -194,7 +197,7 @@ class SqsDriver(Driver):
         name = self.sqs_name(queue)
         try:
             return str(self.client().get_queue_url(QueueName=name)["QueueUrl"])
-        except botocore.exceptions.ClientError as exc:
+        except REQUEST_ERRORS as exc:
             if error_code(exc) not in MISSING_QUEUE:
                 raise self.request_error(exc, f"looking up queue {queue} ({name})") from exc
         if not create:
@@ -213,7 +216,7 @@ class SqsDriver(Driver):
             wanted["FifoQueue"] = "true"
         try:
             url = str(self.client().create_queue(QueueName=name, Attributes=wanted)["QueueUrl"])
-        except botocore.exceptions.ClientError as exc:
+        except REQUEST_ERRORS as exc:
             raise self.request_error(exc, f"creating queue {queue} ({name})") from exc
         logger.info("queue %s: created SQS queue %s (%s)", queue, name, url)
         self._urls[queue] = url

@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import botocore.exceptions
-
 from kq.core.driver import QueueManager
-from kq.drivers.sqs._driver import MISSING_QUEUE, error_code
+from kq.drivers.sqs._driver import MISSING_QUEUE, REQUEST_ERRORS, error_code
 from kq.drivers.sqs._errors import QueueMissingError, SqsRequestError
 
 if TYPE_CHECKING:
@@ -42,7 +40,7 @@ class SqsQueueManager(QueueManager):
         while True:
             try:
                 page = client.list_queues(**arguments)
-            except botocore.exceptions.ClientError as exc:
+            except REQUEST_ERRORS as exc:
                 raise self.driver.request_error(exc, "listing queues") from exc
             for url in page.get("QueueUrls", []):
                 name = self.driver.logical_name(str(url).rstrip("/").rsplit("/", 1)[-1])
@@ -63,7 +61,7 @@ class SqsQueueManager(QueueManager):
             ]
         except QueueMissingError:
             return {**result, "exists": False, "messages": 0, "in_flight": 0, "delayed": 0}
-        except botocore.exceptions.ClientError as exc:
+        except REQUEST_ERRORS as exc:
             if _missing(exc):
                 self.driver.forget(queue)
                 return {**result, "exists": False, "messages": 0, "in_flight": 0, "delayed": 0}
@@ -77,7 +75,7 @@ class SqsQueueManager(QueueManager):
         url = self.driver.queue_url(queue, create=False)
         try:
             self.driver.client().purge_queue(QueueUrl=url)
-        except botocore.exceptions.ClientError as exc:
+        except REQUEST_ERRORS as exc:
             if "PurgeQueueInProgress" in error_code(exc):
                 raise SqsRequestError(
                     f"queue {queue} was purged less than 60 seconds ago; SQS allows one purge per 60 s: "
@@ -96,7 +94,7 @@ class SqsQueueManager(QueueManager):
         except QueueMissingError:
             logger.info("queue %s: SQS has no such queue; nothing to delete", queue)
             return False
-        except botocore.exceptions.ClientError as exc:
+        except REQUEST_ERRORS as exc:
             if not _missing(exc):
                 raise self.driver.request_error(exc, f"deleting queue {queue}") from exc
             logger.info("queue %s: SQS has no such queue; nothing to delete", queue)
@@ -124,9 +122,12 @@ class SqsQueueManager(QueueManager):
             attributes["MessageRetentionPeriod"] = str(int(retention))
         if dead_letter_queue:
             target = self.driver.queue_url(dead_letter_queue)
-            arn = self.driver.client().get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])[
-                "Attributes"
-            ]["QueueArn"]
+            try:
+                arn = self.driver.client().get_queue_attributes(QueueUrl=target, AttributeNames=["QueueArn"])[
+                    "Attributes"
+                ]["QueueArn"]
+            except REQUEST_ERRORS as exc:
+                raise self.driver.request_error(exc, f"reading the ARN of {dead_letter_queue}") from exc
             receives = int(max_receives or 10)
             attributes["RedrivePolicy"] = f'{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{receives}"}}'
         url = self.driver.create_queue(queue, attributes)

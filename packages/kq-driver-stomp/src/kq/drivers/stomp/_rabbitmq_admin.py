@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from kq.core.driver import ConfigError, KqError
+from kq.core.driver import BrokerUnavailableError, ConfigError, KqError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ __all__ = ["ManagementError", "RabbitMQAdmin"]
 
 class ManagementError(KqError):
     """RabbitMQ's management API could not be reached, refused the credentials, or answered an error."""
+
+
+class ManagementUnreachableError(ManagementError, BrokerUnavailableError):
+    """RabbitMQ's management API could not be reached at all (``kq`` exits 69, as for a broker down)."""
 
 
 class RabbitMQAdmin:
@@ -89,7 +93,7 @@ class RabbitMQAdmin:
             raise ManagementError(self._refusal(method, path, exc)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ManagementError(
+            raise ManagementUnreachableError(
                 f"the RabbitMQ management API at {self.url} is unreachable ({reason}); enable the "
                 "rabbitmq_management plugin, or set the driver option management_url"
             ) from None
