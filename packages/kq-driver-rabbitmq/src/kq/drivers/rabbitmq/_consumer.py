@@ -2,7 +2,8 @@
 
 pika's connections are not thread-safe and exchange heartbeats only while somebody pumps their event
 loop. ``receive`` pumps the connection in the caller's thread, exactly as plain pika would, and ``ack``
-sends at once: the per-message path pays no thread hand-off. Between the two, while the handler runs
+sends at once, written straight to the socket when pika has nothing else to write (:mod:`._acks`): the
+per-message path pays no thread hand-off. Between the two, while the handler runs
 (a command may take hours), nobody would pump, heartbeats would stop and the broker would drop the
 connection with the unacknowledged message (pika issues #418, #1104). So a keeper thread pumps the
 connection while a delivery is out, every quarter of the heartbeat interval. One lock decides who
@@ -31,6 +32,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from kq.core.driver import Consumer, Delivery, QueueSpec
+from kq.drivers.rabbitmq._acks import DirectAcks
 from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._producer import REDELIVERY_HEADER, ROUTING_KEY_HEADER, RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology
@@ -82,6 +84,7 @@ class RabbitMQConsumer(Consumer):
             close_quietly(self._connection)
             raise
         self._channel: BlockingChannel = channel
+        self._acks = DirectAcks(self._connection, channel)
         heartbeat = driver.options["heartbeat"]  # pika always uses the client's value when one is set
         self._keeper_interval = min(5.0, heartbeat / 4) if heartbeat else 5.0
         self._stopped = threading.Event()
@@ -145,7 +148,7 @@ class RabbitMQConsumer(Consumer):
         with self._lock:
             self._outstanding -= 1
             self._raise_if_broken()
-            self._guard(self._channel.basic_ack, delivery_tag=delivery.handle)
+            self._guard(self._acks.ack, delivery_tag=delivery.handle)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         if requeue and delay:

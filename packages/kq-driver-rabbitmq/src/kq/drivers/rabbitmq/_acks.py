@@ -1,0 +1,100 @@
+"""Acknowledgements written straight to the socket, instead of through pika's blocking I/O loop.
+
+``BlockingChannel.basic_ack`` queues the frame in pika's transport, then runs the I/O loop until it is
+written: it turns on the writability watcher, polls, sends, and turns the watcher off again, two
+``epoll_ctl`` calls, a poll and a send for 21 bytes. On a consumer handling thousands of messages a
+second that loop cost more than the rest of the driver's work per message (profiled: 125-180 µs of
+CPU per message with it, 93-95 µs without, prefetch 16, 1 KiB messages).
+
+An ack frame needs no answer, so when pika has nothing else waiting to be written (frames must keep
+their order on the wire), :class:`DirectAcks` writes it to the non-blocking socket itself. What the
+socket does not take at once (a full send buffer) is handed to pika's transport and written by its
+loop as before. The ack is on its way to the broker when ``ack`` returns, as with pika's own call.
+
+Only the plain-TCP transport is written to directly; on TLS, or with a pika whose internals differ
+from what is checked here (``_impl``, ``_transport``, ``_sock``), every ack goes through
+``basic_ack``. A failed send is left to ``basic_ack`` too, which reports the broken connection the
+way the rest of the driver expects.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import pika.frame
+import pika.spec
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+logger = logging.getLogger(__name__)
+
+try:  # pika's plain-TCP transport; absent or renamed in another pika, and then nothing is direct
+    from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
+except ImportError:  # pragma: no cover - depends on the installed pika
+    _PlainTransport = None
+
+
+def ack_frame(channel_number: int, delivery_tag: int) -> bytes:
+    """The AMQP ``basic.ack`` frame for one delivery, as pika marshals it."""
+    return bytes(pika.frame.Method(channel_number, pika.spec.Basic.Ack(delivery_tag, False)).marshal())
+
+
+class DirectAcks:
+    """Writes the ack frames of one consumer's channel to its connection's socket (see module doc).
+
+    Args:
+        connection: The consumer's own connection (used by one thread at a time: the consumer's lock).
+        channel: Its channel.
+    """
+
+    def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+        self._connection = connection
+        self._channel = channel
+        impl: Any = getattr(connection, "_impl", None)
+        transport = getattr(impl, "_transport", None)
+        usable = (
+            _PlainTransport is not None
+            and isinstance(transport, _PlainTransport)
+            and isinstance(getattr(transport, "_sock", None), socket.socket)
+            and hasattr(impl, "bytes_sent")
+            and hasattr(transport, "get_write_buffer_size")
+            and hasattr(connection, "_flush_output")
+        )
+        self._impl: Any = impl if usable else None
+        self._transport: Any = transport if usable else None
+        if not usable:
+            logger.debug("acks go through pika's basic_ack (transport %s)", type(transport).__name__)
+
+    @property
+    def direct(self) -> bool:
+        """Whether acks can be written to the socket here (plain TCP, pika's internals as expected)."""
+        return self._transport is not None
+
+    def ack(self, delivery_tag: int) -> None:
+        """Send the ack of ``delivery_tag``: to the socket when nothing else waits to be written,
+        through ``basic_ack`` otherwise (or when the socket refuses)."""
+        transport = self._transport
+        if (
+            transport is None
+            or transport.get_write_buffer_size()
+            or transport._sock is None
+            or not self._channel.is_open
+        ):
+            self._channel.basic_ack(delivery_tag=delivery_tag)
+            return
+        frame = ack_frame(self._channel.channel_number, delivery_tag)
+        try:
+            sent = transport._sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # The connection broke: pika's own path meets the same error and reports it as pika does.
+            self._channel.basic_ack(delivery_tag=delivery_tag)
+            return
+        # pika's counters, as its own _output_marshaled_frames keeps them.
+        self._impl.bytes_sent += len(frame)
+        self._impl.frames_sent += 1
+        if sent < len(frame):
+            transport.write(frame[sent:])
+            self._connection._flush_output()
