@@ -414,3 +414,21 @@ def test_a_key_file_others_can_read_is_reported(tmp_path: Path, caplog: pytest.L
 def test_a_path_without_file_prefix_is_not_taken_for_a_key(value: str) -> None:
     with pytest.raises(ConfigError, match=r'looks like a path, not a key: write it as "file:PATH"'):
         assert App(parse_config({"signing": {"keys": {"k1": value}}})).signer is None
+
+
+def test_signing_keeps_every_field_and_yields_a_valid_message() -> None:
+    """The signer skips validating the message again (it adds only its own headers): the result must be
+    what building the message from scratch gives, field by field."""
+    from kq.core._message import Message, with_headers_unchecked
+
+    original = Message(
+        b"body", content_type="text/plain", headers={"a": "1"}, routing_key="r.k", ttl=30.0, delay=2.0
+    )
+    signed = Signer(key_id="k1", key=b"s" * 32).sign(original, "jobs")
+    rebuilt = Message(**{f.name: getattr(signed, f.name) for f in dataclasses.fields(Message)})
+    assert signed == rebuilt
+    assert {"a", "kq-key-id", "kq-signed-at", "kq-nonce", "kq-signature"} == set(signed.headers)
+    # The copy names every field of Message: a field added later must be added there too.
+    copy = with_headers_unchecked(original, {"b": "2"})
+    for f in dataclasses.fields(Message):
+        assert getattr(copy, f.name) == ({"b": "2"} if f.name == "headers" else getattr(original, f.name))

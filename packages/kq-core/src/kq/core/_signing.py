@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import Final
 
 from kq.core._errors import ConfigError, SignatureError
-from kq.core._message import TRANSIT_HEADERS, Delivery, Message, is_portable_header_name
+from kq.core._message import (
+    TRANSIT_HEADERS,
+    Delivery,
+    Message,
+    is_portable_header_name,
+    with_headers_unchecked,
+)
 from kq.core._numbers import MAX_TIMESTAMP, check_number
 
 logger = logging.getLogger(__name__)
@@ -118,15 +124,9 @@ class Signer:
         )
         payload = _canonical(queue, fields)
         headers[SIGNATURE] = hmac.new(self.key, payload, hashlib.sha256).hexdigest()
-        return Message(
-            body=message.body,
-            content_type=message.content_type,
-            headers=headers,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            ttl=message.ttl,
-            delay=message.delay,
-        )
+        # The message's headers were checked when it was made, and the four added are kq's own names
+        # with text values: no need to check them all again.
+        return with_headers_unchecked(message, headers)
 
 
 class Verifier:
