@@ -25,7 +25,14 @@ PACKAGES = [
     *_BASE,
     *sorted(p.parent.name for p in ROOT.glob("packages/*/pyproject.toml") if p.parent.name not in _BASE),
 ]
-TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6", "hatchling>=1.18", "prometheus-client>=0.17"]
+#: requests: the HTTP handler's tests and the brokers' probes (kq-core has it as its ``http`` extra).
+TEST_REQUIREMENTS = [
+    "pytest>=8",
+    "hypothesis>=6",
+    "hatchling>=1.18",
+    "prometheus-client>=0.17",
+    "requests>=2.28",
+]
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 
@@ -38,9 +45,12 @@ def _install_packages(session: nox.Session, *extra: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Every package's offline tests (pass pytest arguments after --)."""
-    _install_packages(session, *TEST_REQUIREMENTS)
+    """Every package's offline tests, the examples' and the docs pages' (pass pytest arguments after --)."""
+    # The example driver installs as a third-party one would: its own distribution, its entry point.
+    _install_packages(session, *TEST_REQUIREMENTS, "-e", str(ROOT / "examples" / "kq-driver-example"))
     paths = [str(ROOT / "packages" / name / "tests") for name in PACKAGES]
+    paths += [str(ROOT / "examples" / name / "tests") for name in ("kq-driver-example", "signups")]
+    paths.append(str(ROOT / "tests" / "test_docs_examples.py"))
     session.run("pytest", *(session.posargs or paths))
 
 
@@ -57,7 +67,7 @@ BROKERS = ("rabbitmq", "sqs", "stomp")
 #: What integration/ uses besides the packages: plain clients for the harness's own tests (boto3 talks to
 #: the SQS emulators, PyYAML reads docker-compose.yml). The emulators themselves are not installed here:
 #: the harness builds an environment of their own for each, once per machine (integration/brokers/venvs.py).
-INTEGRATION_REQUIREMENTS = ["boto3>=1.34", "pyyaml>=6"]
+INTEGRATION_REQUIREMENTS = ["boto3>=1.34", "pyyaml>=6", "requests>=2.28"]
 
 
 @nox.session(default=False)
@@ -84,7 +94,15 @@ def lint(session: nox.Session) -> None:
     sources = os.pathsep.join(str(ROOT / "packages" / name / "src") for name in PACKAGES)
     session.run("lint-imports", "--no-cache", env={"PYTHONPATH": sources})
     # ...and each contract does fail on a forbidden import.
-    session.run("pytest", str(ROOT / "tests"), "-p", "no:cacheprovider")
+    # (The docs pages' code blocks run in the tests session, where kq is installed.)
+    session.run(
+        "pytest",
+        str(ROOT / "tests"),
+        "-p",
+        "no:cacheprovider",
+        "--ignore",
+        str(ROOT / "tests" / "test_docs_examples.py"),
+    )
 
 
 @nox.session
@@ -97,6 +115,14 @@ def typecheck(session: nox.Session) -> None:
     # test_conformance.py without mypy seeing duplicate modules.
     for name in PACKAGES:
         session.run("mypy", str(ROOT / "packages" / name / "tests"))
+    # The examples, as their users would check them: the example driver's package and tests, and the
+    # signups application from its own folder.
+    example_driver = ROOT / "examples" / "kq-driver-example"
+    session.install("-e", str(example_driver))
+    session.run("mypy", str(example_driver / "src"))
+    session.run("mypy", str(example_driver / "tests"))
+    with session.chdir(ROOT / "examples" / "signups"):
+        session.run("mypy", "--config-file", str(ROOT / "pyproject.toml"), "signups", "publish.py", "tests")
 
 
 @nox.session
@@ -104,6 +130,56 @@ def demo(session: nox.Session) -> None:
     """The quick start: the PHP library's tutorial on the embedded sqlite driver, in a temporary folder."""
     _install_packages(session)
     session.run("bash", str(ROOT / "scripts" / "demo.sh"), external=True)
+
+
+#: What the docs site is built with: MkDocs and its Material theme, the API reference from docstrings
+#: (mkdocstrings), the CLI reference from kq's click group (mkdocs-click).
+DOCS_REQUIREMENTS = [
+    "mkdocs>=1.6",
+    "mkdocs-material>=9.5",
+    "mkdocstrings[python]>=0.26",
+    "mkdocs-click>=0.8",
+    "ruff>=0.6",  # formats the signatures of the API reference
+    "pytest>=8",
+]
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """The docs site, built with warnings as errors into site/ (``-- --site-dir DIR`` to build elsewhere),
+    after the tests that hold the configuration reference to the loader's keys and the API reference to
+    the modules' ``__all__``.
+
+    The packages are installed (editable) because the API and CLI references import them.
+    """
+    _install_packages(session, *DOCS_REQUIREMENTS)
+    references = [str(ROOT / "tests" / f"test_docs_{name}_reference.py") for name in ("config", "api")]
+    session.run("pytest", *references, "-p", "no:cacheprovider")
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--config-file",
+        str(ROOT / "mkdocs.yml"),
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},  # Material's notice about its successor, printed on every build
+    )
+
+
+@nox.session(default=False)
+def wheels(session: nox.Session) -> None:
+    """kq as a new user installs it: every distribution built (sdist, then the wheel from it) and the
+    wheels installed, not editable, into fresh virtual environments on each installed Python 3.10-3.13,
+    where ``kq --version``, ``kq managedriver list`` and the tutorial run (tests/test_wheels.py)."""
+    session.install("pytest>=8", "uv>=0.4")
+    session.run(
+        "pytest",
+        str(ROOT / "tests" / "test_wheels.py"),
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"KQ_TEST_WHEELS": "1"},
+    )
 
 
 #: The peers the benchmark compares kq with, on the same broker (benchmarks/scenarios/).
