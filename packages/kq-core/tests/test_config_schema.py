@@ -65,6 +65,7 @@ def test_worker_options_are_checked_against_the_declaration() -> None:
         "poll_interval",
         "grace",
         "summary_interval",
+        "handler_timeout",
     }
     options = {"messages": 5, "memory_limit": 256, "poll_interval": 0.5, "routing_key": "a.#"}
     assert check_worker_options(options, prefix="workers.w.options", source=SRC) == options

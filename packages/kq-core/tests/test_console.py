@@ -18,6 +18,7 @@ from kq.core import (
     ConsumeLoop,
     Delivery,
     ExecutionFailedError,
+    HandlerTimeoutError,
     Limits,
     Message,
     MessageConsumptionFailed,
@@ -91,8 +92,8 @@ def test_failure_event_carries_the_result_and_the_message_is_dead_lettered() -> 
     loop.dispatcher.add_listener("message_consumption_failed", failures.append)
     loop.run()
     [event] = failures
-    assert (event.reason, event.outcome, event.attempt) == ("failed", "dead-lettered", 1)
-    assert isinstance(event.error, ExecutionFailedError)
+    assert (event.reason, event.outcome, event.attempt) == ("timeout", "dead-lettered", 1)
+    assert isinstance(event.error, HandlerTimeoutError)
     assert "timed out after 0.5s" in str(event.error)
     assert isinstance(event.error.result, CommandResult)
     assert event.error.result.exit_code == -9

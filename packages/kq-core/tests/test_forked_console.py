@@ -407,7 +407,7 @@ def test_a_timeout_fails_the_message_in_a_consume_loop(imports: Path) -> None:
         loop.run()
         assert [r.stdout for r in accumulator.results] == ["forked\n"]
         [failure] = accumulator.failures
-        assert (failure.reason, failure.outcome) == ("failed", "dead-lettered")
+        assert (failure.reason, failure.outcome) == ("timeout", "dead-lettered")
         assert "timed out after 0.5s and was killed" in str(failure.error)
         assert app.driver().queue_manager().info("jobs.failed")["messages"] == 1
     _wait_gone(zygote, "the zygote after the loop ended")

@@ -1,4 +1,4 @@
-"""``kq consume``: run a worker on one queue."""
+"""``kq consume``: run a worker on one queue, or on several in priority order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from kq.cli._common import EXIT_INTERRUPTED, FiniteFloat, State, pass_state
 
 if TYPE_CHECKING:
-    from kq.core import ConsumeOption
+    from kq.core import ConsumeLoop, ConsumeOption, PriorityLoop
 
 
 class _DeclaredOptionsCommand(click.Command):
@@ -49,24 +49,44 @@ def _click_option(option: ConsumeOption) -> click.Option:
 
 
 @click.command(cls=_DeclaredOptionsCommand)
-@click.argument("queue")
+@click.argument("queues", metavar="QUEUE...", nargs=-1, required=True)
 @pass_state
 def consume(
-    state: State, /, queue: str, metrics_port: int | None, metrics_address: str, **options: Any
+    state: State, /, queues: tuple[str, ...], metrics_port: int | None, metrics_address: str, **options: Any
 ) -> None:
     """Consume messages from QUEUE and execute them with the queue's consumer.
+
+    Several queues are consumed in the order given, the first one first: after each message the worker
+    looks at the first queue again, and takes a message of a later queue only when the ones before it
+    have none ready. Each queue keeps its own driver, consumer and dead-letter queue; the limits count
+    across them. An idle worker waits up to --poll-interval on the first queue, then looks at the others.
 
     Each message is acknowledged only after it was handled. One that fails, cannot be decoded or asks
     for something not allowed goes to the queue's dead-letter queue (QUEUE.failed) with the reason.
 
-    A limit (-m, -t, -l, --failure-limit, --check) or a first SIGTERM/SIGINT ends the worker after the
-    current message, with exit status 0; a second signal, or --grace running out, abandons the message
-    in progress (it is redelivered) and exits with 130.
+    A limit (-m, -t, -l, --failure-limit, --check), --burst once the queues are drained, or a first
+    SIGTERM/SIGINT ends the worker after the current message, with exit status 0; a second signal, or
+    --grace running out, abandons the message in progress (it is redelivered) and exits with 130.
+
+    \b
+    Examples:
+      kq consume demo
+      kq consume high low            # high first, low when high is empty
+      kq consume demo --burst        # drain demo, then exit (cron jobs, tests)
     """
     from kq.core import loop_arguments
 
+    if len(set(queues)) != len(queues):
+        raise click.UsageError(f"a queue is given twice: {' '.join(queues)}")
+    if len(queues) > 1 and options.get("routing_key") is not None:
+        raise click.UsageError("--routing-key narrows one queue: give a single QUEUE with it")
     # Every declared option but the metrics server is an argument of the loop (kq.core.CONSUME_OPTIONS).
-    loop = state.app.consume_loop(queue, **loop_arguments(options))
+    arguments = loop_arguments(options)
+    loop: ConsumeLoop | PriorityLoop
+    if len(queues) == 1:
+        loop = state.app.consume_loop(queues[0], **arguments)
+    else:
+        loop = state.app.priority_loop(queues, **arguments)
     if metrics_port:
         from kq.core.metrics import PrometheusMetrics, serve
 

@@ -63,10 +63,11 @@ Execution-type messages
 
 Consuming
     :class:`ConsumeLoop` receives, decodes, dispatches events, runs the handler and settles, within
-    :class:`Limits`; :class:`LoopStats` counts what it did; :class:`RetryPolicy` says when a failed
-    message is tried again. :data:`CONSUME_OPTIONS` declares the options of ``kq consume`` (each a
-    :class:`ConsumeOption`); :func:`consume_arguments` turns option values into its command line and
-    :func:`loop_arguments` into the arguments of :meth:`App.consume_loop`.
+    :class:`Limits`; :class:`PriorityLoop` consumes several queues in priority order, one
+    :class:`ConsumeLoop` per queue; :class:`LoopStats` counts what they did; :class:`RetryPolicy` says
+    when a failed message is tried again. :data:`CONSUME_OPTIONS` declares the options of ``kq consume``
+    (each a :class:`ConsumeOption`); :func:`consume_arguments` turns option values into its command line
+    and :func:`loop_arguments` into the arguments of :meth:`App.consume_loop`.
 
 Events
     :class:`EventDispatcher` calls listeners for each :class:`Event`: :class:`ProcessStarted`,
@@ -86,8 +87,8 @@ Errors
     :class:`UnknownPluginError`, :class:`PluginLoadError`, :class:`MissingExtraError`,
     :class:`PublishError`, :class:`BrokerUnavailableError`, :class:`ClosedError`,
     :class:`MessageFormatError`, :class:`SignatureError`, :class:`NotAllowedError`,
-    :class:`ExecutionFailedError`, :class:`DeliveryStateError`, :class:`LeaseLostError`,
-    :class:`UnsupportedOperationError`.
+    :class:`ExecutionFailedError` (:class:`HandlerTimeoutError`: past its time limit),
+    :class:`DeliveryStateError`, :class:`LeaseLostError`, :class:`UnsupportedOperationError`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ if TYPE_CHECKING:
         ConfigError,
         DeliveryStateError,
         ExecutionFailedError,
+        HandlerTimeoutError,
         KqError,
         LeaseLostError,
         MessageFormatError,
@@ -145,6 +147,7 @@ if TYPE_CHECKING:
         Delivery,
         Message,
     )
+    from kq.core._priority import PriorityLoop
     from kq.core._redrive import RedriveResult, remove_dead_letters, retry_dead_letters, show_dead_letters
     from kq.core._retry import RetryPolicy
     from kq.core._routing import command_routing_key, url_routing_key
@@ -242,6 +245,7 @@ _EXPORTS = {
     "consume_arguments": "_consume_options",
     "loop_arguments": "_consume_options",
     "ConsumeLoop": "_loop",
+    "PriorityLoop": "_priority",
     "Limits": "_limits",
     "LoopStats": "_stats",
     "RetryPolicy": "_retry",
@@ -269,6 +273,7 @@ _EXPORTS = {
     "ConfigError": "_errors",
     "DeliveryStateError": "_errors",
     "ExecutionFailedError": "_errors",
+    "HandlerTimeoutError": "_errors",
     "KqError": "_errors",
     "LeaseLostError": "_errors",
     "MessageFormatError": "_errors",
@@ -346,6 +351,7 @@ __all__ = [
     "consume_arguments",
     "loop_arguments",
     "ConsumeLoop",
+    "PriorityLoop",
     "Limits",
     "LoopStats",
     "RetryPolicy",
@@ -373,6 +379,7 @@ __all__ = [
     "ConfigError",
     "DeliveryStateError",
     "ExecutionFailedError",
+    "HandlerTimeoutError",
     "KqError",
     "LeaseLostError",
     "MessageFormatError",

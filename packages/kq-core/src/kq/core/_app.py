@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,6 +24,7 @@ from kq.core._events import EventDispatcher
 from kq.core._imports import import_object
 from kq.core._limits import Limits
 from kq.core._loop import ConsumeLoop
+from kq.core._priority import PriorityLoop
 from kq.core._registry import LISTENER_GROUP, load_driver_class, plugin_entries
 from kq.core._signing import Signer, Verifier, local_key, read_key
 from kq.core._spec import QueueSpec
@@ -172,7 +174,10 @@ class App:
             # Consuming a dead-letter queue re-runs its messages: with the original queue's consumer,
             # under the same signature requirement.
             spec = dataclasses.replace(
-                spec, consumer=origin.consumer, require_signature=origin.require_signature
+                spec,
+                consumer=origin.consumer,
+                require_signature=origin.require_signature,
+                handler_timeout=origin.handler_timeout,
             )
         return instance, spec
 
@@ -259,15 +264,23 @@ class App:
         handle_signals: bool = True,
         grace: float = 0.0,
         summary_interval: float = 10.0,
+        burst: bool = False,
+        handler_timeout: float = 0.0,
     ) -> ConsumeLoop:
         """A consume loop for ``queue`` with its configured handler (or ``handler``).
 
         The other arguments are :class:`ConsumeLoop`'s; the signature rule, the verifier, the signer and
-        the dispatcher come from the configuration.
+        the dispatcher come from the configuration. ``handler_timeout`` (0: not given) overrides the
+        queue's ``handler_timeout``, which overrides the handler's own limit.
+
+        Raises:
+            ConfigError: the configured handler reads an ``[allow]`` section that is empty: it could
+                execute nothing, and every message would be dead-lettered as ``not-allowed``.
         """
         instance, spec = self.queue(queue, driver)
         if handler is None:
             handler = build_handler(HandlerContext(config=self.config, queue=spec, label=label))
+            self._check_executable(spec, handler)
         required = self.config.signature_required(spec)
         sources = self.signed_for(spec.name, instance.name)
         return ConsumeLoop(
@@ -286,6 +299,77 @@ class App:
             handle_signals=handle_signals,
             grace=grace,
             summary_interval=summary_interval,
+            burst=burst,
+            handler_timeout=handler_timeout or spec.handler_timeout or 0.0,
+        )
+
+    def priority_loop(
+        self,
+        queues: Sequence[str],
+        *,
+        driver: str | None = None,
+        limits: Limits | None = None,
+        label: str | None = None,
+        poll_interval: float = 1.0,
+        prefetch: int = 1,
+        max_backoff: float = 30.0,
+        handle_signals: bool = True,
+        grace: float = 0.0,
+        summary_interval: float = 10.0,
+        burst: bool = False,
+        handler_timeout: float = 0.0,
+    ) -> PriorityLoop:
+        """A loop consuming ``queues`` in priority order (:mod:`kq.core._priority`), each with its own
+        driver instance, handler, signature rule and failure policy, as :meth:`consume_loop` builds them.
+
+        ``driver`` names the driver of unconfigured queues; ``prefetch`` applies to the first queue only
+        (the others take one message at a time); ``limits`` count across the queues.
+
+        Raises:
+            ValueError: fewer than two queues, or one given twice.
+            ConfigError: as :meth:`consume_loop`, for any of the queues.
+        """
+        if len(queues) < 2 or len(set(queues)) != len(queues):
+            raise ValueError(f"a priority loop needs two queues or more, each once (got {list(queues)})")
+        loops: list[ConsumeLoop] = []
+        try:
+            for index, queue in enumerate(queues):
+                loop = self.consume_loop(
+                    queue,
+                    driver=driver,
+                    label=label,
+                    poll_interval=poll_interval,
+                    prefetch=prefetch if index == 0 else 1,
+                    max_backoff=max_backoff,
+                    handle_signals=False,
+                    summary_interval=summary_interval,
+                    handler_timeout=handler_timeout,
+                )
+                loops.append(loop)
+        except BaseException:
+            for built in loops:
+                built.close()
+            raise
+        return PriorityLoop(
+            loops,
+            limits=limits,
+            poll_interval=poll_interval,
+            handle_signals=handle_signals,
+            grace=grace,
+            burst=burst,
+        )
+
+    def _check_executable(self, spec: QueueSpec, handler: Handler) -> None:
+        """Refuse a handler that could execute nothing: its ``[allow]`` section is empty or absent."""
+        section = handler.allow_section
+        if section is None or self.config.allow.sections.get(section):
+            return
+        raise ConfigError(
+            f"queue {spec.name!r} cannot execute anything: its consumer {spec.consumer!r} runs only what "
+            f"[allow] {section} lists, and that is empty, so every message would be dead-lettered as "
+            f"not-allowed; add entries to [allow] {section}",
+            key=f"allow.{section}",
+            source=self.config.source,
         )
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kq.core._errors import ConfigError
-from kq.core._numbers import check_whole_number
+from kq.core._numbers import MAX_SECONDS, check_number, check_whole_number
 from kq.core._options import Option, closest, resolve_options, unknown_key_error
 from kq.core._retry import RetryPolicy, check_retry_field
 from kq.core._spec import DriverSpec, QueueSpec
@@ -73,6 +73,10 @@ def _max_deliveries(value: Any) -> int:
         raise ValueError(f"{exc} (0: no limit)") from None
 
 
+def _handler_timeout(value: Any) -> float:
+    return check_number(value, minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True)
+
+
 #: The top level of the file.
 TOP_LEVEL_SCHEMA: Mapping[str, Option] = {
     "default_driver": Option(None, str, "The driver instance used when none is named."),
@@ -93,6 +97,9 @@ QUEUE_SCHEMA: Mapping[str, Option] = {
     "require_signature": Option(None, bool, "Accept only signed messages.", validate=_require_signature),
     "retry": Option({}, dict, "The retry policy.", validate=_table),
     "max_deliveries": Option(10, int, "Deliveries before a message is poison.", validate=_max_deliveries),
+    "handler_timeout": Option(
+        None, float, "Seconds one handler call may run in the worker.", validate=_handler_timeout
+    ),
 }
 #: The keys of ``[drivers.<name>]`` kq itself reads; the others are the driver's ``driver_options``.
 DRIVER_KEYS = ("type",)
@@ -157,6 +164,7 @@ def parse_queue(
         options=options,
         dead_letter_queue=values["dead_letter_queue"] or "",
         require_signature=values["require_signature"],
+        handler_timeout=values["handler_timeout"],
         source=source,
     )
 

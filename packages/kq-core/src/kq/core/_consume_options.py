@@ -130,6 +130,23 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         target="limits.checks",
     ),
     ConsumeOption(
+        "burst",
+        bool,
+        "Drain the queues, then stop: exit once a receive of --poll-interval seconds on every queue "
+        "returned nothing (messages delayed, or leased to other workers, are not waited for).",
+        worker=False,  # the watchdog would start a drained worker again and again
+        target="loop.burst",
+    ),
+    ConsumeOption(
+        "handler_timeout",
+        float,
+        "Seconds one handler call may run inside the worker before it is interrupted and the message "
+        "fails with reason 'timeout', for every queue of this worker (0: each queue's handler_timeout, "
+        "else the handler's own limit: [console] timeout for in-process commands, none for services).",
+        0.0,
+        target="loop.handler_timeout",
+    ),
+    ConsumeOption(
         "grace",
         float,
         "After SIGTERM/SIGINT, seconds the current message may still take before it is abandoned "

@@ -82,6 +82,11 @@ class ExecutionFailedError(KqError):
         super().__init__(message)
 
 
+class HandlerTimeoutError(ExecutionFailedError):
+    """The work a message asked for ran past its time limit and was stopped (a command's process group
+    killed, an in-process call interrupted): the failure reason is ``timeout``."""
+
+
 class DeliveryStateError(KqError):
     """A delivery was settled twice, or settled through a consumer that does not own it."""
 

@@ -1,9 +1,10 @@
 """The failure policy of the consume loop: what happens to a delivery that could not be handled.
 
-A message whose execution fails (reason ``failed``) is retried as its queue's retry policy says: a copy
-with ``kq-attempt`` increased, visible after a backoff delay that the queue can honour (clamped, or at
-once, and logged); where the driver declares ``retry_in_place`` (SQS FIFO), the delivery itself, made
-visible again after the delay, so that it stays ahead of the messages queued after it. After its last
+A message whose execution fails (reason ``failed``, or ``timeout`` when it ran past its time limit) is
+retried as its queue's retry policy says: a copy with ``kq-attempt`` increased, visible after a backoff
+delay that the queue can honour (clamped, or at once, and logged); where the driver declares
+``retry_in_place`` (SQS FIFO), the delivery itself, made visible again after the delay, so that it stays
+ahead of the messages queued after it. After its last
 attempt, or at once when it can never succeed (every other reason), it is published to the queue's
 dead-letter queue with ``kq-dead-letter-*`` headers saying why
 (:func:`~kq.core._failures.dead_letter_message`), then acknowledged. If that publish fails, the message
@@ -28,7 +29,13 @@ from kq.core._errors import (
     UnsupportedOperationError,
 )
 from kq.core._events import EventDispatcher, MessageConsumptionFailed
-from kq.core._failures import FAILED, Failure, attempt_of, dead_letter_message, poison_protection_problem
+from kq.core._failures import (
+    RETRIED_REASONS,
+    Failure,
+    attempt_of,
+    dead_letter_message,
+    poison_protection_problem,
+)
 from kq.core._message import ATTEMPT, Delivery
 from kq.core._signing import Signer, Verifier
 from kq.core._spec import QueueSpec
@@ -111,15 +118,15 @@ class FailurePolicy:
             duration=time.monotonic() - started,
         )
         policy = self.spec.retry
-        if failure.reason == FAILED and policy.retries_after(event.attempt):
+        if failure.reason in RETRIED_REASONS and policy.retries_after(event.attempt):
             event.retry(policy.delay_after(event.attempt))  # planned before listeners, who may change it
         if self.dispatcher.has_listeners(MessageConsumptionFailed.name):
             self.dispatcher.dispatch(event)
         what = self.handler.describe(failure.body) if failure.body is not None else "message"
         if event.retry_delay is not None:
-            if failure.reason == FAILED and self._retry(consumer, delivery, event, what, stats):
+            if failure.reason in RETRIED_REASONS and self._retry(consumer, delivery, event, what, stats):
                 return
-            if failure.reason != FAILED:
+            if failure.reason not in RETRIED_REASONS:
                 logger.warning(
                     "queue %s message %s: a listener asked to retry a message that can never succeed "
                     "(%s); dead-lettering it instead",
@@ -226,7 +233,7 @@ class FailurePolicy:
             delivery.queue,
             delivery.message_id,
             what,
-            "rejected" if reason != FAILED else FAILED,
+            "rejected" if reason not in RETRIED_REASONS else "failed",
             type(error).__name__,
             error,
             target,

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 #: ``reason`` label.
 FailureReason = Literal[
     "failed",
+    "timeout",
     "malformed",
     "undecodable",
     "invalid",
@@ -61,8 +62,10 @@ FailureReason = Literal[
     "replayed",
 ]
 
-#: The work ran and failed: the handler raised, a command exited non-zero or timed out.
+#: The work ran and failed: the handler raised or a command exited non-zero.
 FAILED: Final = "failed"
+#: The work ran past its time limit and was stopped (a command killed, an in-process call interrupted).
+TIMEOUT: Final = "timeout"
 #: The driver could not read what the broker handed over (``Delivery.defect``).
 MALFORMED: Final = "malformed"
 #: The body does not decode for its content type.
@@ -76,7 +79,7 @@ POISON: Final = "poison"
 
 #: The reasons the loop and the failure policy give; :data:`SIGNATURE_REASONS` are the verifier's
 #: (``SignatureError.reason``).
-REASONS: tuple[FailureReason, ...] = (FAILED, MALFORMED, UNDECODABLE, INVALID, NOT_ALLOWED, POISON)
+REASONS: tuple[FailureReason, ...] = (FAILED, TIMEOUT, MALFORMED, UNDECODABLE, INVALID, NOT_ALLOWED, POISON)
 SIGNATURE_REASONS: frozenset[FailureReason] = frozenset(
     {UNSIGNED, UNKNOWN_KEY, BAD_SIGNATURE, NOT_YET_VALID, EXPIRED, REPLAYED}
 )
@@ -84,7 +87,9 @@ SIGNATURE_REASONS: frozenset[FailureReason] = frozenset(
 AUTHENTIC_SIGNATURE_REASONS: frozenset[FailureReason] = frozenset({EXPIRED, NOT_YET_VALID, REPLAYED})
 #: Failure reasons of messages that were decoded and announced (``message_received``) first; the
 #: others (malformed, undecodable, poison, signature problems) failed before that.
-RECEIVED_FAILURE_REASONS: frozenset[FailureReason] = frozenset({FAILED, INVALID, NOT_ALLOWED})
+RECEIVED_FAILURE_REASONS: frozenset[FailureReason] = frozenset({FAILED, TIMEOUT, INVALID, NOT_ALLOWED})
+#: Failure reasons of work that ran and may succeed another time: the queue's retry policy applies.
+RETRIED_REASONS: frozenset[FailureReason] = frozenset({FAILED, TIMEOUT})
 
 #: Longest error text kept in a dead-letter header.
 MAX_ERROR_HEADER = 1000

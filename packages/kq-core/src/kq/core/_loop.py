@@ -4,27 +4,31 @@ The loop owns loop control — limits (:mod:`kq.core._limits`), stop requests an
 (:mod:`kq.core._signals`), reconnection with backoff (:mod:`kq.core._reconnect`) — and the message
 pipeline. What happens to a delivery that could not be handled is the failure policy's
 (:mod:`kq.core._failure_policy`); keeping the lease of a long handler's delivery is the lease keeper's
-(:mod:`kq.core._leases`).
+(:mod:`kq.core._leases`); stopping a handler call that runs past its time limit is the call timer's
+(:mod:`kq.core._time_limit`). Several queues in priority order are :mod:`kq.core._priority`'s, built
+of one :class:`ConsumeLoop` per queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Collection
-from typing import TypeAlias
+from collections.abc import Callable, Collection, Iterator
+from typing import Any, TypeAlias
 
 from kq.core._activity import ActivityLog
 from kq.core._driver import Driver
 from kq.core._driver_consumer import Consumer
-from kq.core._errors import MessageFormatError, NotAllowedError
+from kq.core._errors import HandlerTimeoutError, MessageFormatError, NotAllowedError
 from kq.core._events import EventDispatcher, MessageConsumed, MessageReceived
 from kq.core._failure_policy import FailurePolicy
 from kq.core._failures import (
     FAILED,
     INVALID,
     NOT_ALLOWED,
+    TIMEOUT,
     UNDECODABLE,
     Failure,
     refusal,
@@ -36,6 +40,7 @@ from kq.core._reconnect import Connection, ReceiveError, connection_errors
 from kq.core._signals import StopSignals
 from kq.core._signing import Signer, Verifier
 from kq.core._stats import LoopStats
+from kq.core._time_limit import CallTimer, can_enforce
 from kq.core.handlers._base import Handler
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,11 @@ class ConsumeLoop:
         summary_interval: Least seconds between the INFO lines that count the messages handled
             (each message is logged at DEBUG; failures at WARNING or ERROR, one line each); 0 logs
             each handled message at INFO instead (see :mod:`kq.core._activity`).
+        burst: Stop once the queue is drained: as soon as one receive of ``poll_interval`` seconds (not
+            the consumer's longer ``idle_wait``) returns nothing.
+        handler_timeout: Seconds one handler call may run before it is interrupted and the message
+            fails with reason ``timeout`` (0: the handler's own :attr:`~kq.core.handlers.Handler.time_limit`,
+            if any). Enforced only when the loop runs on the main thread (:mod:`kq.core._time_limit`).
     """
 
     def __init__(
@@ -87,6 +97,8 @@ class ConsumeLoop:
         handle_signals: bool = True,
         grace: float = 0.0,
         summary_interval: float = 10.0,
+        burst: bool = False,
+        handler_timeout: float = 0.0,
     ) -> None:
         self.driver = driver
         self.queue = queue
@@ -105,12 +117,16 @@ class ConsumeLoop:
         self.handle_signals = handle_signals
         self.grace = grace
         self.activity = ActivityLog(queue, summary_interval)
+        self.burst = burst
+        #: Seconds one handler call may run (``None``: no limit).
+        self.time_limit: float | None = handler_timeout or handler.time_limit or None
         self.connection_errors = connection_errors(driver)
         self.stats = LoopStats()
         self.stop_reason: str | None = None
         #: Whether the last run ended by abandoning the message in progress (second signal, grace over).
         self.abandoned = False
         self._stop = threading.Event()
+        self._call: Callable[[Any, Delivery], Any] = handler.consume
         self._connection = Connection(
             driver,
             queue,
@@ -167,9 +183,8 @@ class ConsumeLoop:
         )
         return reason
 
-    def _consume(self) -> str:
-        watch = LimitWatch(self.limits, self.queue)
-        keeper = LeaseKeeper() if self.capabilities.lease_extension else None
+    def announce(self) -> None:
+        """Say at INFO what is consumed, and warn about what the queue's settings cannot do."""
         logger.info(
             "consuming queue %s on driver %s with the %s consumer",
             self.queue,
@@ -177,36 +192,79 @@ class ConsumeLoop:
             self.handler.kind or type(self.handler).__name__,
         )
         self.failures.warn_if_unprotected()
+
+    def _consume(self) -> str:
+        watch = LimitWatch(self.limits, self.queue)
+        keeper = LeaseKeeper() if self.capabilities.lease_extension else None
+        self.announce()
+        # Bound once: with --burst, the consumer's longer idle wait would only delay the exit.
+        idle_wait = (lambda poll_interval: poll_interval) if self.burst else self._connection.idle_wait
         try:
-            while not self._stop.is_set():
-                reason = watch.reached(self.stats)
-                if reason is not None:
-                    self.stop(reason)
-                    break
-                try:
-                    wait = watch.wait_bound(self._connection.idle_wait(self.poll_interval))
-                    if self._stop.is_set():  # asked while the consumer was being built: not woken
+            with limited_calls([self]):
+                while not self._stop.is_set():
+                    reason = watch.reached(self.stats)
+                    if reason is not None:
+                        self.stop(reason)
                         break
-                    delivery = self._connection.receive(wait)
-                    if delivery is not None:
-                        self.stats.received += 1
-                        self._handle(self._connection.open(), delivery, keeper)
-                        self.activity.handled(self.stats)
-                    else:
-                        self.activity.idle(self.stats)
-                    self._connection.backoff.reset()
-                except self.connection_errors as exc:
-                    self.stats.reconnects += 1
-                    self._connection.lost(exc)
-                except ReceiveError as fault:
-                    self.stats.reconnects += 1
-                    self._connection.lost(fault.error, driver_fault=True)
+                    try:
+                        wait = watch.wait_bound(idle_wait(self.poll_interval))
+                        if self._stop.is_set():  # asked while the consumer was being built: not woken
+                            break
+                        delivery = self._connection.receive(wait)
+                        if delivery is not None:
+                            self.stats.received += 1
+                            self._handle(self._connection.open(), delivery, keeper)
+                            self.activity.handled(self.stats)
+                        else:
+                            self.activity.idle(self.stats)
+                            if self.burst and wait >= self.poll_interval:
+                                self.stop(DRAINED)
+                        self._connection.backoff.reset()
+                    except self.connection_errors as exc:
+                        self.stats.reconnects += 1
+                        self._connection.lost(exc)
+                    except ReceiveError as fault:
+                        self.stats.reconnects += 1
+                        self._connection.lost(fault.error, driver_fault=True)
         finally:
             if keeper is not None:
                 keeper.shutdown()
-            self._connection.close()
-            self.handler.close()
+            self.close()
         return self.stop_reason or "stop requested"
+
+    def receive_one(self, wait: float) -> Delivery | None:
+        """One receive, waiting at most ``wait`` seconds, for a loop of several queues
+        (:mod:`kq.core._priority`), which handles the connection errors this raises (the driver's, and
+        :class:`~kq.core._reconnect.ReceiveError`)."""
+        delivery = self._connection.receive(wait)
+        self._connection.backoff.reset()
+        if delivery is None:
+            self.activity.idle(self.stats)
+        return delivery
+
+    def handle_one(self, delivery: Delivery, keeper: LeaseKeeper | None) -> None:
+        """Handle and settle ``delivery``, received by :meth:`receive_one`."""
+        self.stats.received += 1
+        self._handle(self._connection.open(), delivery, keeper)
+        self.activity.handled(self.stats)
+
+    def release(self) -> None:
+        """Close the consumer, so that what it leased ahead goes back to the queue at once; the next
+        receive builds a new one."""
+        self._connection.close()
+
+    def drop(self, exc: BaseException, *, driver_fault: bool = False) -> float:
+        """Close the consumer after a lost connection or a driver fault; the seconds to wait before the
+        next attempt (without waiting them: a loop of several queues serves the others meanwhile)."""
+        self.stats.reconnects += 1
+        return self._connection.drop(exc, driver_fault=driver_fault)
+
+    def close(self) -> None:
+        """Close the consumer (unsettled deliveries go back to the broker) and the handler."""
+        try:
+            self._connection.close()
+        finally:
+            self.handler.close()
 
     def _handle(self, consumer: Consumer, delivery: Delivery, keeper: LeaseKeeper | None) -> None:
         started = time.monotonic()
@@ -275,7 +333,9 @@ class ConsumeLoop:
             if received.vetoed_by is not None:
                 return received
         try:
-            result = self.handler.consume(body, delivery)
+            result = self._call(body, delivery)
+        except HandlerTimeoutError as exc:
+            return Failure(body, exc, TIMEOUT)
         except MessageFormatError as exc:
             return Failure(body, exc, INVALID)
         except NotAllowedError as exc:
@@ -284,6 +344,38 @@ class ConsumeLoop:
             return Failure(body, exc, FAILED)
         return MessageConsumed(delivery=delivery, body=body, handler=self.handler, result=result)
 
+
+@contextlib.contextmanager
+def limited_calls(loops: Collection[ConsumeLoop]) -> Iterator[None]:
+    """Enforce the :attr:`~ConsumeLoop.time_limit` of each loop's handler calls for the duration of
+    the block, with one :class:`~kq.core._time_limit.CallTimer` for them all; off the main thread,
+    where it cannot be enforced, say so once per loop."""
+    timed = [(loop, loop.time_limit) for loop in loops if loop.time_limit is not None]
+    if not timed:
+        yield
+        return
+    if not can_enforce():
+        for loop, limit in timed:
+            logger.warning(
+                "queue %s: the handler time limit of %gs cannot be enforced: the loop does not run on "
+                "the main thread, where signals arrive; a hung call blocks this loop",
+                loop.queue,
+                limit,
+            )
+        yield
+        return
+    with CallTimer(min(limit for _, limit in timed)) as timer:
+        for loop, limit in timed:
+            loop._call = timer.wrap(loop.handler.consume, limit)
+        try:
+            yield
+        finally:
+            for loop, _ in timed:
+                loop._call = loop.handler.consume
+
+
+#: The stop reason of a ``burst`` loop that found its queue (all its queues) empty.
+DRAINED = "drained: no message ready"
 
 #: What handling a delivery came to: consumed, vetoed by a ``message_received`` listener, or failed.
 Outcome: TypeAlias = MessageConsumed | MessageReceived | Failure

@@ -145,10 +145,14 @@ class Connection:
 
     def lost(self, exc: BaseException, *, driver_fault: bool = False) -> None:
         """Close the consumer and wait before the next attempt builds a new one (the wait grows)."""
+        self._wait(self.drop(exc, driver_fault=driver_fault))
+
+    def drop(self, exc: BaseException, *, driver_fault: bool = False) -> float:
+        """Close the consumer and return how long to wait before the next attempt (the wait grows)."""
         wait = self.backoff.next()
         log_reconnect(self.queue, self.driver, exc, wait, driver_fault=driver_fault)
         self.close()
-        self._wait(wait)
+        return wait
 
     def close(self) -> None:
         """Close the consumer, if any; a consumer that fails to close is dropped all the same."""

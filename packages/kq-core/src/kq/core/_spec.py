@@ -41,6 +41,9 @@ class QueueSpec:
         retry: When failed messages are tried again (default: never).
         max_deliveries: A message delivered more often than this (its workers keep dying or losing it)
             is dead-lettered as poison instead of being handled again; 0 disables the check.
+        handler_timeout: Seconds one call of its handler may run inside the worker before the consume
+            loop interrupts it and the message fails with reason ``timeout`` (``None``: the handler's
+            own limit, if any).
         configured: ``False`` for a queue that was not in the configuration and was created on demand.
         source: The configuration file that defined it.
     """
@@ -54,6 +57,7 @@ class QueueSpec:
     require_signature: bool | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_deliveries: int = 10
+    handler_timeout: float | None = None
     configured: bool = True
     source: str | None = None
 

@@ -25,7 +25,7 @@ import time
 from typing import Any, ClassVar
 
 from kq.core._events import Event, MessageConsumed, MessageConsumptionFailed, MessageReceived
-from kq.core._failures import FAILED
+from kq.core._failures import RETRIED_REASONS
 from kq.core._numbers import check_number, check_whole_number
 from kq.core.handlers._console import ConsoleCommandHandler
 from kq.core.handlers._process import CommandResult
@@ -154,7 +154,7 @@ class RequeueFailedCommands:
 
     def __call__(self, event: Event) -> None:
         """Ask for a retry of a failed console command below the attempt limit."""
-        if not isinstance(event, MessageConsumptionFailed) or event.reason != FAILED:
+        if not isinstance(event, MessageConsumptionFailed) or event.reason not in RETRIED_REASONS:
             return
         if not isinstance(event.handler, ConsoleCommandHandler):
             return
@@ -164,7 +164,7 @@ class RequeueFailedCommands:
 
 def _planned(event: MessageConsumptionFailed) -> str:
     """What kq will do once the listeners ran."""
-    retrying = event.reason == FAILED and event.retry_delay is not None
+    retrying = event.reason in RETRIED_REASONS and event.retry_delay is not None
     return "to be retried" if retrying else "to be dead-lettered"
 
 

@@ -25,7 +25,7 @@ from kq.core._events import (
     MessageConsumptionFailed,
     MessageReceived,
 )
-from kq.core._failures import FAILED, RECEIVED_FAILURE_REASONS
+from kq.core._failures import RECEIVED_FAILURE_REASONS, RETRIED_REASONS
 
 #: Lower than any listener's priority: metrics see the outcome other listeners chose (veto, retry).
 PRIORITY = -(2**31)
@@ -113,7 +113,7 @@ class PrometheusMetrics:
             self.received.labels(queue).inc()
         self.errors.labels(queue, event.reason).inc()
         self.duration.labels(queue).observe(event.duration)
-        if event.retry_delay is not None and event.reason == FAILED:
+        if event.retry_delay is not None and event.reason in RETRIED_REASONS:
             self.retries.labels(queue).inc()
         else:
             self.dead_letters.labels(queue).inc()

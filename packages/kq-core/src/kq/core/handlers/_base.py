@@ -39,6 +39,12 @@ class Handler(abc.ABC):
     #: Whether its queues accept only signed messages unless configured otherwise (``[signing]
     #: require``, a queue's ``require_signature``): true for handlers that execute what messages ask.
     requires_signature: ClassVar[bool] = False
+    #: Seconds one :meth:`consume` call may run before the consume loop interrupts it and the message
+    #: fails with reason ``timeout`` (:mod:`kq.core._time_limit`); ``None``: no limit of the handler's
+    #: own (a queue's ``handler_timeout`` or ``kq consume --handler-timeout`` still sets one, and
+    #: overrides this). In-process console commands take ``[console] timeout``, the subprocess mode's;
+    #: handlers that bound their own work (a command's process, an HTTP request) need none.
+    time_limit: float | None = None
 
     def decode(self, delivery: Delivery) -> Any:
         """Decode the delivery's body by its content type (raises MessageFormatError)."""

@@ -250,7 +250,7 @@ class ConsoleCommandHandler(Handler):
         try:
             result = run_command(argv, timeout=self.settings.timeout, env=env, cwd=self.settings.cwd)
         except ExecutionFailedError as exc:
-            raise ExecutionFailedError(f"command {call.command!r}: {exc}", exc.result) from None
+            raise type(exc)(f"command {call.command!r}: {exc}", exc.result) from None
         log_result(call, delivery, result)
         return result
 

@@ -114,7 +114,7 @@ class ForkedConsoleCommandHandler(ConsoleCommandHandler):
                 shown=(self.entry_name, *argv),
             )
         except ExecutionFailedError as exc:
-            raise ExecutionFailedError(f"command {call.command!r}: {exc}", exc.result) from None
+            raise type(exc)(f"command {call.command!r}: {exc}", exc.result) from None
         except ZygoteLostError:
             status = zygote.close()
             raise ExecutionFailedError(

@@ -11,8 +11,10 @@ sharing the worker's memory, global state and crashes. ``[console] callable`` na
   ``main(argv)``; it returns an exit code (``None`` is 0) or raises ``SystemExit``.
 
 stdout and stderr are captured for the result (the last 1 MiB of each, as in the subprocess mode); the
-exit code decides success. There is no per-message timeout in this mode (a call cannot be killed
-without killing the worker): use the worker limits (``-m``, ``-t``) and the subprocess mode for
+exit code decides success. ``[console] timeout`` bounds a call as it bounds a command's process: the
+consume loop interrupts a call that runs longer (:mod:`kq.core._time_limit`, on the worker's main
+thread) and the message fails with reason ``timeout``. An interrupted call cannot be cleaned up after
+as a killed process is (its threads, its open files stay): the subprocess mode is still the one for
 commands that may hang.
 
 Switching a queue between the two modes is one line: ``consumer = "inprocess_console_command"``.
@@ -52,6 +54,7 @@ class InProcessConsoleCommandHandler(ConsoleCommandHandler):
         super().__init__(settings, allowed, label=label)
         self.entry_name = settings.callable
         self.entry = _load(settings.callable)
+        self.time_limit = settings.timeout
 
     def _command_prefix(self) -> tuple[str, ...]:
         """None: the command runs inside the worker (the default callable needs kq-cli, checked here)."""

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from kq.core._errors import ExecutionFailedError
+from kq.core._errors import ExecutionFailedError, HandlerTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def run_command(
     then has its process group killed, and its output is again read for at most ``OUTPUT_GRACE``.
 
     Raises:
-        ExecutionFailedError: the program cannot be started or ran past ``timeout``.
+        ExecutionFailedError: the program cannot be started (:class:`HandlerTimeoutError`: it ran past
+            ``timeout``).
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -129,7 +130,7 @@ def run_command(
         output.close()
     if not exited:
         result = _result(argv, -signal.SIGKILL, output, started)
-        raise ExecutionFailedError(f"timed out after {timeout:g}s and was killed", result)
+        raise HandlerTimeoutError(f"timed out after {timeout:g}s and was killed", result)
     return _result(argv, process.returncode, output, started)
 
 

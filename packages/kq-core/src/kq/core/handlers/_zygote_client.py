@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from kq.core._errors import ConfigError, ExecutionFailedError
+from kq.core._errors import ConfigError, ExecutionFailedError, HandlerTimeoutError
 from kq.core.handlers import _zygote_wire as wire
 from kq.core.handlers._process import (
     _POLL_INTERVAL,
@@ -173,7 +173,7 @@ class Zygote:
             duration=time.monotonic() - started,
         )
         if not exited:
-            raise ExecutionFailedError(f"timed out after {timeout:g}s and was killed", result)
+            raise HandlerTimeoutError(f"timed out after {timeout:g}s and was killed", result)
         return result
 
     def _request(self, argv: list[str], env: dict[str, str]) -> _OutputReader:
