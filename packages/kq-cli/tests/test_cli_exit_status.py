@@ -41,6 +41,7 @@ BROKER_COMMANDS = [
     ["failed", "show", "jobs", "--idle", "0.05"],
     ["failed", "retry", "jobs", "--all", "--idle", "0.05"],
     ["failed", "remove", "jobs", "--all", "-y", "--idle", "0.05"],
+    ["status"],
 ]
 
 
@@ -75,7 +76,10 @@ def test_broker_unavailable_is_69(
         # ActiveMQ cannot delete a queue over STOMP: the driver refuses before connecting.
         pytest.skip("delete is not offered on a STOMP driver without flavour = 'rabbitmq'")
     assert result.exit_code == EXIT_UNAVAILABLE, result.output
-    assert result.output.count("kq: error:") == 1, result.output
+    if args == ["status"]:  # a table: the error is on the driver's row
+        assert "error: " in result.output, result.output
+    else:
+        assert result.output.count("kq: error:") == 1, result.output
 
 
 #: Every command, with arguments that would do, for the configuration and usage checks.

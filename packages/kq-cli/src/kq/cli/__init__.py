@@ -11,6 +11,7 @@ Commands (``kq COMMAND --help`` explains every option; docs/cli.md has them all)
     kq managequeue ACTION [QUEUE] [-i DRIVER] [-a name=value]... [--format json]
     kq failed show|retry|remove QUEUE [ID]...      (the dead-letter queue of QUEUE)
     kq signing new-key
+    kq status [--all] [--watch SECONDS]            (queue counts and workers at a glance)
     kq watchdog start|stop|check|run               (the [workers.*] processes)
     kq workerswatchdog ACTION                      (the PHP library's name for kq watchdog)
     kq echoback INPUT [-f FILE]
@@ -18,8 +19,9 @@ Commands (``kq COMMAND --help`` explains every option; docs/cli.md has them all)
 Other distributions add commands through the ``kq.commands`` entry points, built with
 :mod:`kq.cli.plugin` (``kq-contrib-xmlrpc`` adds ``kq queuexmlrpc``).
 
-Global options: ``--config PATH`` (else ``$KQ_CONFIG``, ``./kq.toml``, ``[tool.kq]``, defaults),
-``--log-level LEVEL``, ``-v``/``-q``. Exit codes are the ``EXIT_*`` constants of this package.
+Global options, before or after the command name: ``--config PATH`` (else ``$KQ_CONFIG``,
+``./kq.toml``, ``[tool.kq]``, defaults), ``--log-level LEVEL``, ``--log-format text|json``,
+``--log-file PATH``, ``-v``/``-q``. Exit codes are the ``EXIT_*`` constants of this package.
 """
 
 from kq.cli._common import (

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -34,12 +35,64 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
-class State:
-    """Per-invocation state carried in click's context: global options and the App, built on demand."""
+@dataclass
+class LogSettings:
+    """The logging options of one place on the command line (before or after the command name).
 
-    def __init__(self, config_path: str | None) -> None:
+    Attributes:
+        level: ``--log-level`` (``None``: not given; the command's default applies).
+        verbose: How many ``-v``.
+        quiet: How many ``-q``.
+        log_format: ``--log-format`` (``text`` or ``json``; ``None``: not given).
+        log_file: ``--log-file`` (``None``: stderr).
+    """
+
+    level: str | None = None
+    verbose: int = 0
+    quiet: int = 0
+    log_format: str | None = None
+    log_file: str | None = None
+
+    def update(self, option: str, value: Any) -> None:
+        """Record option ``option`` (``log_level``, ``verbose``, ...): counts add up, values replace."""
+        if option in ("verbose", "quiet"):
+            setattr(self, option, getattr(self, option) + int(value))
+        else:
+            setattr(self, "level" if option == "log_level" else option, value)
+
+    def then(self, later: LogSettings) -> LogSettings:
+        """These settings with those given ``later`` on the command line winning (counts add up)."""
+        return LogSettings(
+            later.level or self.level,
+            self.verbose + later.verbose,
+            self.quiet + later.quiet,
+            later.log_format or self.log_format,
+            later.log_file or self.log_file,
+        )
+
+
+class State:
+    """Per-invocation state carried in click's context: global options and the App, built on demand.
+
+    Args:
+        config_path: ``--config``; a value given after the command name replaces it.
+        log: The logging options given before the command name (and their environment variables).
+
+    Attributes:
+        after: The logging options given after the command name.
+        logging_applied: The logging set-up in force (see :func:`kq.cli._global_options.start_logging`).
+    """
+
+    def __init__(self, config_path: str | None, log: LogSettings | None = None) -> None:
         self.config_path = config_path
+        self.before = log or LogSettings()
+        self.after = LogSettings()
+        self.logging_applied: tuple[Any, ...] | None = None
         self._app: App | None = None
+
+    def log_settings(self) -> LogSettings:
+        """The logging options in force: those after the command name win over those before."""
+        return self.before.then(self.after)
 
     @property
     def app(self) -> App:
@@ -162,20 +215,31 @@ class ClientLoggers(logging.Filter):
         return record.levelno >= logging.getLogger(record.name).getEffectiveLevel()
 
 
-def configure_logging(level: str, verbose: int, quiet: int) -> ClientLoggers:
-    """Send library logs to stderr at the chosen level (``-v`` lowers it, ``-q`` raises it).
+#: The handler :func:`configure_logging` installed last: replaced, not added to, when called again (once
+#: for the options before the command name, once more when some follow it).
+_installed: list[logging.Handler] = []
+
+
+def configure_logging(
+    level: str, verbose: int, quiet: int, *, log_format: str = "text", log_file: str | None = None
+) -> ClientLoggers:
+    """Send library logs to stderr, or to ``log_file``, at the chosen level (``-v`` lowers it, ``-q``
+    raises it), as text lines or one JSON object per line (``log_format="json"``).
+
+    As :func:`logging.basicConfig` does, nothing is installed when the application (or a test runner)
+    already configured the root logger; kq's own earlier handler is replaced.
+
+    ``log_file`` is opened for appending with a :class:`~logging.handlers.WatchedFileHandler`: when
+    logrotate moves or deletes it, the next line opens a new file of that name (no signal needed).
 
     Returns:
-        The filter that quiets the client libraries (on the stderr handler this installs).
+        The filter that quiets the client libraries (on the handler this installs).
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise click.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
     wanted = numeric - 10 * verbose + 10 * quiet
     numeric = max(logging.DEBUG, min(logging.CRITICAL, wanted))
-    root = logging.getLogger()
-    before = list(root.handlers)
-    logging.basicConfig(level=numeric, format=LOG_FORMAT, stream=sys.stderr)
     # The broker clients log their own view of what kq reports in its words (pika logs a refused
     # connection as three ERROR lines and a traceback): they are heard from at DEBUG only, and all
     # of them one level further (-vv).
@@ -187,10 +251,36 @@ def configure_logging(level: str, verbose: int, quiet: int) -> ClientLoggers:
         libraries = logging.CRITICAL + 1
     client_loggers = ClientLoggers(libraries)
     client_loggers.quiet_loaded_drivers()
-    for handler in root.handlers:
-        if handler not in before:  # only the handler kq installed, not an application's
-            handler.addFilter(client_loggers)
+    root = logging.getLogger()
+    while _installed:
+        previous = _installed.pop()
+        root.removeHandler(previous)
+        previous.close()
+    if root.handlers:  # only the handler kq installs, not over an application's
+        return client_loggers
+    handler = _handler(log_file)
+    if log_format == "json":
+        from kq.cli._log_json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(client_loggers)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    _installed.append(handler)
     return client_loggers
+
+
+def _handler(log_file: str | None) -> logging.Handler:
+    if log_file is None:
+        return logging.StreamHandler(sys.stderr)
+    from logging.handlers import WatchedFileHandler
+
+    try:
+        return WatchedFileHandler(log_file, mode="a", encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot open {log_file}: {exc.strerror}", param_hint="--log-file") from None
 
 
 DRIVER_HELP = "Driver instance to use (default: the queue's configured driver, else default_driver)."

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kq.cli._common import EXIT_FAILURE, State, configure_logging, exit_code_for
+from kq.cli._common import EXIT_FAILURE, LogSettings, State, exit_code_for
 from kq.cli._consume import consume
 from kq.cli._echoback import echoback
 from kq.cli._failed import failed
+from kq.cli._global_options import add_to, group_options, start_logging
 from kq.cli._manage import managedriver, managequeue
 from kq.cli._produce import queuecommand, queuemessage
 from kq.cli._produce_calls import queuehttp, queueservice
 from kq.cli._signing import signing
+from kq.cli._status import status
 from kq.cli._watchdog import watchdog, workerswatchdog
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class _KqGroup(click.Group):
             return _unavailable(entry_point, exc)
         if not isinstance(loaded, click.Command):
             return _unavailable(entry_point, TypeError("not a click command"))
+        add_to(loaded)  # the global options after its name too
         return loaded
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -125,22 +128,7 @@ def _show_version(ctx: click.Context, value: bool) -> None:
 
 
 @click.group(cls=_KqGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_path",
-    metavar="PATH",
-    help="Configuration file (default: $KQ_CONFIG, else ./kq.toml, then [tool.kq] in ./pyproject.toml, "
-    "then built-in defaults: the sqlite driver in ./.kq/).",
-)
-@click.option(
-    "--log-level",
-    default="INFO",
-    show_default=True,
-    metavar="LEVEL",
-    help="Lowest level of log lines written to stderr: DEBUG, INFO, WARNING, ERROR.",
-)
-@click.option("-v", "--verbose", count=True, help="One level more verbose than --log-level (repeatable).")
-@click.option("-q", "--quiet", count=True, help="One level quieter than --log-level (repeatable).")
+@group_options
 @click.option(
     "-V",
     "--version",
@@ -152,18 +140,28 @@ def _show_version(ctx: click.Context, value: bool) -> None:
     "report needs), and exit.",
 )
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, log_level: str, verbose: int, quiet: int) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    log_file: str | None,
+    verbose: int,
+    quiet: int,
+) -> None:
     """kq: queue console commands and messages, and run the workers that execute them.
 
     Runs on the embedded sqlite driver by default (no broker needed); drivers for RabbitMQ, Amazon SQS
-    and STOMP brokers plug in through the kq.drivers entry points. Start with:
+    and STOMP brokers plug in through the kq.drivers entry points. The global options below may also
+    follow the command name (kq consume demo -v). Start with:
 
     \b
       kq consume demo &
       kq queuecommand demo echoback "hello world" -o f=out.txt
     """
-    configure_logging(log_level, verbose, quiet)
-    ctx.obj = State(config_path)
+    ctx.obj = State(config_path, LogSettings(log_level, verbose, quiet, log_format, log_file))
+    # Again, with the options given after the command name, just before the command runs.
+    start_logging(ctx)
 
 
 for command in (
@@ -177,9 +175,11 @@ for command in (
     failed,
     echoback,
     signing,
+    status,
     watchdog,
     workerswatchdog,
 ):
+    add_to(command)
     cli.add_command(command)
 
 

@@ -76,6 +76,10 @@ def stop(state: State, grace: float, output_format: str) -> None:
         emit([outcome.as_dict() for outcome in outcomes], output_format)
 
 
+#: The states of a configured instance that make ``kq watchdog check`` exit with 1: not running.
+DOWN_STATES = ("stopped", "backoff", "fatal")
+
+
 @watchdog.command()
 @format_option
 @pass_state
@@ -83,10 +87,18 @@ def check(state: State, output_format: str) -> None:
     """Report every worker process: state, pid, uptime, memory (RSS with children), log file.
 
     States: running, stopped; under `kq watchdog run` also backoff (to be restarted) and fatal
-    (exited at once too often, given up). Always exits with 0.
+    (exited at once too often, given up). For monitoring probes, the exit status is 0 when every
+    configured worker process is running (or none is configured) and 1 when one is stopped, in
+    backoff or fatal; those are then also named in one line on stderr.
     """
     rows = _watchdog(state).check()
     emit(rows, output_format, _check_lines)
+    down = [row for row in rows if row["state"] in DOWN_STATES]
+    if down:
+        names = ", ".join(f"{row['label']} ({row['state']})" for row in down)
+        configured = sum(1 for row in rows if row["state"] not in ("duplicate", "unconfigured"))
+        click.echo(f"kq: {len(down)} of {configured} worker processes not running: {names}", err=True)
+        raise click.exceptions.Exit(EXIT_FAILURE)
 
 
 @watchdog.command()
@@ -148,7 +160,10 @@ def run(
 @click.argument("action", type=click.Choice(["start", "stop", "check"]), default="start")
 @click.pass_context
 def workerswatchdog(ctx: click.Context, action: str) -> None:
-    """The PHP library's name for `kq watchdog`: ACTION is start (default), stop or check."""
+    """The PHP library's name for `kq watchdog`: ACTION is start (default), stop or check.
+
+    The exit statuses are those of the command it stands for (check: 1 when a worker is down).
+    """
     # ctx.invoke fills in each command's own option defaults.
     ctx.invoke({"start": start, "stop": stop, "check": check}[action])
 
@@ -164,7 +179,7 @@ def _check_lines(rows: list[dict[str, Any]]) -> Iterable[str]:
                 row["label"],
                 row["state"],
                 "-" if row["pid"] is None else str(row["pid"]),
-                "-" if row["uptime"] is None else _duration(row["uptime"]),
+                "-" if row["uptime"] is None else duration(row["uptime"]),
                 "-" if row["rss"] is None else f"{row['rss']:.1f} MB",
                 row["queue"],
                 row["log"] or "-",
@@ -177,7 +192,7 @@ def _check_lines(rows: list[dict[str, Any]]) -> Iterable[str]:
         yield "  ".join([*padded, line[-1]])
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table column."""
     whole = int(seconds)
     days, rest = divmod(whole, 86400)
