@@ -185,4 +185,20 @@ for command in (
 
 def main() -> None:
     """Entry point of the ``kq`` console script."""
+    importable_here()
     cli(prog_name="kq")
+
+
+def importable_here() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m kq.cli`` (and Celery, RQ) have it:
+    ``consumer = "tasks:handle"``, services, checks and listeners are found next to where ``kq`` runs.
+
+    The console script's own folder (the virtual environment's ``bin``) is what Python put there
+    instead. Called once kq.cli is imported, so a ``kq`` folder here cannot shadow kq's own modules.
+    """
+    import os
+    import sys
+
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.insert(0, here)
