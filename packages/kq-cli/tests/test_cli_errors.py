@@ -254,7 +254,7 @@ def test_kq_records_do_not_look_for_new_drivers(monkeypatch: pytest.MonkeyPatch)
     client_loggers = configure_logging("INFO", 0, 0)
     searches: list[bool] = []
     monkeypatch.setattr(client_loggers, "quiet_loaded_drivers", lambda: searches.append(True))
-    for name in ("kq", "kq.core._loop", "kq.drivers.rabbitmq._consumer"):
+    for name in ("kq", "kq.core.loop", "kq.drivers.rabbitmq.consumer"):
         record = logging.getLogger(name).makeRecord(name, logging.INFO, "", 1, "line", (), None)
         assert client_loggers.filter(record)
     assert searches == []

@@ -100,7 +100,7 @@ def test_withheld_names_are_logged_once_without_values(
 ) -> None:
     monkeypatch.setenv("KQ_TEST_SIGNING_KEY", SECRET)
     path = _config(tmp_path, 'keys = { "k" = "${KQ_TEST_SIGNING_KEY}" }')
-    with caplog.at_level(logging.DEBUG, logger="kq.core.handlers._console"):
+    with caplog.at_level(logging.DEBUG, logger="kq.core.handlers.console"):
         _child_environment(path)
     withheld = [r.getMessage() for r in caplog.records if "KQ_TEST_SIGNING_KEY" in r.getMessage()]
     assert len(withheld) == 1, caplog.text
@@ -183,6 +183,6 @@ def test_in_process_commands_say_that_inherit_env_does_not_apply(caplog: pytest.
     """They run inside the worker and can read its environment: kq says so rather than pretend."""
     from kq.core import InProcessConsoleCommandHandler
 
-    with caplog.at_level(logging.WARNING, logger="kq.core.handlers._inprocess"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.handlers.inprocess"):
         InProcessConsoleCommandHandler(ConsoleSettings(inherit_env=False), AllowList(["echoback"]))
     assert "inherit_env = false does not apply to in-process commands" in caplog.text

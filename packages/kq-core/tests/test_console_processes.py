@@ -80,7 +80,7 @@ def test_the_exit_decides_even_if_a_background_process_holds_the_output(
     """It used to wait for end-of-file on the pipes: "timed out" after the whole timeout, and, with a
     daemon in its own session, blocked until the daemon exited."""
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="kq.core.handlers._process"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.handlers.process"):
         result = run_command(_leaves_a_background_process(background_pid, where), timeout=5)
     elapsed = time.monotonic() - started
     assert elapsed < 3, f"run_command waited {elapsed:.1f}s for a background process"
@@ -102,7 +102,7 @@ def test_a_timeout_does_not_wait_for_a_daemon_that_holds_the_output(
     argv = _leaves_a_background_process(background_pid, "own-session", "then-sleep")
     started = time.monotonic()
     with (
-        caplog.at_level(logging.WARNING, logger="kq.core.handlers._process"),
+        caplog.at_level(logging.WARNING, logger="kq.core.handlers.process"),
         pytest.raises(ExecutionFailedError, match=r"timed out after 2s and was killed") as caught,
     ):
         run_command(argv, timeout=2)

@@ -108,7 +108,7 @@ def test_failing_listener_is_logged_and_others_run(caplog: pytest.LogCaptureFixt
     dispatcher.add_listener("message_received", _recorder(calls, "first"), priority=2)
     dispatcher.add_listener("message_received", broken, priority=1)
     dispatcher.add_listener("message_received", _recorder(calls, "last"))
-    with caplog.at_level(logging.ERROR, logger="kq.core._events"):
+    with caplog.at_level(logging.ERROR, logger="kq.core.events"):
         event = dispatcher.dispatch(_received("q1"))
     assert calls == ["first", "last"]
     assert event.vetoed_by is None
@@ -121,7 +121,7 @@ def test_failing_listener_is_logged_and_others_run(caplog: pytest.LogCaptureFixt
     assert "RuntimeError: listener exploded" in record.getMessage()
     assert not record.exc_info
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="kq.core._events"):
+    with caplog.at_level(logging.DEBUG, logger="kq.core.events"):
         dispatcher.dispatch(_received("q1"))
     [record] = caplog.records
     assert record.exc_info
@@ -157,7 +157,7 @@ def test_veto_then_raise_still_stops_the_chain(caplog: pytest.LogCaptureFixture)
     dispatcher = EventDispatcher()
     dispatcher.add_listener("message_received", veto_and_fail, priority=1)
     dispatcher.add_listener("message_received", _recorder(calls, "after"))
-    with caplog.at_level(logging.ERROR, logger="kq.core._events"):
+    with caplog.at_level(logging.ERROR, logger="kq.core.events"):
         assert dispatcher.dispatch(_received()).vetoed_by == "no"
     assert calls == []
     assert len(caplog.records) == 1

@@ -453,7 +453,7 @@ def test_a_zygote_dying_mid_message_fails_it_and_the_next_message_restarts_it(
     ):
         _run(handler, {"command": "kill-parent", "arguments": [str(pid_file)]})
     _wait_gone(int(pid_file.read_text()), "the orphaned child")
-    with caplog.at_level(logging.WARNING, logger="kq.core.handlers._forked"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.handlers.forked"):
         assert _run(handler, {"command": "say", "arguments": ["back"]}, message_id="m-9").stdout == "back\n"
     [record] = caplog.records
     assert record.getMessage().startswith(
@@ -471,7 +471,7 @@ def test_a_zygote_killed_between_messages_is_restarted(
     first = _zygote_pid(handler)
     os.kill(first, signal.SIGKILL)
     _wait_gone(first, "the killed zygote")
-    with caplog.at_level(logging.WARNING, logger="kq.core.handlers._forked"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.handlers.forked"):
         assert _run(handler, {"command": "say", "arguments": ["back"]}).stdout == "back\n"
     assert "had exited (status -9); starting a new one" in caplog.text
     assert _zygote_pid(handler) != first

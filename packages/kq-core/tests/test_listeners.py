@@ -325,13 +325,13 @@ def test_listener_plugin_that_fails_is_logged_and_skipped(
     }
     monkeypatch.setattr(registry, "_entry_points", lambda name: plugins if name == group else real(name))
     with (
-        caplog.at_level(logging.ERROR, logger="kq.core._app"),
+        caplog.at_level(logging.ERROR, logger="kq.core.app"),
         _app([], queues={"jobs": {"consumer": "noop"}}) as app,
     ):
         app.producer("jobs").publish('"payload"')
         app.consume_loop("jobs", limits=Limits(messages=1), poll_interval=0.05).run()
     assert mod.order == [("plugin", b'"payload"')]  # noop does not decode
-    failures = [r.getMessage() for r in caplog.records if r.name == "kq.core._app"]
+    failures = [r.getMessage() for r in caplog.records if r.name == "kq.core.app"]
     assert len(failures) == 2
     assert failures[0].startswith("listener plugin a-broken (kqtest_listeners:broken_plugin")
     assert failures[0].endswith("failed to register; continuing without it")

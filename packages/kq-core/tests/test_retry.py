@@ -182,7 +182,7 @@ def test_retry_of_a_message_that_can_never_succeed_is_ignored(
     driver: Driver, caplog: pytest.LogCaptureFixture, body: bytes, content_type: str, reason: str
 ) -> None:
     driver.producer("jobs").send(Message(body, content_type=content_type))
-    with caplog.at_level(logging.WARNING, logger="kq.core._loop"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.loop"):
         loop, accumulator = run(driver, 1, retry_below(5))
     assert [(e.reason, e.outcome) for e in accumulator.failures] == [(reason, "dead-lettered")]
     assert loop.stats.retried == 0
@@ -257,7 +257,7 @@ def test_a_retry_in_place_is_delayed_within_the_requeue_limit(caplog: pytest.Log
     MemoryDriver.reset()
     driver = _InPlace(DriverSpec(name="d", type="memory"))
     driver.producer("jobs").send(Message(b'"x"'))
-    with caplog.at_level(logging.WARNING, logger="kq.core._failure_policy"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.failure_policy"):
         loop, _ = run(driver, 1, retry_below(5, delay=500))
     assert loop.stats.retried == 1
     [line] = [r.getMessage() for r in caplog.records if "queued in" in r.getMessage()]

@@ -94,7 +94,7 @@ def test_a_receive_that_raises_is_logged_and_the_consumer_rebuilt(caplog: pytest
     driver = MemoryDriver(DriverSpec(name="mem", type="memory"), [QueueSpec(name="jobs", driver="mem")])
     driver.producer("jobs").send(Message(b'"ok"'))
     handler = _Recording()
-    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.ERROR, "kq.core._loop"):
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.ERROR, "kq.core.loop"):
         patch.setattr(MemoryConsumer, "_receive", flaky)
         loop = ConsumeLoop(driver, "jobs", handler, limits=Limits(messages=1, time=10), poll_interval=0.1)
         loop.run()
@@ -226,7 +226,7 @@ def test_a_failing_check_is_one_line_once_not_a_traceback_every_poll(
         limits=Limits(time=0.5, checks=(_broken_check,)),
         poll_interval=0.02,
     )
-    with caplog.at_level(logging.INFO, "kq.core._loop"):
+    with caplog.at_level(logging.INFO, "kq.core.loop"):
         loop.run()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]

@@ -177,7 +177,7 @@ def test_off_the_main_thread_the_limit_is_not_enforced_and_it_is_said(
             return body
 
     loop = ConsumeLoop(driver, "jobs", Quick(), limits=Limits(messages=2), poll_interval=0.05)
-    with caplog.at_level(logging.WARNING, logger="kq.core._loop"):
+    with caplog.at_level(logging.WARNING, logger="kq.core.loop"):
         worker = threading.Thread(target=loop.run)
         worker.start()
         worker.join(10)

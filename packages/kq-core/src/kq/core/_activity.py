@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from kq.core._stats import LoopStats
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class ActivityLog:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from kq.core.handlers._http import HttpProducer
     from kq.core.handlers._service import ServiceProducer
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Key id of the key made in ``.kq/signing.key`` when ``[signing] keys`` is empty.
 LOCAL_KEY_ID = "local"

@@ -29,7 +29,7 @@ from kq.core._options import Option, resolve_options
 from kq.core._queue_manager import QueueManager
 from kq.core._spec import DriverSpec, QueueSpec
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class Driver(abc.ABC):

@@ -21,7 +21,7 @@ from kq.core._spec import QueueSpec
 if TYPE_CHECKING:
     from kq.core._driver import Driver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class Consumer(abc.ABC):

@@ -19,7 +19,7 @@ from kq.core._numbers import check_number
 if TYPE_CHECKING:
     from kq.core.handlers._base import Handler
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 @dataclass

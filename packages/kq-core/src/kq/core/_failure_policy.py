@@ -42,7 +42,7 @@ from kq.core._spec import QueueSpec
 from kq.core._stats import LoopStats
 from kq.core.handlers._base import Handler
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Seconds before a message that could not be dead-lettered is tried again.
 RETRY_DEAD_LETTER_AFTER = 5.0

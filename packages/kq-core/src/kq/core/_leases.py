@@ -18,7 +18,7 @@ from kq.core._driver_consumer import Consumer
 from kq.core._errors import LeaseLostError
 from kq.core._message import Delivery
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Lease assumed when the consumer does not say how long its leases are, in seconds.
 DEFAULT_LEASE = 30.0

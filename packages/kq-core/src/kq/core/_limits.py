@@ -14,7 +14,7 @@ from kq.core._numbers import check_number, check_whole_number
 from kq.core._resources import MemoryGauge
 from kq.core._stats import LoopStats
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Largest memory limit accepted, in MB (a petabyte: only there to refuse nonsense).
 MAX_MEGABYTES = 1e9

@@ -43,7 +43,7 @@ from kq.core._stats import LoopStats
 from kq.core._time_limit import CallTimer, can_enforce
 from kq.core.handlers._base import Handler
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class ConsumeLoop:

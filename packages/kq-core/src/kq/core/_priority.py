@@ -43,7 +43,7 @@ from kq.core._reconnect import ReceiveError
 from kq.core._signals import StopSignals
 from kq.core._stats import LoopStats
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class PriorityLoop:

@@ -11,7 +11,7 @@ from kq.core._driver_consumer import Consumer
 from kq.core._errors import BrokerUnavailableError
 from kq.core._message import Delivery
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 def connection_errors(driver: Driver) -> tuple[type[BaseException], ...]:

@@ -48,7 +48,7 @@ from kq.core._redrive_retry import Retrier
 if TYPE_CHECKING:
     from kq.core._app import App
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Seconds the dead-letter queue must stay empty before browsing ends.
 DEFAULT_IDLE = 1.0

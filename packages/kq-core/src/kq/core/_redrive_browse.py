@@ -23,7 +23,7 @@ from kq.core._message import Delivery
 if TYPE_CHECKING:
     from kq.core._app import App
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: On drivers with leases: deliveries acted on (published again, acknowledged) at a time, before more
 #: are received, so that what re-drive holds stays small and no lease lapses while it works.

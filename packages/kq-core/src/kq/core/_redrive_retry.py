@@ -21,7 +21,7 @@ from kq.core.handlers._producer import GenericMessageProducer
 if TYPE_CHECKING:
     from kq.core._app import App
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Messages republished per batch (confirms and commits paid once per batch).
 REPUBLISH_BATCH = 100

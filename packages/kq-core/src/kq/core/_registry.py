@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from kq.core._driver import Driver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: The entry-point group drivers register in.
 DRIVER_GROUP = "kq.drivers"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: The signals that ask a worker to stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -45,7 +45,7 @@ from kq.core._message import (
 )
 from kq.core._numbers import MAX_TIMESTAMP, check_number
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 KEY_ID = "kq-key-id"
 SIGNED_AT = "kq-signed-at"

@@ -39,7 +39,7 @@ from typing import Any
 from kq.core._errors import HandlerTimeoutError
 from kq.core._message import Delivery
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Shortest and longest tick of the watcher, in seconds.
 MIN_TICK = 0.05

@@ -37,7 +37,7 @@ from kq.core import (
 )
 from kq.core.handlers import Handler, HandlerContext, MessageProducer, check_list, parse_object
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: The standard method that runs several calls in one request; its inner calls are allow-listed too.
 MULTICALL = "system.multicall"

@@ -23,7 +23,7 @@ from kq.core._registry import HANDLER_GROUP, load_plugin
 from kq.core._spec import QueueSpec
 from kq.core.handlers._codecs import decode_body
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class Handler(abc.ABC):

@@ -36,7 +36,7 @@ from kq.core.handlers._codecs import check_list, json_kind, parse_object
 from kq.core.handlers._process import CommandResult, run_command
 from kq.core.handlers._producer import MessageProducer
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 _H = TypeVar("_H", bound="ConsoleCommandHandler")
 

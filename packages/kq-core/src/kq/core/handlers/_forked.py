@@ -33,7 +33,7 @@ from kq.core.handlers._console import CommandCall, ConsoleCommandHandler, log_re
 from kq.core.handlers._process import CommandResult
 from kq.core.handlers._zygote_client import Zygote, ZygoteLostError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Seconds the zygote may at least take to import the entry point (``[console] timeout`` if longer).
 START_TIMEOUT = 120.0

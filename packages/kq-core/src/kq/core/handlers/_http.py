@@ -35,7 +35,7 @@ from kq.core.handlers._base import Handler, HandlerContext
 from kq.core.handlers._codecs import parse_object
 from kq.core.handlers._producer import MessageProducer
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: Options accepted in a message, with their types.

@@ -39,7 +39,7 @@ from kq.core._message import Delivery
 from kq.core.handlers._console import CommandCall, ConsoleCommandHandler
 from kq.core.handlers._process import CommandResult, OutputTail
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class InProcessConsoleCommandHandler(ConsoleCommandHandler):

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from kq.core._errors import ExecutionFailedError, HandlerTimeoutError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Most bytes of stdout and of stderr kept in a result: the last ones, kept while the command runs, so a
 #: command's output costs the worker at most about this much memory per stream whatever it writes.

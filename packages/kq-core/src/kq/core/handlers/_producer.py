@@ -19,7 +19,7 @@ from kq.core._routing import check_routing_key
 from kq.core._signing import Signer
 from kq.core.handlers._codecs import encode_json
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class MessageProducer:

@@ -29,7 +29,7 @@ from kq.core.handlers._base import Handler, HandlerContext
 from kq.core.handlers._codecs import check_list, parse_object
 from kq.core.handlers._producer import MessageProducer
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 _SERVICE = re.compile(r"[A-Za-z][\w]*(?:\.[A-Za-z][\w]*)*(?::[A-Za-z][\w]*(?:\.[A-Za-z][\w]*)*)?\Z")
 _METHOD = re.compile(r"[A-Za-z]\w{0,127}\Z")

@@ -32,7 +32,7 @@ from kq.core.handlers._process import (
 )
 from kq.core.handlers._zygote import BOOTSTRAP
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Seconds the worker waits for the zygote to confirm a kill (it reaps the child at once).
 KILL_WAIT = 10.0

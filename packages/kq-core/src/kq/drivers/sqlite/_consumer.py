@@ -23,7 +23,7 @@ from kq.core.driver import Consumer, Delivery, LeaseLostError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
 from kq.drivers.sqlite._store import Checkpoints, file_identity, routing_filter, write_transaction
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 # First pause after finding the queue empty; it doubles up to the driver's poll_interval.
 _FIRST_PAUSE = 0.001

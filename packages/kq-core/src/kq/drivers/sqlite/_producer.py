@@ -11,7 +11,7 @@ from kq.core.driver import Message, Producer, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
 from kq.drivers.sqlite._store import file_identity, write_transaction
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 _INSERT = (
     "INSERT INTO kq_messages (queue, message_id, body, content_type, headers, routing_key,"

@@ -24,7 +24,7 @@ from kq.core.driver import topic_matches
 if sys.platform != "win32":  # on Windows, sqlite's own busy handler is the only wait
     import fcntl
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 SCHEMA_VERSION = 1
 

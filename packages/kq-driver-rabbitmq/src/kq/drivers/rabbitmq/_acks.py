@@ -27,7 +27,7 @@ import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 try:  # pika's plain-TCP transport; absent or renamed in another pika, and then nothing is direct
     from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport

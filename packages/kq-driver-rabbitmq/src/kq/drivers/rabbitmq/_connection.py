@@ -15,7 +15,7 @@ from pika.adapters.blocking_connection import BlockingConnection
 
 from kq.core.driver import ConfigError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 def connection_parameters(

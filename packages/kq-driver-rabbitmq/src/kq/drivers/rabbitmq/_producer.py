@@ -50,7 +50,7 @@ from kq.drivers.rabbitmq._topology import Topology
 if TYPE_CHECKING:
     from kq.drivers.rabbitmq._driver import RabbitMQDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
 #: Messages of a batch marshalled between two writes to the socket (see ``_publish_once``).

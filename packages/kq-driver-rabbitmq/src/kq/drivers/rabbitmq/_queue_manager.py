@@ -17,7 +17,7 @@ from kq.drivers.rabbitmq._topology import Topology
 if TYPE_CHECKING:
     from kq.drivers.rabbitmq._driver import RabbitMQDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class RabbitMQQueueManager(QueueManager):

@@ -26,7 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from kq.core.driver import ConfigError, KqError, QueueSpec, UnknownQueueError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: The binding of a queue configured without routing keys.
 EVERYTHING = "#"

@@ -59,7 +59,7 @@ from kq.drivers.sqs._wire import unpack
 if TYPE_CHECKING:
     from kq.drivers.sqs._driver import SqsDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Most messages one ReceiveMessage call returns, and most entries of a batch call.
 MAX_BATCH = 10

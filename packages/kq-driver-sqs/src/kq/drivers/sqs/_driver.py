@@ -35,7 +35,7 @@ from kq.core.driver import (
 from kq.drivers.sqs._errors import QueueMissingError, SqsRequestError
 from kq.drivers.sqs._names import is_fifo_name, logical_name, sqs_queue_name
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Longest ``DelaySeconds`` of a published message.
 MAX_PUBLISH_DELAY = 900.0

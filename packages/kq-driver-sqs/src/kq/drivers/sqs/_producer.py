@@ -27,7 +27,7 @@ from kq.drivers.sqs._wire import Packed, pack
 if TYPE_CHECKING:
     from kq.drivers.sqs._driver import SqsDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Most entries of one SendMessageBatch call.
 MAX_ENTRIES = 10

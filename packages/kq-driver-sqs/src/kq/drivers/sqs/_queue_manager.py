@@ -13,7 +13,7 @@ from kq.drivers.sqs._errors import QueueMissingError, SqsRequestError
 if TYPE_CHECKING:
     from kq.drivers.sqs._driver import SqsDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: info's names for SQS's counters.
 COUNTERS = {

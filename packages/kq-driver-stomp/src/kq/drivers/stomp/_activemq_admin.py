@@ -41,7 +41,7 @@ from typing import Any
 from kq.core.driver import BrokerUnavailableError, UnsupportedOperationError
 from kq.drivers.stomp._connection import SESSION_LISTENER
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 __all__ = ["PLUGIN_NEEDS", "ActiveMQAdmin", "StatisticsUnavailableError", "parse_statistics"]
 

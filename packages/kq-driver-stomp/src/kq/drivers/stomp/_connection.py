@@ -24,7 +24,7 @@ import stomp.exception  # type: ignore[import-untyped,unused-ignore]
 import stomp.utils  # type: ignore[import-untyped,unused-ignore]
 from kq.core.driver import BrokerUnavailableError, ConfigError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: Name of the session's listener on its stomp.py connection (``connection.get_listener``).
 SESSION_LISTENER = "kq-session"

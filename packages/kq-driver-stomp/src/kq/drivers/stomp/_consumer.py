@@ -53,7 +53,7 @@ from kq.drivers.stomp._wire import ACTIVEMQ, decode, encode, requeue_headers, se
 if TYPE_CHECKING:
     from kq.drivers.stomp._driver import StompDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 @dataclasses.dataclass(frozen=True)

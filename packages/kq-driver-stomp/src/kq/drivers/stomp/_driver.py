@@ -38,7 +38,7 @@ from kq.core.driver import (
 from kq.drivers.stomp._connection import SESSION_LISTENER, Session, Settings, parse_hosts
 from kq.drivers.stomp._wire import ACTIVEMQ, FLAVOURS, RABBITMQ
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: ActiveMQ Classic: selectors filter a consumer's own key; no delete over STOMP.
 ACTIVEMQ_CAPABILITIES = Capabilities(

@@ -32,7 +32,7 @@ from kq.drivers.stomp._wire import encode
 if TYPE_CHECKING:
     from kq.drivers.stomp._driver import StompDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 
 class Publisher:

@@ -28,7 +28,7 @@ from kq.drivers.stomp._rabbitmq_admin import RabbitMQAdmin
 if TYPE_CHECKING:
     from kq.drivers.stomp._driver import StompDriver
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 #: ActiveMQ's own queues, left out of ``list-available`` (its dead-letter queue ``ActiveMQ.DLQ`` holds
 #: users' messages and is listed).

@@ -20,7 +20,7 @@ from typing import Any
 
 from kq.core.driver import BrokerUnavailableError, ConfigError, KqError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__name__.replace("._", "."))
 
 __all__ = ["ManagementError", "RabbitMQAdmin"]
 
