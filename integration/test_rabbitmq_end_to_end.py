@@ -84,7 +84,7 @@ def test_tutorial_flow(space: Workspace, queue: str) -> None:
 def test_managequeue_actions(space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint) -> None:
     setup = space.kq_json("managequeue", "setup", queue)
     assert setup == [{"queue": queue, "amqp_queue": queue, "exchange": queue, "bindings": ["#"]}]
-    space.kq("queuemessage", queue, '{"n": 1}', "-m", "3", "-b")
+    space.kq("queuemessage", queue, '{"n": 1}', "-n", "3", "-b")
     info = space.kq_json("managequeue", "info", queue)
     assert (info["exists"], info["messages"], info["consumers"]) == (True, 3, 0)
     configured = space.kq_json("managequeue", "list-configured")
@@ -150,7 +150,7 @@ def test_kq_message_read_back_with_plain_pika(
     space: Workspace, queue: str, rabbitmq: RabbitMQEndpoint
 ) -> None:
     """Body, content type, headers, routing key, expiration and persistence, as any AMQP client sees them."""
-    sent = space.kq_json("queuecommand", queue, "echoback", "hi", "-o", "f=x.txt", "-t", "30")
+    sent = space.kq_json("queuecommand", queue, "echoback", "hi", "-o", "f=x.txt", "--ttl", "30")
     space.kq("queuemessage", queue, "plain text", "-c", "text/plain", "-H", "trace=abc", "-r", "hello.world")
     connection = _plain_pika(rabbitmq)
     try:

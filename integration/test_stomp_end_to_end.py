@@ -149,7 +149,7 @@ def test_managequeue_actions_in_json(space: Workspace, stomp: StompEndpoint, que
     (and delete on RabbitMQ); ActiveMQ's delete fails saying why, without a traceback."""
     configured = space.kq_json("managequeue", "list-configured")
     assert [(item["queue"], item["driver"]) for item in configured] == [(queue, "mq")], configured
-    space.kq("queuemessage", queue, '{"n": 1}', "-m", "3", "-b")
+    space.kq("queuemessage", queue, '{"n": 1}', "-n", "3", "-b")
 
     def waiting() -> Any:
         return space.kq_json("managequeue", "info", queue)
@@ -220,7 +220,7 @@ def test_a_message_queued_by_kq_reads_as_expected_with_plain_stomp(
     kq's message id and routing key, the user's header, kq's signature, and the TTL as each broker
     carries it (ActiveMQ: ``expires``, absolute; RabbitMQ: ``expiration``, relative)."""
     before = time.time()
-    command = space.kq_json("queuecommand", queue, "echoback", "to stomp", "-o", "f=out.txt", "-t", "30")
+    command = space.kq_json("queuecommand", queue, "echoback", "to stomp", "-o", "f=out.txt", "--ttl", "30")
     plain = space.kq_json(
         "queuemessage", queue, "plain text", "-c", "text/plain", "-H", "trace=abc", "-r", "hello.world"
     )

@@ -80,7 +80,7 @@ def _waiting(queue: str, cwd: Path) -> int:
 
 @pytest.fixture
 def two_messages(tmp_path: Path) -> Path:
-    done = _kq("queuemessage", "demo", "{}", "-m", "2", cwd=tmp_path)
+    done = _kq("queuemessage", "demo", "{}", "-n", "2", cwd=tmp_path)
     assert done.returncode == EXIT_OK, done.stderr
     return tmp_path
 

@@ -87,7 +87,7 @@ def test_queue_on_another_driver(workdir: Path) -> None:
         (["queuemessage", "demo", "{}", "-H", "noequals"], "'noequals' has no '='"),
         (["queuemessage", "demo", "{}", "-H", "=v"], "has no name"),
         (["managequeue", "info", "demo", "-a", "novalue"], "'novalue' has no '='"),
-        (["queuemessage", "demo", "{}", "-m", "0"], "-m"),
+        (["queuemessage", "demo", "{}", "-n", "0"], "-n"),
         (["consume", "demo", "-m", "-1"], "-m"),
         (["consume", "demo", "--poll-interval", "0"], "--poll-interval"),
         (["managequeue", "info", "demo", "--format", "xml"], "--format"),

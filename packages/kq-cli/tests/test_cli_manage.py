@@ -27,7 +27,7 @@ def kq_json(*args: str) -> Any:
 
 
 def queue_messages(queue: str, body: str = "{}", count: int = 1) -> None:
-    result = kq("queuemessage", queue, body, "-m", str(count))
+    result = kq("queuemessage", queue, body, "-n", str(count))
     assert result.exit_code == EXIT_OK, result.output
 
 

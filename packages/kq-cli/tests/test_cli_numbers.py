@@ -17,13 +17,13 @@ NOT_FINITE = ["nan", "inf", "-inf", "1e309", "NaN", "1e300"]
 
 #: (arguments before the option, the option as written, how click names it in the error)
 FLOAT_OPTIONS = [
-    (["queuecommand", "demo", "echoback"], "--ttl", "'-t' / '--ttl'"),
+    (["queuecommand", "demo", "echoback"], "--ttl", "'--ttl'"),
     (["queuecommand", "demo", "echoback"], "--delay", "'--delay'"),
-    (["queuemessage", "demo", "{}"], "--ttl", "'-t' / '--ttl'"),
+    (["queuemessage", "demo", "{}"], "--ttl", "'--ttl'"),
     (["queuemessage", "demo", "{}"], "--delay", "'--delay'"),
     (["queueservice", "demo", "mod:f", "run"], "--delay", "'--delay'"),
     (["queuehttp", "demo", "https://example.invalid/"], "--timeout", "'--timeout'"),
-    (["queuehttp", "demo", "https://example.invalid/"], "--ttl", "'-t' / '--ttl'"),
+    (["queuehttp", "demo", "https://example.invalid/"], "--ttl", "'--ttl'"),
     (["consume", "demo"], "--timeout", "'-t' / '--timeout'"),
     (["consume", "demo"], "--memory-limit", "'-l' / '--memory-limit'"),
     (["consume", "demo"], "--grace", "'--grace'"),
@@ -55,8 +55,41 @@ def test_float_options_must_be_finite_numbers_in_range(
     result = kq(*command, f"{option}={value}")
     assert result.exit_code == EXIT_USAGE, result.output
     assert f"Invalid value for {named}" in result.stderr
-    assert "must be a finite number between" in result.stderr
+    # memory is a number; every other float option is a duration (seconds, or with a unit)
+    assert "must be a finite number between" in result.stderr or "must be a duration between" in result.stderr
     assert not Path(".kq").exists()  # refused before any queue was touched
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("90", 90.0),
+        ("1.5", 1.5),
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("1h30m", 5400.0),
+    ],
+)
+def test_durations_take_units(written: str, seconds: float) -> None:
+    result = kq("queuecommand", "demo", "echoback", "--ttl", written, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert f'"ttl": {seconds}' in result.stdout
+
+
+@pytest.mark.parametrize("written", ["5x", "m5", "-5s", "5 m s", "1h-30m", ""])
+def test_a_duration_that_is_not_one_is_a_usage_error(written: str) -> None:
+    result = kq("queuemessage", "demo", "{}", "--ttl", written)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "must be a duration between 0 (excluded) and 315576000 (seconds, or with a unit:" in result.stderr
+
+
+def test_consume_takes_a_time_limit_with_a_unit() -> None:
+    result = kq("consume", "demo", "-t", "300ms", "--poll-interval", "50ms")
+    assert result.exit_code == 0, result.output
+    assert "time limit of 0.3s reached" in result.stdout
 
 
 def test_float_options_in_range_still_pass() -> None:

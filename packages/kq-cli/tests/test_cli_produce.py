@@ -104,7 +104,7 @@ def test_queuecommand_routing_key_filters_consumers() -> None:
 
 
 def test_queuecommand_ttl() -> None:
-    result = kq("queuecommand", "demo", "echoback", "x", "-t", "30")
+    result = kq("queuecommand", "demo", "echoback", "x", "--ttl", "30")
     assert result.exit_code == EXIT_OK, result.output
     assert "valid for 30 seconds" in result.output
     assert kq("queuecommand", "demo", "echoback", "y").exit_code == EXIT_OK
@@ -116,9 +116,9 @@ def test_queuecommand_ttl() -> None:
 
 @pytest.mark.parametrize("ttl", ["0", "-1", "soon"])
 def test_queuecommand_bad_ttl_is_a_usage_error(ttl: str) -> None:
-    result = kq("queuecommand", "demo", "echoback", "x", "-t", ttl)
+    result = kq("queuecommand", "demo", "echoback", "x", "--ttl", ttl)
     assert result.exit_code == EXIT_USAGE
-    assert "-t" in result.output
+    assert "--ttl" in result.output
     assert not Path(".kq").exists()  # refused before anything was opened
 
 
@@ -161,7 +161,7 @@ def test_queuemessage_json_body() -> None:
 
 @pytest.mark.parametrize("extra", [[], ["-b"], ["--batch"]])
 def test_queuemessage_repeat(extra: list[str]) -> None:
-    result = kq("queuemessage", "demo", '{"a":1}', "-m", "3", *extra)
+    result = kq("queuemessage", "demo", '{"a":1}', "-n", "3", *extra)
     assert result.exit_code == EXIT_OK, result.output
     assert result.output == "3 message(s) queued on queue demo\n"
     deliveries = received("demo")
@@ -223,7 +223,7 @@ def test_queuemessage_reads_stdin() -> None:
 
 
 def test_queuemessage_routing_key_and_ttl() -> None:
-    result = kq("queuemessage", "demo", "{}", "-r", "a.b", "-t", "2.5", "-m", "2", "-b")
+    result = kq("queuemessage", "demo", "{}", "-r", "a.b", "--ttl", "2.5", "-n", "2", "-b")
     assert result.exit_code == EXIT_OK, result.output
     assert result.output == "2 message(s) queued on queue demo, valid for 2.5 seconds\n"
     assert [d.routing_key for d in received("demo")] == ["a.b", "a.b"]
@@ -249,7 +249,7 @@ def test_queuemessage_delay() -> None:
 )
 def test_every_queueing_command_reports_the_same_json_fields(args: list[str]) -> None:
     """queueservice and queuehttp used to leave the delay out of their --format json report."""
-    result = kq(*args, "--delay", "30", "-t", "600", "--format", "json")
+    result = kq(*args, "--delay", "30", "--ttl", "600", "--format", "json")
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.stdout)
     assert set(data) == {"queue", "message_id", "routing_key", "ttl", "delay", "body"}

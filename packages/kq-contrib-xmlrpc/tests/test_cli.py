@@ -73,7 +73,7 @@ def test_json_arguments_and_json_output(config: Path) -> None:
         arguments,
         "-r",
         "rpc.add",
-        "-t",
+        "--ttl",
         "60",
         "--format",
         "json",
@@ -102,7 +102,7 @@ def test_no_arguments(config: Path) -> None:
         (["a", "-j", "[1]"], "give ARGUMENTS or -j/--json-arguments, not both"),
         (["-j", "[1,"], "not valid JSON"),
         (["-j", '{"a": 1}'], "must be a JSON array"),
-        (["-t", "0"], "--ttl"),
+        (["--ttl", "0"], "--ttl"),
     ],
 )
 def test_usage_errors(config: Path, args: list[str], match: str) -> None:

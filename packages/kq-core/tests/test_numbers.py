@@ -338,3 +338,99 @@ def test_limits_refuse_what_is_not_finite(field: str, value: float) -> None:
     changes: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=rf"{field} limit {FINITE_TEXT}"):
         Limits(**changes)
+
+
+# --- durations with units ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("1.5", 1.5),
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("1h30m", 5400.0),
+        ("1m30s", 90.0),
+        (" 5M ", 300.0),
+    ],
+)
+def test_durations_are_read_with_units(text: str, seconds: float) -> None:
+    from kq.core._numbers import parse_duration
+
+    assert parse_duration(text) == seconds
+    assert check_number(text, duration=True) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "x", "5x", "m5", "-5s", "5 m", "1h-30m", "5mm"])
+def test_what_is_not_a_duration_says_how_to_write_one(text: str) -> None:
+    from kq.core._numbers import parse_duration
+
+    assert parse_duration(text) is None
+    with pytest.raises(
+        ValueError, match=r"must be a duration between 0 and \d+ \(seconds, or with a unit: 500ms"
+    ):
+        check_number(text, duration=True)
+
+
+def test_a_duration_is_still_range_checked() -> None:
+    with pytest.raises(ValueError, match="must be a duration between 0 and 60"):
+        check_number("2m", maximum=60, duration=True)
+    with pytest.raises(ValueError, match="must be a finite number"):
+        check_number(float("nan"), duration=True)
+
+
+def test_configuration_durations_take_units(tmp_path: Any) -> None:
+    from kq.core import parse_config
+
+    config = parse_config(
+        {
+            "drivers": {"db": {"type": "sqlite", "visibility_timeout": "5m", "poll_interval": "250ms"}},
+            "default_driver": "db",
+            "queues": {"jobs": {"handler_timeout": "1m30s", "retry": {"max_attempts": 3, "delay": "30s"}}},
+            "console": {"timeout": "2h"},
+            "signing": {"max_age": "1d"},
+        },
+        source="test",
+        root=str(tmp_path),
+    )
+    assert config.queues["jobs"].handler_timeout == 90.0
+    assert config.queues["jobs"].retry.delay == 30.0
+    assert config.console.timeout == 7200.0
+    assert config.signing.max_age == 86400.0
+    from kq.core import App
+
+    with App(config) as app:
+        options = app.driver("db").options
+        assert (options["visibility_timeout"], options["poll_interval"]) == (300.0, 0.25)
+
+
+def test_a_configured_duration_that_is_not_one_names_the_key(tmp_path: Any) -> None:
+    from kq.core import App, ConfigError, parse_config
+
+    config = parse_config(
+        {"drivers": {"db": {"type": "sqlite", "visibility_timeout": "5 minutes"}}, "default_driver": "db"},
+        source="kq.toml",
+        root=str(tmp_path),
+    )
+    with (
+        pytest.raises(ConfigError, match=r"expected a duration .*'5 minutes'.*drivers.db.visibility_timeout"),
+        App(config) as app,
+    ):
+        app.driver("db")
+
+
+def test_worker_options_keep_a_duration_as_written() -> None:
+    from kq.core._consume_options import check_worker_options, consume_arguments
+
+    checked = check_worker_options(
+        {"timeout": "1h", "grace": "30s", "messages": 5}, prefix="workers.w.options", source=None
+    )
+    arguments = consume_arguments(checked)
+    assert "1h" in arguments
+    assert "30s" in arguments
+    with pytest.raises(ConfigError, match=r"workers.w.options.timeout"):
+        check_worker_options({"timeout": "soon"}, prefix="workers.w.options", source=None)

@@ -58,7 +58,7 @@ def test_url_gives_host_port_vhost_and_credentials() -> None:
     [
         ({"url": "http://host/"}, "drivers.rabbit.url", "must start with amqp:// or amqps://"),
         ({"heartbeat": -1}, "drivers.rabbit.heartbeat", "must not be negative"),
-        ({"heartbeat": "often"}, "drivers.rabbit.heartbeat", "expected int"),
+        ({"heartbeat": "often"}, "drivers.rabbit.heartbeat", "expected a duration"),
         ({"confirm_timeout": 0}, "drivers.rabbit.confirm_timeout", r"between 0 \(excluded\)"),
         ({"tls_ca_file": "/nonexistent/ca.pem"}, "drivers.rabbit.tls_ca_file", "cannot set up TLS"),
         ({"vhost": "x"}, "drivers.rabbit.vhost", "unknown option"),

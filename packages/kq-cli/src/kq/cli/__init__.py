@@ -2,8 +2,8 @@
 
 Commands (``kq COMMAND --help`` explains every option; docs/cli.md has them all)::
 
-    kq queuecommand QUEUE COMMAND [ARGS]... [-o name=value]... [-i DRIVER] [-r KEY] [-t TTL]
-    kq queuemessage QUEUE BODY [-c CONTENT_TYPE] [-m REPEAT] [-b] [-i DRIVER] [-r KEY] [-t TTL]
+    kq queuecommand QUEUE COMMAND [ARGS]... [-o name=value]... [-i DRIVER] [-r KEY] [--ttl TTL]
+    kq queuemessage QUEUE BODY [-c CONTENT_TYPE] [-n REPEAT] [-b] [-i DRIVER] [-r KEY] [--ttl TTL]
     kq queueservice QUEUE SERVICE METHOD [ARGS]... [-j JSON] [-k name=value]... [--json-kwargs JSON]
     kq queuehttp QUEUE URL [-X METHOD] [-H name=value]... [-p name=value]... [-d TEXT | --json JSON]
     kq consume QUEUE [-m MESSAGES] [-t SECONDS] [-r KEY] [-i DRIVER] [--label LABEL] [-w]

@@ -127,16 +127,26 @@ class FiniteFloat(_FloatParamType):
         minimum: The smallest value accepted.
         maximum: The largest value accepted (``None``: kq-core's ``MAX_SECONDS``, ten years).
         exclusive_minimum: ``minimum`` itself is refused (``0`` for "greater than zero").
+        duration: The value is seconds, and may be written with units (``500ms``, ``30s``, ``5m``,
+            ``2h``, ``1d``, ``1h30m``).
     """
 
     name = "float"
 
     def __init__(
-        self, minimum: float = 0.0, maximum: float | None = None, *, exclusive_minimum: bool = False
+        self,
+        minimum: float = 0.0,
+        maximum: float | None = None,
+        *,
+        exclusive_minimum: bool = False,
+        duration: bool = False,
     ) -> None:
         self.minimum = minimum
         self.maximum = maximum
         self.exclusive_minimum = exclusive_minimum
+        self.duration = duration
+        if duration:
+            self.name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         """``value`` (text, or a default) as a checked float; a usage error naming the option otherwise."""
@@ -149,12 +159,13 @@ class FiniteFloat(_FloatParamType):
                 maximum=MAX_SECONDS if self.maximum is None else self.maximum,
                 exclusive_minimum=self.exclusive_minimum,
                 text=True,
+                duration=self.duration,
             )
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
     def __repr__(self) -> str:
-        return f"FiniteFloat({self.minimum!r}, {self.maximum!r})"
+        return f"FiniteFloat({self.minimum!r}, {self.maximum!r}, duration={self.duration!r})"
 
 
 #: The client library of kq-core's HTTP handler (requests' urllib3); drivers declare their own
@@ -292,17 +303,17 @@ def driver_option(function: F) -> F:
 
 
 def expiry_options(function: F) -> F:
-    """Add ``-t/--ttl`` and ``--delay`` (seconds) as the commands that queue messages have them."""
+    """Add ``--ttl`` and ``--delay`` (durations) as the commands that queue messages have them (no short
+    form: ``-t`` is ``kq consume``'s time limit, and a letter means one thing in every command)."""
     with_delay = click.option(
         "--delay",
-        type=FiniteFloat(),
+        type=FiniteFloat(duration=True),
         default=0.0,
         help="Seconds before the message becomes visible to workers.",
     )(function)
     return click.option(
-        "-t",
         "--ttl",
-        type=FiniteFloat(exclusive_minimum=True),
+        type=FiniteFloat(exclusive_minimum=True, duration=True),
         help="Seconds after which the message expires if no worker took it.",
     )(with_delay)
 

@@ -38,7 +38,7 @@ def _click_option(option: ConsumeOption) -> click.Option:
         maximum = None if option.maximum is None else int(option.maximum)
         settings["type"] = click.IntRange(min=int(option.minimum), max=maximum)
     elif option.type is float:
-        settings["type"] = FiniteFloat(option.minimum, option.maximum)
+        settings["type"] = FiniteFloat(option.minimum, option.maximum, duration=option.duration)
     if option.multiple:
         settings["multiple"] = True
     if option.metavar:

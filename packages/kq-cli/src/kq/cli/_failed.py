@@ -33,7 +33,7 @@ def _common_options(function: F) -> F:
     function = format_option(function)
     function = click.option(
         "--idle",
-        type=FiniteFloat(),
+        type=FiniteFloat(duration=True),
         default=1.0,
         show_default=True,
         metavar="SECONDS",

@@ -97,7 +97,7 @@ def queuecommand(
     help="Content type of BODY; workers decode by it.",
 )
 @click.option(
-    "-m",
+    "-n",
     "--repeat",
     type=click.IntRange(min=1),
     default=1,

@@ -95,7 +95,7 @@ def queueservice(
 @click.option("--json", "json_body", metavar="JSON", help="Request body as JSON (sent as application/json).")
 @click.option(
     "--timeout",
-    type=FiniteFloat(exclusive_minimum=True),
+    type=FiniteFloat(exclusive_minimum=True, duration=True),
     help="Seconds the worker waits for the response (default 30).",
 )
 @click.option("--no-redirects", is_flag=True, help="Do not follow redirects.")

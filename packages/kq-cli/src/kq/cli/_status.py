@@ -29,7 +29,7 @@ logger = logging.getLogger("kq.cli")
 )
 @click.option(
     "--watch",
-    type=FiniteFloat(exclusive_minimum=True),
+    type=FiniteFloat(exclusive_minimum=True, duration=True),
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C: on a terminal the screen is redrawn, otherwise one block "
     "(one JSON line with --format json) is printed per refresh.",

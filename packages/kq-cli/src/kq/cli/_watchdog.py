@@ -39,7 +39,7 @@ def watchdog() -> None:
 @watchdog.command()
 @click.option(
     "--wait",
-    type=FiniteFloat(),
+    type=FiniteFloat(duration=True),
     default=1.0,
     show_default=True,
     help="Seconds a new worker must survive to count as started; one that exits sooner is reported.",
@@ -60,7 +60,7 @@ def start(state: State, wait: float, output_format: str) -> None:
 
 
 @watchdog.command()
-@click.option("--grace", type=FiniteFloat(), default=10.0, show_default=True, help=_GRACE_HELP)
+@click.option("--grace", type=FiniteFloat(duration=True), default=10.0, show_default=True, help=_GRACE_HELP)
 @format_option
 @pass_state
 def stop(state: State, grace: float, output_format: str) -> None:
@@ -102,10 +102,10 @@ def check(state: State, output_format: str) -> None:
 
 
 @watchdog.command()
-@click.option("--grace", type=FiniteFloat(), default=10.0, show_default=True, help=_GRACE_HELP)
+@click.option("--grace", type=FiniteFloat(duration=True), default=10.0, show_default=True, help=_GRACE_HELP)
 @click.option(
     "--start-seconds",
-    type=FiniteFloat(),
+    type=FiniteFloat(duration=True),
     default=3.0,
     show_default=True,
     help="A worker exiting within this many seconds of starting exited 'at once' and is restarted "
@@ -120,14 +120,14 @@ def check(state: State, output_format: str) -> None:
 )
 @click.option(
     "--max-backoff",
-    type=FiniteFloat(),
+    type=FiniteFloat(duration=True),
     default=60.0,
     show_default=True,
     help="Longest delay between two restarts (the delay doubles from 1 s with each quick exit).",
 )
 @click.option(
     "--poll-interval",
-    type=FiniteFloat(0.05),
+    type=FiniteFloat(0.05, duration=True),
     default=1.0,
     show_default=True,
     help="Seconds between two looks at the workers.",

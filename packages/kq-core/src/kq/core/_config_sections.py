@@ -34,7 +34,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _seconds(value: Any) -> float:
-    return check_number(value, minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True)
+    return check_number(value, minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True, duration=True)
 
 
 def _strings_table(value: Any) -> dict[str, str]:

@@ -74,7 +74,7 @@ def _max_deliveries(value: Any) -> int:
 
 
 def _handler_timeout(value: Any) -> float:
-    return check_number(value, minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True)
+    return check_number(value, minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True, duration=True)
 
 
 #: The top level of the file.

@@ -42,6 +42,7 @@ class ConsumeOption:
             ``"limits.<field>"`` (of :class:`~kq.core.Limits`), or ``""`` for an option ``kq consume``
             handles itself (the metrics server).
         negate: The flag sets its target to ``False`` (``--without-signals``: ``handle_signals``).
+        duration: A number of seconds, which may also be written with units (``30s``, ``5m``, ``2h``).
     """
 
     name: str
@@ -57,6 +58,7 @@ class ConsumeOption:
     worker: bool = True
     target: str = ""
     negate: bool = False
+    duration: bool = False
 
     @property
     def long(self) -> str:
@@ -66,6 +68,13 @@ class ConsumeOption:
     def check(self, value: Any, key: str, source: str | None) -> Any:
         """``value`` from ``[workers.<name>] options``, checked (a :class:`ConfigError` names ``key``)."""
         accepted: tuple[type, ...] = (int, float) if self.type is float else (self.type,)
+        if self.duration and isinstance(value, str):
+            # "5m": checked as seconds, and kept as written for the worker's command line.
+            try:
+                check_number(value, minimum=self.minimum, maximum=self.maximum or MAX_SECONDS, duration=True)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=key, source=source) from None
+            return value
         if (isinstance(value, bool) and self.type is not bool) or not isinstance(value, accepted):
             raise ConfigError(f"has the wrong type ({type(value).__name__})", key=key, source=source)
         try:  # checked, and kept as written (a worker's command line shows 256, not 256.0)
@@ -101,6 +110,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         0.0,
         short="-t",
         target="limits.time",
+        duration=True,
     ),
     ConsumeOption(
         "memory_limit",
@@ -145,6 +155,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "else the handler's own limit: [console] timeout for in-process commands, none for services).",
         0.0,
         target="loop.handler_timeout",
+        duration=True,
     ),
     ConsumeOption(
         "grace",
@@ -153,6 +164,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "(and redelivered); 0: wait for it.",
         0.0,
         target="loop.grace",
+        duration=True,
     ),
     ConsumeOption(
         "metrics_port",
@@ -207,6 +219,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         1.0,
         minimum=0.01,
         target="loop.poll_interval",
+        duration=True,
     ),
     ConsumeOption(
         "prefetch",
@@ -223,6 +236,7 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
         "DEBUG, -v; each failure at WARNING or ERROR); 0: one INFO line per message instead.",
         10.0,
         target="loop.summary_interval",
+        duration=True,
     ),
 )
 #: The options ``[workers.<name>] options`` may set.

@@ -13,6 +13,7 @@ into the error of their surface (a :class:`~kq.core.ConfigError` naming the key,
 from __future__ import annotations
 
 import math
+import re
 from typing import Final
 
 #: Longest duration, in seconds, kq accepts anywhere (ten years of 365.25 days): timeouts, delays,
@@ -26,6 +27,30 @@ MAX_COUNT: Final = 2**63 - 1
 _SHOWN_CHARS = 40
 
 
+#: Units a duration may be written with, in seconds.
+DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: How the units are shown in error messages.
+DURATION_HINT: Final = "seconds, or with a unit: 500ms, 30s, 5m, 2h, 1d, 1h30m"
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float | None:
+    """The seconds ``text`` says, or ``None`` when it is not a duration.
+
+    A plain number is seconds (``"90"``, ``"1.5"``); a number with a unit is converted (``"500ms"``,
+    ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``), and parts add up (``"1h30m"``). Case and spaces around
+    are ignored. The value is not range-checked: :func:`check_number` with ``duration=True`` does both.
+    """
+    word = text.strip().lower()
+    plain = _as_number(word, True)
+    if plain is not None:
+        return float(plain)
+    if not _DURATION.fullmatch(word):
+        return None
+    return sum(float(number) * DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(word))
+
+
 def check_number(
     value: object,
     what: str = "",
@@ -35,6 +60,7 @@ def check_number(
     exclusive_minimum: bool = False,
     exclusive_maximum: bool = False,
     text: bool = False,
+    duration: bool = False,
 ) -> float:
     """Return ``value`` as a float if it is a finite number in range; raise ``ValueError`` otherwise.
 
@@ -47,11 +73,12 @@ def check_number(
         exclusive_minimum: ``minimum`` itself is refused (``0`` for "greater than zero").
         exclusive_maximum: ``maximum`` itself is refused.
         text: Accept a string and read the number from it.
+        duration: The value is seconds: a string may also carry units (:func:`parse_duration`).
 
     Raises:
         ValueError: ``<what> must be a finite number between <minimum> and <maximum>, not <value>``.
     """
-    number = _as_number(value, text)
+    number = parse_duration(value) if duration and isinstance(value, str) else _as_number(value, text)
     if (
         number is None
         or (isinstance(number, float) and not math.isfinite(number))
@@ -61,7 +88,10 @@ def check_number(
         or (exclusive_maximum and number == maximum)
     ):
         bounds = _bounds(minimum, maximum, exclusive_minimum, exclusive_maximum)
-        raise ValueError(_message(what, f"a finite number {bounds}", value))
+        # A text that is no duration is told how to write one; a number is told its range.
+        written = duration and isinstance(value, str)
+        kind = f"a duration {bounds} ({DURATION_HINT})" if written else f"a finite number {bounds}"
+        raise ValueError(_message(what, kind, value))
     return float(number)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kq.core._errors import ConfigError
-from kq.core._numbers import MAX_SECONDS, check_number, check_whole_number
+from kq.core._numbers import DURATION_HINT, MAX_SECONDS, check_number, check_whole_number, parse_duration
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class Option:
         validate: Checks and converts the value instead of the type check (kq's own sections, whose
             keys take lists, tables or names): returns the value or raises :class:`ValueError` with
             the message (it becomes a :class:`ConfigError` naming the key).
+        duration: The number is seconds: a string may carry units (``"30s"``, ``"5m"``, ``"2h"``,
+            ``"1h30m"``; :func:`~kq.core._numbers.parse_duration`). An integer option takes a whole
+            number of seconds.
     """
 
     default: Any
@@ -44,6 +47,7 @@ class Option:
     minimum: float | None = None
     maximum: float = MAX_SECONDS
     validate: Callable[[Any], Any] | None = None
+    duration: bool = False
 
     def check(self, key: str, value: Any, source: str | None) -> Any:
         """Return ``value`` converted to the option's type, or raise :class:`ConfigError`."""
@@ -56,7 +60,7 @@ class Option:
         if value is None and self.default is None and not self.required:
             return None
         if isinstance(value, str) and str not in accepted:
-            value = _from_text(value, accepted, key, source)
+            value = _from_text(value, accepted, key, source, duration=self.duration)
         if isinstance(value, bool) and bool not in accepted:
             raise ConfigError(f"expected {_names(accepted)}, got a boolean", key=key, source=source)
         if not isinstance(value, bool) and isinstance(value, (int, float)):
@@ -86,8 +90,20 @@ def _check_number(
     return number if float in accepted else value
 
 
-def _from_text(text: str, accepted: tuple[type, ...], key: str, source: str | None) -> Any:
-    """Convert a string (typically from ``${VAR}``) to the number or boolean the option accepts."""
+def _from_text(
+    text: str, accepted: tuple[type, ...], key: str, source: str | None, *, duration: bool = False
+) -> Any:
+    """Convert a string (a duration such as ``"5m"``, or from ``${VAR}``) to the number or boolean the
+    option accepts."""
+    if duration:
+        seconds = parse_duration(text)
+        if seconds is None:
+            raise ConfigError(
+                f"expected a duration ({DURATION_HINT}), got the text {text!r}", key=key, source=source
+            )
+        if float not in accepted and seconds.is_integer():
+            return int(seconds)
+        return seconds
     word = text.strip().lower()
     if bool in accepted and word in ("true", "false", "yes", "no", "1", "0"):
         return word in ("true", "yes", "1")

@@ -14,9 +14,9 @@ MAX_MULTIPLIER = 1000.0
 #: The accepted range of each number: keyword arguments of check_number (check_whole_number for ints).
 _RANGES: dict[str, dict[str, Any]] = {
     "max_attempts": {"minimum": 1, "maximum": MAX_COUNT},
-    "delay": {"minimum": 0.0, "maximum": MAX_SECONDS},
+    "delay": {"minimum": 0.0, "maximum": MAX_SECONDS, "duration": True},
     "multiplier": {"minimum": 1.0, "maximum": MAX_MULTIPLIER},
-    "max_delay": {"minimum": 0.0, "maximum": MAX_SECONDS},
+    "max_delay": {"minimum": 0.0, "maximum": MAX_SECONDS, "duration": True},
     "jitter": {"minimum": 0.0, "maximum": 1.0, "exclusive_maximum": True},
 }
 

@@ -104,7 +104,11 @@ class MemoryDriver(Driver):
     driver_options: ClassVar[dict[str, Option]] = {
         "namespace": Option("default", str, "Driver instances with the same namespace share queues."),
         "visibility_timeout": Option(
-            30.0, float, "Seconds a received message stays reserved unless acked.", positive=True
+            30.0,
+            float,
+            "Seconds a received message stays reserved unless acked.",
+            positive=True,
+            duration=True,
         ),
     }
     dynamic_queues = True

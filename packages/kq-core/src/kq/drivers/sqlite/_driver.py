@@ -44,16 +44,25 @@ class SqliteDriver(Driver):
             ".kq/kq.sqlite3", str, "Database file; relative to the configuration file's directory."
         ),
         "visibility_timeout": Option(
-            30.0, float, "Seconds a received message stays reserved unless acked.", positive=True
+            30.0,
+            float,
+            "Seconds a received message stays reserved unless acked.",
+            positive=True,
+            duration=True,
         ),
         "poll_interval": Option(
-            0.2, float, "Longest pause between two looks at an empty queue, in seconds.", positive=True
+            0.2,
+            float,
+            "Longest pause between two looks at an empty queue, in seconds.",
+            positive=True,
+            duration=True,
         ),
         "busy_timeout": Option(
             30.0,
             float,
             "Seconds to wait for another writer's turn (kq's lock file, then sqlite's lock).",
             positive=True,
+            duration=True,
         ),
         "synchronous": Option(
             "NORMAL", str, "sqlite 'synchronous' pragma: NORMAL, or FULL to survive power loss."
@@ -61,7 +70,11 @@ class SqliteDriver(Driver):
     }
     queue_options: ClassVar[dict[str, Option]] = {
         "visibility_timeout": Option(
-            None, float, "Overrides the driver's visibility timeout for this queue.", positive=True
+            None,
+            float,
+            "Overrides the driver's visibility timeout for this queue.",
+            positive=True,
+            duration=True,
         ),
     }
     dynamic_queues = True

@@ -94,20 +94,27 @@ class RabbitMQDriver(Driver):
             str,
             "amqp:// or amqps:// URL: credentials, host, port and virtual host.",
         ),
-        "heartbeat": Option(60, int, "Heartbeat interval in seconds (0 disables heartbeats)."),
+        "heartbeat": Option(60, int, "Heartbeat interval in seconds (0 disables heartbeats).", duration=True),
         "socket_timeout": Option(
-            10.0, float, "Seconds to wait for the broker when connecting.", positive=True
+            10.0, float, "Seconds to wait for the broker when connecting.", positive=True, duration=True
         ),
         "blocked_connection_timeout": Option(
             300.0,
             float,
             "Seconds a connection may stay blocked by a broker alarm before it is dropped.",
             positive=True,
+            duration=True,
         ),
         "confirm_delivery": Option(True, bool, "Wait for publisher confirms (once per batch)."),
-        "confirm_timeout": Option(30.0, float, "Seconds to wait for the confirms of a batch.", positive=True),
+        "confirm_timeout": Option(
+            30.0, float, "Seconds to wait for the confirms of a batch.", positive=True, duration=True
+        ),
         "publish_timeout": Option(
-            60.0, float, "Seconds to keep retrying a publish while the broker is unreachable.", positive=True
+            60.0,
+            float,
+            "Seconds to keep retrying a publish while the broker is unreachable.",
+            positive=True,
+            duration=True,
         ),
         "management_url": Option(None, str, "Management API URL (default: http://<host>:15672)."),
         "tls_ca_file": Option(None, str, "CA bundle to verify the broker's certificate (amqps)."),

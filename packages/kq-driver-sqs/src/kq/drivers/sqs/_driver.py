@@ -90,13 +90,25 @@ class SqsDriver(Driver):
             "Seconds a received message stays invisible to others.",
             positive=True,
             maximum=MAX_VISIBILITY,
+            duration=True,
         ),
         "wait_time": Option(
-            MAX_WAIT, int, "Longest long poll, in seconds (0: short polls).", minimum=0, maximum=MAX_WAIT
+            MAX_WAIT,
+            int,
+            "Longest long poll, in seconds (0: short polls).",
+            minimum=0,
+            maximum=MAX_WAIT,
+            duration=True,
         ),
-        "connect_timeout": Option(5.0, float, "Seconds to wait for a connection.", positive=True),
+        "connect_timeout": Option(
+            5.0, float, "Seconds to wait for a connection.", positive=True, duration=True
+        ),
         "request_timeout": Option(
-            10.0, float, "Seconds to wait for an answer (a long poll waits wait_time more).", positive=True
+            10.0,
+            float,
+            "Seconds to wait for an answer (a long poll waits wait_time more).",
+            positive=True,
+            duration=True,
         ),
         "max_attempts": Option(3, int, "Attempts of a request (boto3 retries).", positive=True, maximum=10),
     }

@@ -100,9 +100,15 @@ class StompDriver(Driver):
         "heartbeat_grace": Option(
             2.0, float, "Missed heart-beats tolerated (factor of the interval).", minimum=1.0, maximum=100.0
         ),
-        "connect_timeout": Option(5.0, float, "Seconds to wait for a connection.", positive=True),
+        "connect_timeout": Option(
+            5.0, float, "Seconds to wait for a connection.", positive=True, duration=True
+        ),
         "receipt_timeout": Option(
-            10.0, float, "Seconds to wait for the broker's receipts of a published batch.", positive=True
+            10.0,
+            float,
+            "Seconds to wait for the broker's receipts of a published batch.",
+            positive=True,
+            duration=True,
         ),
         "scheduler": Option(
             False, bool, 'ActiveMQ runs with schedulerSupport="true": delays through AMQ_SCHEDULED_DELAY.'
