@@ -196,7 +196,9 @@ def test_a_busy_worker_holds_no_message_of_a_lower_queue(
     assert status == 0, output
     lines = [" ".join(words) for words in space.lines()]
     assert [line for line in lines if line.startswith("low ")][1:] == ["low low1", "low low2"]
-    assert lines.index("low low2") < len(lines) - 1, "the second worker should finish before the busy one"
+    # The second worker handled both (had the busy one held them, the burst would find none); whether
+    # the busy one wrote another line meanwhile depends on the machine's load, so it is not asserted.
+    assert "2 consumed" in output, output
     space.wait_for(lambda: len(space.lines()) == 11, 60, "all the high messages")
     assert space.stop(busy) == 0
 

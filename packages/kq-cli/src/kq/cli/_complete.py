@@ -112,7 +112,7 @@ def _config(ctx: click.Context) -> Config | None:
     """The configuration of the command line being completed; ``None`` when it cannot be read."""
     path = ctx.meta.get(CONFIG_META) or ctx.find_root().params.get("config_path")
     try:
-        from kq.core._config import load_config
+        from kq.core import load_config
 
         return load_config(path)
     except Exception:  # a completion never fails loudly: it offers nothing
