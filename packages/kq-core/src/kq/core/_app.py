@@ -259,7 +259,7 @@ class App:
         label: str | None = None,
         handler: Handler | None = None,
         poll_interval: float = 1.0,
-        prefetch: int = 1,
+        prefetch: int | None = None,
         max_backoff: float = 30.0,
         handle_signals: bool = True,
         grace: float = 0.0,
@@ -271,7 +271,9 @@ class App:
 
         The other arguments are :class:`ConsumeLoop`'s; the signature rule, the verifier, the signer and
         the dispatcher come from the configuration. ``handler_timeout`` (0: not given) overrides the
-        queue's ``handler_timeout``, which overrides the handler's own limit.
+        queue's ``handler_timeout``, which overrides the handler's own limit. ``prefetch`` (``None``: not
+        given) defaults to the handler's :attr:`~kq.core.Handler.prefetch`: 1 for console commands and
+        HTTP calls, 16 for in-process callables, services and ``noop``.
 
         Raises:
             ConfigError: the configured handler reads an ``[allow]`` section that is empty: it could
@@ -294,7 +296,7 @@ class App:
             signed_for=sorted(sources),
             signer=self.signer,
             poll_interval=poll_interval,
-            prefetch=prefetch,
+            prefetch=handler.prefetch if prefetch is None else prefetch,
             max_backoff=max_backoff,
             handle_signals=handle_signals,
             grace=grace,
@@ -311,7 +313,7 @@ class App:
         limits: Limits | None = None,
         label: str | None = None,
         poll_interval: float = 1.0,
-        prefetch: int = 1,
+        prefetch: int | None = None,
         max_backoff: float = 30.0,
         handle_signals: bool = True,
         grace: float = 0.0,

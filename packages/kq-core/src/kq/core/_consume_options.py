@@ -224,8 +224,9 @@ CONSUME_OPTIONS: Mapping[str, ConsumeOption] = _options(
     ConsumeOption(
         "prefetch",
         int,
-        "Messages the broker may hand this worker ahead of time.",
-        1,
+        "Messages the broker may hand this worker ahead of time (default: the consumer's own: 1 for "
+        "console commands and HTTP calls, 16 for in-process callables, services and noop).",
+        None,
         minimum=1,
         target="loop.prefetch",
     ),

@@ -45,6 +45,12 @@ class Handler(abc.ABC):
     #: overrides this). In-process console commands take ``[console] timeout``, the subprocess mode's;
     #: handlers that bound their own work (a command's process, an HTTP request) need none.
     time_limit: float | None = None
+    #: Deliveries a worker takes ahead of time for this handler when ``kq consume --prefetch`` (or
+    #: ``App.consume_loop(prefetch=...)``) does not say: 1 where one message may take long (a console
+    #: command, an HTTP call), so that a busy worker holds back nothing another could run; more for
+    #: quick in-process calls, where a round trip to the broker per message would cost more than the
+    #: work. A worker that stops or crashes hands the messages it held back to the broker.
+    prefetch: ClassVar[int] = 1
 
     def decode(self, delivery: Delivery) -> Any:
         """Decode the delivery's body by its content type (raises MessageFormatError)."""
@@ -77,6 +83,7 @@ class NoopHandler(Handler):
 
     accepted_content_types = None
     kind = "noop"
+    prefetch = 16
 
     def decode(self, delivery: Delivery) -> Any:
         """The raw body: a no-op has no use for its content."""
@@ -91,6 +98,7 @@ class CallableHandler(Handler):
     """Adapts a plain function ``f(body, delivery) -> result`` named in the configuration."""
 
     accepted_content_types = None
+    prefetch = 16  # a Python call, as Celery's and Dramatiq's tasks (which prefetch 4 and 16)
 
     def __init__(self, function: Callable[[Any, Delivery], Any], name: str) -> None:
         self.function = function

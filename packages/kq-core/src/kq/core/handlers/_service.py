@@ -95,6 +95,8 @@ class ServiceHandler(Handler):
         allowed: ``[allow.services]``: service -> methods.
     """
 
+    prefetch = 16  # an in-process Python call: see Handler.prefetch
+
     kind = "service"
     allow_section = "services"
     requires_signature = True
