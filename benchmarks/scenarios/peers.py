@@ -448,7 +448,7 @@ def scenarios(context: Context) -> list[Scenario]:
                 Side("Celery solo", lambda: _noop_round(context, "celery", count)),
                 Side("kq", lambda: _noop_round(context, "kq", count)),
                 Side("Dramatiq 1x8", lambda: _noop_round(context, "dramatiq", count)),
-                Side("kq --prefetch 16", lambda: _noop_round(context, "kq-prefetch-16", count)),
+                Side("kq --prefetch 1", lambda: _noop_round(context, "kq-prefetch-1", count)),
             ),
             targets=(Target("Celery solo", ">=", 3), Target("Dramatiq 1x8", ">=", 3)),
             note=(
@@ -456,9 +456,9 @@ def scenarios(context: Context) -> list[Scenario]:
                 "`python -m kq.cli consume` with default settings and a `module:function` handler, acked "
                 "after it; Celery `--pool solo`, no result backend, default early acks and prefetch; "
                 "Dramatiq `-p 1 -t 8` on RabbitmqBroker (acks after the actor). Persistent ~1 KiB "
-                "messages, durable queues, every worker in its own process. `kq --prefetch 16` is kq "
-                "with Dramatiq's prefetch (kq's default is 1: fair to long commands, a round trip per "
-                "message)."
+                "messages, durable queues, every worker in its own process. kq's default prefetch for a "
+                "`module:function` consumer is 16 (Dramatiq's); `kq --prefetch 1` is what console "
+                "commands take by default (fair to long commands, a round trip per message)."
             ),
         )
     ]
