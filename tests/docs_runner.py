@@ -12,7 +12,10 @@ examples run):
 - HTML comments on the lines just before a fence change what happens to it (they do not show on the
   rendered page):
 
-  - ``<!-- not-run: reason -->``: the block is not run (a broker is needed, it installs something...);
+  - ``<!-- not-run: reason -->``: the block is not run (it installs something, it runs forever...);
+  - ``<!-- needs: BROKER -->``: the block needs a broker (``rabbitmq``): it runs only where the caller
+    has one for it (``parse_page(path, brokers={"rabbitmq"})``, as integration/test_docs_pages.py does
+    with the harness's broker), and counts as not run elsewhere;
   - ``<!-- file: NAME -->``: the block (any language) is written to ``NAME``, relative to the shell's
     current directory, instead of being run;
   - ``<!-- exit: N -->``: the block's last command must end with status ``N`` (the block runs without
@@ -51,13 +54,13 @@ from pathlib import Path
 SHELL_LANGUAGES = frozenset({"sh", "bash", "shell"})
 PYTHON_LANGUAGES = frozenset({"python", "py"})
 #: Markers accepted on the lines before a fence.
-BLOCK_MARKERS = frozenset({"not-run", "file", "exit", "output"})
+BLOCK_MARKERS = frozenset({"not-run", "needs", "file", "exit", "output"})
 DEFAULT_TIME_LIMIT = 60.0
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _COMMENT = re.compile(r"^\s*<!--\s*(?P<key>[a-z][a-z-]*)\s*(?::\s*(?P<value>.*?))?\s*-->\s*$")
 _MARKER_LIKE = re.compile(
-    r"^\s*<!--\s*(not[ _-]?run|output|file|exit|run|time[ _-]?limit|folder)\b", re.IGNORECASE
+    r"^\s*<!--\s*(not[ _-]?run|needs|output|file|exit|run|time[ _-]?limit|folder)\b", re.IGNORECASE
 )
 
 
@@ -111,8 +114,9 @@ def _fenced(lines: list[str], start: int, indent: str, fence: str, path: Path) -
     raise DocsExampleError(f"{path}:{start + 1}: the block is never closed")
 
 
-def parse_page(path: Path) -> Page:
-    """The steps of ``path``, with every marker checked (a misspelt one is an error, not ignored)."""
+def parse_page(path: Path, brokers: frozenset[str] = frozenset()) -> Page:
+    """The steps of ``path``, with every marker checked (a misspelt one is an error, not ignored);
+    blocks marked ``needs: B`` run only for a broker ``B`` in ``brokers``."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     steps: list[Step] = []
     not_run: list[tuple[int, str]] = []
@@ -149,6 +153,11 @@ def parse_page(path: Path) -> Page:
                 if not markers["not-run"]:
                     raise DocsExampleError(f"{path}:{line}: not-run needs a reason")
                 not_run.append((line, markers["not-run"]))
+                last_was_block = False
+            elif "needs" in markers and markers["needs"] not in brokers:
+                if not markers["needs"]:
+                    raise DocsExampleError(f"{path}:{line}: needs names a broker")
+                not_run.append((line, f"needs {markers['needs']}"))
                 last_was_block = False
             elif "file" in markers:
                 if not markers["file"]:

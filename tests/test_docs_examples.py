@@ -169,6 +169,20 @@ def test_not_run_blocks_are_left_out_and_need_a_reason(tmp_path: Path) -> None:
         parse_page(_page(tmp_path, "<!-- not-run -->\n```sh\nfalse\n```\n"))
 
 
+def test_blocks_that_need_a_broker_run_only_where_there_is_one(tmp_path: Path) -> None:
+    """``needs: rabbitmq``: left out offline; run by integration/test_docs_pages.py, which has one."""
+    text = "<!-- needs: rabbitmq -->\n```sh\nfalse\n```\n"
+    offline = parse_page(_page(tmp_path, text))
+    assert (offline.steps, offline.not_run) == ((), ((2, "needs rabbitmq"),))
+    with_broker = parse_page(_page(tmp_path, text), brokers=frozenset({"rabbitmq"}))
+    assert [step.text for step in with_broker.steps] == ["false\n"]
+    assert with_broker.not_run == ()
+    (tmp_path / "page").mkdir()
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(DocsExampleError, match="failed with exit status 1"):
+        run_page(with_broker, tmp_path / "page", tmp_path / "scratch", env=page_environment())
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
