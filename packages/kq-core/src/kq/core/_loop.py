@@ -162,17 +162,20 @@ class ConsumeLoop:
         the reason says what happened.
         """
         self.stats = LoopStats()
-        signals = StopSignals(self.stop, grace=self.grace, enabled=self.handle_signals)
-        with signals:
-            reason = self._consume()
-        self.abandoned = signals.abandoned is not None
-        if signals.abandoned is not None:
+        reason, abandoned = consume_with_signals(self._consume, self.stop, self.grace, self.handle_signals)
+        self.abandoned = abandoned is not None
+        if abandoned is not None:
             logger.warning(
                 "queue %s: %s; the message in progress was abandoned and will be redelivered",
                 self.queue,
-                signals.abandoned,
+                abandoned,
             )
-            return signals.abandoned
+            return abandoned
+        self.log_stopped(reason)
+        return reason
+
+    def log_stopped(self, reason: str) -> None:
+        """The INFO line saying why this queue's consuming stopped, with its counts."""
         logger.info(
             "stopped consuming queue %s because: %s (%d consumed, %d failed, %d vetoed)",
             self.queue,
@@ -181,7 +184,6 @@ class ConsumeLoop:
             self.stats.failed,
             self.stats.vetoed,
         )
-        return reason
 
     def announce(self) -> None:
         """Say at INFO what is consumed, and warn about what the queue's settings cannot do."""
@@ -379,3 +381,15 @@ DRAINED = "drained: no message ready"
 
 #: What handling a delivery came to: consumed, vetoed by a ``message_received`` listener, or failed.
 Outcome: TypeAlias = MessageConsumed | MessageReceived | Failure
+
+
+def consume_with_signals(
+    consume: Callable[[], str], stop: Callable[[str], None], grace: float, handle_signals: bool
+) -> tuple[str, str | None]:
+    """Run ``consume`` with SIGTERM/SIGINT asking ``stop`` (unless not ``handle_signals``); return its
+    reason and, when the message in progress was abandoned (second signal, ``grace`` ran out), why."""
+    signals = StopSignals(stop, grace=grace, enabled=handle_signals)
+    reason = ""  # an abandoned message ends the block without a reason from consume(): see abandoned
+    with signals:
+        reason = consume()
+    return reason, signals.abandoned

@@ -38,9 +38,8 @@ from collections.abc import Sequence
 
 from kq.core._leases import LeaseKeeper
 from kq.core._limits import Limits, LimitWatch
-from kq.core._loop import DRAINED, ConsumeLoop, limited_calls
+from kq.core._loop import DRAINED, ConsumeLoop, consume_with_signals, limited_calls
 from kq.core._reconnect import ReceiveError
-from kq.core._signals import StopSignals
 from kq.core._stats import LoopStats
 
 logger = logging.getLogger(__name__.replace("._", "."))
@@ -108,26 +107,17 @@ class PriorityLoop:
         """Consume until a limit is reached, :meth:`stop` is called or a stop signal comes; return why."""
         for loop in self.loops:
             loop.stats = LoopStats()
-        signals = StopSignals(self.stop, grace=self.grace, enabled=self.handle_signals)
-        with signals:
-            reason = self._consume()
-        self.abandoned = signals.abandoned is not None
-        if signals.abandoned is not None:
+        reason, abandoned = consume_with_signals(self._consume, self.stop, self.grace, self.handle_signals)
+        self.abandoned = abandoned is not None
+        if abandoned is not None:
             logger.warning(
                 "queues %s: %s; the message in progress was abandoned and will be redelivered",
                 ", ".join(self.queues),
-                signals.abandoned,
+                abandoned,
             )
-            return signals.abandoned
+            return abandoned
         for loop in self.loops:
-            logger.info(
-                "stopped consuming queue %s because: %s (%d consumed, %d failed, %d vetoed)",
-                loop.queue,
-                reason,
-                loop.stats.consumed,
-                loop.stats.failed,
-                loop.stats.vetoed,
-            )
+            loop.log_stopped(reason)
         return reason
 
     def _consume(self) -> str:
