@@ -311,14 +311,46 @@ def test_a_header_renamed_across_the_colon_is_refused() -> None:
         assert _Recorder.executed == []
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "", "soon", "-1", "1e30", "0x10"])
 def test_a_signed_at_that_is_not_a_time_is_refused(value: str) -> None:
     with _app({"k1": KEY_1}) as app:
         signed = _signed(app)
         _raw(app, dataclasses.replace(signed, headers={**signed.headers, SIGNED_AT: value}))
         [failure] = _run(app)
         assert failure.reason == "bad-signature"
+        assert "kq-signed-at must be a finite number" in str(failure.error)
+        assert "it is not a time" in str(failure.error)
         assert _Recorder.executed == []
+
+
+def test_values_with_newlines_and_backslashes_sign_and_cannot_be_split() -> None:
+    """The canonical form escapes ``\\`` and newlines, so a value cannot pose as a second header."""
+    tricky = {"x-a": "1\ny:2", "x-b": "back\\slash", "x-c": "\\n"}
+    with _app({"k1": KEY_1}) as app:
+        for headers in (tricky, {"x-a": "1", "y": "2"}):
+            _raw(app, app.signer.sign(Message(encode_json("hello"), headers=headers), "jobs"))
+        assert [f.reason for f in _run(app, 2)] == []
+        assert len(_Recorder.executed) == 2
+        signed = app.signer.sign(Message(encode_json("hello"), headers={"x-a": "1\ny:2"}), "jobs")
+        split = {k: v for k, v in signed.headers.items() if k != "x-a"} | {"x-a": "1", "y": "2"}
+        _raw(app, _forced(signed, split))
+        [failure] = _run(app)
+        assert failure.reason == "bad-signature"
+        assert _Recorder.executed == []
+
+
+def test_portable_names_seen_are_remembered_within_a_bound() -> None:
+    from kq.core import _message
+
+    for number in range(_message._PORTABLE_NAMES_SEEN_MAX + 10):
+        assert _message.is_portable_header_name(f"x-name-{number}")
+    assert 0 < len(_message._PORTABLE_NAMES_SEEN) <= _message._PORTABLE_NAMES_SEEN_MAX
+    # What is refused is never remembered, however often it comes.
+    for _ in range(3):
+        assert not _message.is_portable_header_name("x-role:user")
+        assert not _message.is_portable_header_name("priority")
+        assert not _message.all_portable_header_names(["x-ok", "priority"])
+    assert _message.all_portable_header_names(["x-ok", "x-name-1"])
 
 
 def test_the_dead_letter_queue_keeps_the_signature_requirement_of_its_queue() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,9 +125,35 @@ def new_message_id() -> str:
 def is_portable_header_name(name: object) -> bool:
     """Whether ``name`` is a header name kq producers accept: letters, digits, ``_``, ``-``, ``.``, and
     not one that brokers reserve (:data:`RESERVED_HEADER_NAMES`, :data:`RESERVED_HEADER_PREFIXES`)."""
-    return (
+    if type(name) is str and name in _PORTABLE_NAMES_SEEN:
+        return True
+    portable = (
         isinstance(name, str) and _HEADER_NAME.match(name) is not None and not is_reserved_header_name(name)
     )
+    if portable and type(name) is str:
+        _remember_portable_name(name)
+    return portable
+
+
+def all_portable_header_names(names: Iterable[str]) -> bool:
+    """Whether every name in ``names`` is portable (:func:`is_portable_header_name`); a worker checks
+    each delivery's headers so, and the same few names come again and again."""
+    if _PORTABLE_NAMES_SEEN.issuperset(names):
+        return True
+    return all(is_portable_header_name(name) for name in names)
+
+
+# Names found portable before: a worker sees the same few names on every message, and a regular
+# expression plus two reserved-name look-ups per name is most of the cost of checking them. Bounded, so
+# that a stream of made-up names cannot grow it without end.
+_PORTABLE_NAMES_SEEN: set[str] = set()
+_PORTABLE_NAMES_SEEN_MAX = 4096
+
+
+def _remember_portable_name(name: str) -> None:
+    if len(_PORTABLE_NAMES_SEEN) >= _PORTABLE_NAMES_SEEN_MAX:
+        _PORTABLE_NAMES_SEEN.clear()
+    _PORTABLE_NAMES_SEEN.add(name)
 
 
 def is_reserved_header_name(name: str) -> bool:
