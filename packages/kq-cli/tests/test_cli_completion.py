@@ -60,7 +60,10 @@ def _walk(
 ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):  # kq's own are imported when asked for
+            sub = command.get_command(ctx, name)
+            assert sub is not None, name
             yield from _walk(sub, (*path, name))
 
 

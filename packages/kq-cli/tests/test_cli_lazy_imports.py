@@ -61,3 +61,25 @@ def test_a_plain_worker_loads_neither_http_nor_watchdog_nor_redrive(tmp_path: Pa
     ]
     assert unwanted == [], unwanted
     assert "kq.core._loop" in loaded  # it did start a worker
+
+
+def test_a_worker_imports_only_the_command_it_runs(tmp_path: Path) -> None:
+    """``kq consume`` builds its own command only: the other subcommands' modules stay unimported."""
+    loaded = _modules(tmp_path, "consume", "demo", "-t", "0.2")
+    assert "kq.cli._consume" in loaded
+    others = [
+        m
+        for m in loaded
+        if m
+        in (
+            "kq.cli._produce",
+            "kq.cli._produce_calls",
+            "kq.cli._manage",
+            "kq.cli._failed",
+            "kq.cli._echoback",
+            "kq.cli._signing",
+            "kq.cli._status",
+            "kq.cli._watchdog",
+        )
+    ]
+    assert others == [], others

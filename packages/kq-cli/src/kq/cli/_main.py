@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from kq.cli._common import EXIT_FAILURE, LogSettings, State, exit_code_for
-from kq.cli._consume import consume
-from kq.cli._echoback import echoback
-from kq.cli._failed import failed
 from kq.cli._global_options import add_to, group_options, start_logging
-from kq.cli._manage import managedriver, managequeue
-from kq.cli._produce import queuecommand, queuemessage
-from kq.cli._produce_calls import queuehttp, queueservice
-from kq.cli._signing import signing
-from kq.cli._status import status
-from kq.cli._watchdog import watchdog, workerswatchdog
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -29,16 +21,38 @@ logger = logging.getLogger("kq.cli")
 #: Entry-point group of extra ``kq`` subcommands (click commands) from other distributions.
 COMMAND_GROUP = "kq.commands"
 
+#: kq's own subcommands: name -> (module, attribute). Each is imported, and given the global options,
+#: when first asked for: a worker's ``kq consume`` builds one command, not thirteen.
+BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "queuecommand": ("kq.cli._produce", "queuecommand"),
+    "queuemessage": ("kq.cli._produce", "queuemessage"),
+    "queueservice": ("kq.cli._produce_calls", "queueservice"),
+    "queuehttp": ("kq.cli._produce_calls", "queuehttp"),
+    "consume": ("kq.cli._consume", "consume"),
+    "managedriver": ("kq.cli._manage", "managedriver"),
+    "managequeue": ("kq.cli._manage", "managequeue"),
+    "failed": ("kq.cli._failed", "failed"),
+    "echoback": ("kq.cli._echoback", "echoback"),
+    "signing": ("kq.cli._signing", "signing"),
+    "status": ("kq.cli._status", "status"),
+    "watchdog": ("kq.cli._watchdog", "watchdog"),
+    "workerswatchdog": ("kq.cli._watchdog", "workerswatchdog"),
+}
+
 
 class _KqGroup(click.Group):
-    """Turns kq's own errors into one line on stderr and a documented exit code, and adds subcommands
-    registered by other distributions in the ``kq.commands`` entry-point group (imported when used)."""
+    """Turns kq's own errors into one line on stderr and a documented exit code, imports kq's own
+    subcommands when used (:data:`BUILTIN_COMMANDS`), and adds subcommands registered by other
+    distributions in the ``kq.commands`` entry-point group (imported when used)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *_plugin_commands()})
+        return sorted({*super().list_commands(ctx), *BUILTIN_COMMANDS, *_plugin_commands()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in BUILTIN_COMMANDS:
+            command = _builtin_command(cmd_name)
+            self.add_command(command, cmd_name)
         if command is not None or cmd_name not in _plugin_commands():
             return command
         entry_point = _plugin_commands()[cmd_name]
@@ -75,6 +89,16 @@ class _KqGroup(click.Group):
             state = ctx.find_object(State)
             if state is not None:
                 state.close()
+
+
+def _builtin_command(name: str) -> click.Command:
+    """kq's own subcommand ``name``, imported now, with the global options after its name."""
+    module, attribute = BUILTIN_COMMANDS[name]
+    command = getattr(importlib.import_module(module), attribute)
+    if not isinstance(command, click.Command):  # pragma: no cover - a kq bug, caught by the CLI tests
+        raise TypeError(f"{module}.{attribute} is not a click command")
+    add_to(command)
+    return command
 
 
 @functools.lru_cache(maxsize=1)
@@ -162,25 +186,6 @@ def cli(
     ctx.obj = State(config_path, LogSettings(log_level, verbose, quiet, log_format, log_file))
     # Again, with the options given after the command name, just before the command runs.
     start_logging(ctx)
-
-
-for command in (
-    queuecommand,
-    queuemessage,
-    queueservice,
-    queuehttp,
-    consume,
-    managedriver,
-    managequeue,
-    failed,
-    echoback,
-    signing,
-    status,
-    watchdog,
-    workerswatchdog,
-):
-    add_to(command)
-    cli.add_command(command)
 
 
 def main() -> None:
