@@ -63,3 +63,18 @@ def test_a_zip_on_the_path_leaves_it_to_importlib_metadata(
         zipped.writestr("kqtest_zipped-1.0.dist-info/entry_points.txt", "[kq.drivers]\nzipped = z:D\n")
     monkeypatch.setattr(sys, "path", [*sys.path, str(archive)])
     assert scan("kq.drivers") is None
+
+
+def test_a_first_distribution_without_the_group_still_shadows_a_later_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As importlib.metadata: distributions are told apart by their folder's name, whatever they hold."""
+    for folder, text in (("first", "[other.group]\nx = a:b\n"), ("second", "[kqtest.group]\nthing = m:D\n")):
+        info = tmp_path / folder / "kqtest_shadowed-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kqtest-shadowed\nVersion: 1.0\n\n")
+        (info / "entry_points.txt").write_text(text)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "first"), str(tmp_path / "second")])
+    assert scan("kqtest.group") == []
+    assert list(importlib.metadata.entry_points(group="kqtest.group")) == []
+    assert [e.dist.name if e.dist else None for e in scan("other.group") or []] == ["kqtest-shadowed"]

@@ -24,16 +24,17 @@ from kq.core._events import EventDispatcher
 from kq.core._imports import import_object
 from kq.core._limits import Limits
 from kq.core._loop import ConsumeLoop
-from kq.core._priority import PriorityLoop
 from kq.core._registry import LISTENER_GROUP, load_driver_class, plugin_entries
 from kq.core._signing import Signer, Verifier, local_key, read_key
 from kq.core._spec import QueueSpec
 from kq.core.handlers._base import Handler, HandlerContext, build_handler
-from kq.core.handlers._producer import GenericMessageProducer, MessageProducer
 
 if TYPE_CHECKING:
+    # Imported where used: a worker on one queue needs neither.
+    from kq.core._priority import PriorityLoop
     from kq.core.handlers._console import ConsoleCommandProducer
     from kq.core.handlers._http import HttpProducer
+    from kq.core.handlers._producer import GenericMessageProducer, MessageProducer
     from kq.core.handlers._service import ServiceProducer
 
 logger = logging.getLogger(__name__.replace("._", "."))
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__.replace("._", "."))
 #: Key id of the key made in ``.kq/signing.key`` when ``[signing] keys`` is empty.
 LOCAL_KEY_ID = "local"
 
-P = TypeVar("P", bound=MessageProducer)
+P = TypeVar("P", bound="MessageProducer")
 
 
 class App:
@@ -212,6 +213,8 @@ class App:
 
     def producer(self, queue: str, driver: str | None = None) -> GenericMessageProducer:
         """A producer of raw bodies for ``queue``."""
+        from kq.core.handlers._producer import GenericMessageProducer
+
         return self.producer_of(GenericMessageProducer, queue, driver)
 
     # Shortcuts for the built-in execution types, each importing its type's module only when called.
@@ -352,6 +355,8 @@ class App:
             for built in loops:
                 built.close()
             raise
+        from kq.core._priority import PriorityLoop
+
         return PriorityLoop(
             loops,
             limits=limits,

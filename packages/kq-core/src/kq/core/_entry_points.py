@@ -73,13 +73,13 @@ def scan(group: str) -> list[EntryPoint] | None:
         for name in names:
             if not name.endswith((".dist-info", ".egg-info")):
                 continue
-            metadata = os.path.join(folder, name)
-            dist_name = _distribution_name(metadata, name)
-            key = _NORMALIZE.sub("_", dist_name).lower()
+            # Distributions are told apart by their folder's name, as importlib.metadata does; the
+            # metadata file is read only for the name of one that has entry points in the group.
+            key = _NORMALIZE.sub("_", name.rpartition(".")[0].partition("-")[0]).lower()
             if key in seen:
                 continue
             seen.add(key)
-            found.extend(_read(metadata, group, dist_name))
+            found.extend(_read(os.path.join(folder, name), group, name))
     return found
 
 
@@ -98,14 +98,14 @@ def _distribution_name(metadata: str, folder_name: str) -> str:
     return folder_name.rpartition(".")[0].partition("-")[0]
 
 
-def _read(metadata: str, group: str, dist_name: str) -> list[EntryPoint]:
+def _read(metadata: str, group: str, folder_name: str) -> list[EntryPoint]:
     try:
         with open(os.path.join(metadata, "entry_points.txt"), encoding="utf-8") as file:
             text = file.read()
     except OSError:
         return []
     section = None
-    points = []
+    pairs = []
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
@@ -115,5 +115,8 @@ def _read(metadata: str, group: str, dist_name: str) -> list[EntryPoint]:
             continue
         name, sep, value = stripped.partition("=")
         if sep and section == group:
-            points.append(EntryPoint(name.strip(), value.strip(), group, Distribution(dist_name)))
-    return points
+            pairs.append((name.strip(), value.strip()))
+    if not pairs:
+        return []
+    dist = Distribution(_distribution_name(metadata, folder_name))
+    return [EntryPoint(name, value, group, dist) for name, value in pairs]
