@@ -144,3 +144,40 @@ def test_a_broken_socket_is_left_to_pika(sockets: tuple[socket.socket, socket.so
     ours.shutdown(socket.SHUT_WR)  # any send now fails with EPIPE
     acks.ack(12)
     assert channel.acked == [12]  # pika's path meets the error and reports it its own way
+
+
+def test_held_acks_leave_together_in_one_write(sockets: tuple[socket.socket, socket.socket]) -> None:
+    """Each held ack is its own frame for its own delivery, in order; one send carries them all."""
+    ours, broker = sockets
+    connection, channel, _ = _parts(ours)
+    acks = DirectAcks(connection, channel)
+    for tag in (21, 22, 23):
+        acks.add(tag)
+    assert acks.pending == 3
+    broker.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        broker.recv(1024)  # nothing written before the flush
+    acks.flush()
+    assert acks.pending == 0
+    assert broker.recv(1024) == _expected(3, 21) + _expected(3, 22) + _expected(3, 23)
+    assert (connection._impl.frames_sent, connection._impl.bytes_sent) == (3, 3 * len(_expected(3, 21)))
+    acks.flush()  # nothing held: nothing written
+    with pytest.raises(BlockingIOError):
+        broker.recv(1024)
+    acks.add(24)
+    acks.ack(25)  # an ack sent now takes the held ones with it, first
+    assert broker.recv(1024) == _expected(3, 24) + _expected(3, 25)
+
+
+def test_held_acks_behind_pikas_output_go_through_basic_ack_in_order(
+    sockets: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = sockets
+    connection, channel, transport = _parts(ours)
+    acks = DirectAcks(connection, channel)
+    acks.add(31)
+    acks.add(32)
+    transport.write(b"earlier frame")
+    acks.flush()
+    assert channel.acked == [31, 32]
+    assert acks.pending == 0

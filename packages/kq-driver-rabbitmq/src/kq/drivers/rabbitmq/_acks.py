@@ -15,6 +15,12 @@ Only the plain-TCP transport is written to directly; on TLS, or with a pika whos
 from what is checked here (``_impl``, ``_transport``, ``_sock``), every ack goes through
 ``basic_ack``. A failed send is left to ``basic_ack`` too, which reports the broken connection the
 way the rest of the driver expects.
+
+Acks can also wait a moment to leave together (:meth:`DirectAcks.add`, then :meth:`DirectAcks.flush`):
+the consumer does so while more deliveries are already buffered, so that a burst of short handlers
+costs one send, and one wake-up of the broker, instead of one each. Each ack is still its own frame
+for its own delivery, sent after its handler returned; the consumer bounds the wait (see
+``_consumer.py``).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class DirectAcks:
     def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
         self._connection = connection
         self._channel = channel
+        self._pending: list[int] = []
         impl: Any = getattr(connection, "_impl", None)
         transport = getattr(impl, "_transport", None)
         usable = (
@@ -71,9 +78,26 @@ class DirectAcks:
         """Whether acks can be written to the socket here (plain TCP, pika's internals as expected)."""
         return self._transport is not None
 
+    @property
+    def pending(self) -> int:
+        """How many acks :meth:`add` holds, not written yet."""
+        return len(self._pending)
+
     def ack(self, delivery_tag: int) -> None:
-        """Send the ack of ``delivery_tag``: to the socket when nothing else waits to be written,
+        """Send the ack of ``delivery_tag`` now (with any held by :meth:`add` before it)."""
+        self._pending.append(delivery_tag)
+        self.flush()
+
+    def add(self, delivery_tag: int) -> None:
+        """Hold the ack of ``delivery_tag`` until the next :meth:`flush`."""
+        self._pending.append(delivery_tag)
+
+    def flush(self) -> None:
+        """Send the acks held: to the socket in one write when nothing else waits to be written,
         through ``basic_ack`` otherwise (or when the socket refuses)."""
+        if not self._pending:
+            return
+        tags, self._pending = self._pending, []
         transport = self._transport
         if (
             transport is None
@@ -81,20 +105,23 @@ class DirectAcks:
             or transport._sock is None
             or not self._channel.is_open
         ):
-            self._channel.basic_ack(delivery_tag=delivery_tag)
+            for tag in tags:
+                self._channel.basic_ack(delivery_tag=tag)
             return
-        frame = ack_frame(self._channel.channel_number, delivery_tag)
+        number = self._channel.channel_number
+        data = b"".join([ack_frame(number, tag) for tag in tags])
         try:
-            sent = transport._sock.send(frame)
+            sent = transport._sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             # The connection broke: pika's own path meets the same error and reports it as pika does.
-            self._channel.basic_ack(delivery_tag=delivery_tag)
+            for tag in tags:
+                self._channel.basic_ack(delivery_tag=tag)
             return
         # pika's counters, as its own _output_marshaled_frames keeps them.
-        self._impl.bytes_sent += len(frame)
-        self._impl.frames_sent += 1
-        if sent < len(frame):
-            transport.write(frame[sent:])
+        self._impl.bytes_sent += len(data)
+        self._impl.frames_sent += len(tags)
+        if sent < len(data):
+            transport.write(data[sent:])
             self._connection._flush_output()

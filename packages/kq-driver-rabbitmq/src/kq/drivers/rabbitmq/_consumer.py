@@ -57,6 +57,11 @@ BROKER_HEADERS = frozenset(
 
 #: Longest single pump of the connection inside ``receive``, so that a stop request is seen promptly.
 _PUMP_SLICE = 0.5
+#: Most acks held back to leave together while more deliveries are buffered (see ``_ack``).
+_ACK_BATCH = 16
+#: Seconds the keeper thread lets held acks wait for the consumer to send them itself; a handler that
+#: runs longer than this does not delay the acks of the messages handled before it.
+_ACK_DELAY = 0.005
 
 
 class RabbitMQConsumer(Consumer):
@@ -88,6 +93,8 @@ class RabbitMQConsumer(Consumer):
         heartbeat = driver.options["heartbeat"]  # pika always uses the client's value when one is set
         self._keeper_interval = min(5.0, heartbeat / 4) if heartbeat else 5.0
         self._stopped = threading.Event()
+        # Set when acks are held back (see _ack): the keeper then writes them if the consumer does not.
+        self._acks_held = threading.Event()
         self._keeper = threading.Thread(target=self._keep_alive, name=f"kq-amqp-{queue.name}", daemon=True)
         self._keeper.start()
         logger.debug(
@@ -148,7 +155,14 @@ class RabbitMQConsumer(Consumer):
         with self._lock:
             self._outstanding -= 1
             self._raise_if_broken()
-            self._guard(self._acks.ack, delivery_tag=delivery.handle)
+            self._acks.add(delivery.handle)
+            if self._buffer and self._acks.pending < _ACK_BATCH:
+                # More deliveries are here already: this ack leaves with the next ones, in one write
+                # (at the latest when the buffer runs dry, or _ACK_DELAY later from the keeper).
+                if self._acks.pending == 1:
+                    self._acks_held.set()
+                return
+            self._guard(self._acks.flush)
 
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         if requeue and delay:
@@ -160,6 +174,7 @@ class RabbitMQConsumer(Consumer):
         with self._lock:
             self._outstanding -= 1
             self._raise_if_broken()
+            self._guard(self._acks.flush)
             self._guard(self._channel.basic_reject, delivery_tag=delivery.handle, requeue=requeue)
 
     def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
@@ -170,6 +185,7 @@ class RabbitMQConsumer(Consumer):
         self._ack(delivery)
 
     def _pump(self, seconds: float) -> None:
+        self._guard(self._acks.flush)  # nothing held while waiting for the broker
         self._guard(self._connection.process_data_events, time_limit=seconds)
 
     def _guard(self, call: Any, **kwargs: Any) -> None:
@@ -188,7 +204,10 @@ class RabbitMQConsumer(Consumer):
     def _keep_alive(self) -> None:
         # Pump only while the caller is away handling a delivery, and never wait for the lock: when the
         # caller holds it, the caller is pumping or settling, which keeps the connection alive anyway.
-        while not self._stopped.wait(self._keeper_interval):
+        while not self._stopped.is_set():
+            if self._acks_held.wait(self._keeper_interval):
+                self._write_held_acks()
+                continue
             if not self._outstanding or self._error is not None:
                 continue
             if not self._lock.acquire(blocking=False):
@@ -204,12 +223,38 @@ class RabbitMQConsumer(Consumer):
             finally:
                 self._lock.release()
 
+    def _write_held_acks(self) -> None:
+        """Write the acks ``_ack`` held back, unless the consumer did within ``_ACK_DELAY``: a long
+        handler must not keep the acks of the messages handled before it from the broker."""
+        self._stopped.wait(_ACK_DELAY)
+        self._acks_held.clear()
+        if self._stopped.is_set():
+            return  # close() writes them
+        # While acks are held the consumer holds the lock only briefly (it writes them before it waits
+        # for the broker), so waiting for it here is short.
+        with self._lock:
+            held = self._acks.pending
+            if self._error is not None or not held:
+                return
+            try:
+                self._guard(self._acks.flush)
+            except BaseException as exc:
+                logger.warning(
+                    "queue %s: the AMQP connection failed while writing %d acknowledgements; the broker "
+                    "will deliver those messages again (%s)",
+                    self.queue.name,
+                    held,
+                    exc,
+                )
+
     def _close(self) -> None:
         self._stopped.set()
+        self._acks_held.set()  # wakes the keeper
         self._keeper.join(timeout=10)
         with self._lock:
             if self._error is None:
                 try:
+                    self._acks.flush()  # what was handled stays handled
                     self._channel.basic_cancel(self._consumer_tag)
                     self._channel.close()  # the broker requeues unacknowledged deliveries
                 except Exception as exc:
