@@ -135,8 +135,26 @@ def is_broker_header(name: str) -> bool:
 #: The syntax of portable header names (kq.core.driver.is_portable_header_name adds the reserved names).
 _NAME_SYNTAX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
+#: The producer's header names among a frame's header names, by the frame's names in order: a producer's
+#: frames repeat the same few sets, so a consumer classifies each set once instead of every name of every
+#: frame. Emptied when it reaches :data:`_PRODUCER_NAMES_MAX` sets (a foreign producer varying its names).
+_PRODUCER_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_PRODUCER_NAMES_MAX = 1024
 
-@dataclasses.dataclass
+
+def producer_header_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of a received frame's header ``names`` that are not the broker's or the driver's
+    (:func:`is_broker_header`), in order."""
+    kept = _PRODUCER_NAMES.get(names)
+    if kept is None:
+        kept = tuple(name for name in names if not is_broker_header(name))
+        if len(_PRODUCER_NAMES) >= _PRODUCER_NAMES_MAX:
+            _PRODUCER_NAMES.clear()
+        _PRODUCER_NAMES[names] = kept
+    return kept
+
+
+@dataclasses.dataclass(slots=True)
 class Decoded:
     """A MESSAGE frame as kq reads it."""
 
@@ -161,7 +179,8 @@ def decode(frame_headers: Mapping[str, str], body: bytes | str | None) -> Decode
         body = body.encode()
     elif body is None:
         body = b""
-    headers = {name: value for name, value in frame_headers.items() if not is_broker_header(name)}
+    kept = producer_header_names(tuple(frame_headers))
+    headers = {name: frame_headers[name] for name in kept} if kept else {}
     message_id = frame_headers.get(MESSAGE_ID) or frame_headers.get("message-id") or ""
     if not message_id:
         defects.append("no message id")
