@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import decimal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from kq.drivers.rabbitmq import RabbitMQDriver, _consumer
 from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
 from kq.drivers.rabbitmq._producer import RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology
+
+#: The fake connection's poll sleeps for real (the producer tests replace ``time.sleep``, the backoff).
+_real_sleep = time.sleep
 
 
 def _driver(queues: list[QueueSpec] | None = None, **options: Any) -> RabbitMQDriver:
@@ -687,7 +691,8 @@ class _Connection:
         self.impl = _Impl(self)
         self.is_open = True
         self.drop_after_publishing: int | None = None
-        self.timers: dict[int, Any] = {}
+        self.timers: dict[int, tuple[float, Any]] = {}
+        self.next_timer = 0
 
     def channel(self) -> _Channel:
         return _Channel(self.impl)
@@ -696,17 +701,20 @@ class _Connection:
         self.script(self)
 
     def _flush_output(self, *waiters: Any) -> None:
-        """pika's wait for any of ``waiters``: the script answers; if that is not enough, the timers
-        (the confirm timeout) fire, as they would once their time has passed."""
+        """pika's wait for any of ``waiters``: the script answers; if that is not enough, the poll sleeps
+        until the next timer is due and the waiters are asked again. As in pika, a timer that falls due
+        here does not run its callback (pika queues it for ``process_data_events``): it only ends a poll."""
         self.script(self)
-        if not any(waiter() for waiter in waiters):
-            for callback in list(self.timers.values()):
-                callback()
-        assert any(waiter() for waiter in waiters), "a wait that nothing would end"
+        while not any(waiter() for waiter in waiters):
+            assert self.timers, "a wait that nothing would end"
+            timer = min(self.timers, key=lambda t: self.timers[t][0])
+            due, _callback = self.timers.pop(timer)
+            _real_sleep(max(0.0, due - time.monotonic()))
 
     def call_later(self, delay: float, callback: Any) -> int:
-        self.timers[len(self.timers) + 1] = callback
-        return len(self.timers)
+        self.next_timer += 1
+        self.timers[self.next_timer] = (time.monotonic() + delay, callback)
+        return self.next_timer
 
     def remove_timeout(self, timer: int) -> None:
         self.timers.pop(timer, None)

@@ -45,6 +45,7 @@ from kq.core.driver import (
 from kq.drivers.rabbitmq._connection import close_quietly
 from kq.drivers.rabbitmq._delays import declare_for_exchange, declare_for_queue, step_ms
 from kq.drivers.rabbitmq._errors import PublishError
+from kq.drivers.rabbitmq._publish import DirectPublish
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -52,10 +53,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__.replace("._", "."))
 
-#: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
 #: Messages of a batch marshalled between two writes to the socket (see ``_publish_once``).
 FLUSH_EVERY = 200
+#: Header carrying the routing key of a message published straight to a queue (see publish_to_queue).
 ROUTING_KEY_HEADER = DRIVER_ROUTING_KEY
+#: Seconds a confirm is awaited on the socket itself before pika's loop takes over (see _publish.py).
+DIRECT_WAIT = 0.5
 #: Header of a delayed requeue's copy: how often the original was delivered.
 REDELIVERY_HEADER = DRIVER_REDELIVERY
 
@@ -63,7 +66,7 @@ REDELIVERY_HEADER = DRIVER_REDELIVERY
 __all__ = ["REDELIVERY_HEADER", "ROUTING_KEY_HEADER", "RabbitMQProducer"]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Batch:
     """What the broker said about one attempt at publishing a batch; positions index its messages."""
 
@@ -111,6 +114,10 @@ class RabbitMQProducer(Producer):
         self.topology = Topology.of(queue)
         self._connection: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._direct: DirectPublish | None = None
+        # pika's timer that wakes a confirm wait by its deadline (see _wake_by), and when it fires.
+        self._alarm: int | None = None
+        self._alarm_at = 0.0
         self._confirming = bool(driver.options["confirm_delivery"])
         self._mandatory = bool(queue.options["mandatory"])
         self._delivery_mode = 2 if queue.options["persistent"] else 1
@@ -142,9 +149,10 @@ class RabbitMQProducer(Producer):
         remaining = list(range(len(messages)))  # positions in ``messages`` not confirmed yet
         confirmed: set[int] = set()
         while True:
-            batch = _Batch([messages[i].message_id for i in remaining])
+            attempted = messages if attempt == 0 else [messages[i] for i in remaining]
+            batch = _Batch([m.message_id for m in attempted])
             try:
-                self._publish_once([messages[i] for i in remaining], exchange, routing_key, batch)
+                self._publish_once(attempted, exchange, routing_key, batch)
             except self.driver.connection_errors as exc:
                 self._drop_connection()
                 if self._confirming:  # what was confirmed before the connection dropped is not sent again
@@ -183,8 +191,9 @@ class RabbitMQProducer(Producer):
                 )
                 time.sleep(wait)
                 continue
-            confirmed.update(remaining[j] for j in batch.published(self._confirming))
-            if len(confirmed) == len(messages):
+            went = batch.published(self._confirming)
+            # All of this attempt went: with what earlier attempts had confirmed, that is all of them.
+            if len(went) == len(remaining):
                 logger.debug(
                     "queue %s: %d message(s) published%s",
                     self.queue.name,
@@ -192,6 +201,7 @@ class RabbitMQProducer(Producer):
                     " and confirmed" if self._confirming else "",
                 )
                 return
+            confirmed.update(remaining[j] for j in went)
             raise self._error(messages, confirmed, self._refusal(batch))
 
     def _publish_once(
@@ -199,8 +209,7 @@ class RabbitMQProducer(Producer):
     ) -> None:
         """Publish ``messages`` once, recording in ``batch`` what the broker said; raises only the
         driver's connection errors (and programming errors)."""
-        connection, channel = self._ensure_channel()
-        impl = channel._impl  # see the module docstring: batch confirms need the implementation
+        connection, channel, direct = self._ensure_channel()
         self._batch = batch
         now = int(time.time())
         # Delay queues first (a declaration is a round trip: not between publishes awaiting confirms).
@@ -208,12 +217,10 @@ class RabbitMQProducer(Producer):
         for position, (message, (target_exchange, target_key)) in enumerate(
             zip(messages, targets, strict=True)
         ):
-            impl.basic_publish(
-                exchange=target_exchange,
-                routing_key=target_key,
-                body=message.body,
-                properties=self._properties(message, now),
-                mandatory=self._mandatory,
+            # The channel's implementation (see the module docstring: batch confirms need it), written to
+            # the socket directly when pika has nothing else to write (_publish.py).
+            direct.publish(
+                target_exchange, target_key, message.body, self._properties(message, now), self._mandatory
             )
             batch.sent = position + 1
             if self._confirming:
@@ -287,41 +294,69 @@ class RabbitMQProducer(Producer):
         )
 
     def _wait_for_confirms(self, connection: BlockingConnection, batch: _Batch) -> None:
-        """Pump the connection until every message of ``batch`` is confirmed, the channel closes, or
+        """Wait until every message of ``batch`` is confirmed, the channel closes, or
         ``confirm_timeout`` passes (the unconfirmed ones are then reported as not published).
 
-        The wait is pika's own I/O loop, ended by the confirms themselves (as ``_select_confirms``
-        waits): ``process_data_events(time_limit)`` needed a timer of its own plus a wake-up timer per
-        batch, which cost a single confirmed publish more than the rest of kq's work on it.
+        A confirm normally comes within milliseconds: the first moments are awaited on the socket
+        itself (``DirectPublish.wait``, _publish.py), and the rest, or any wait where something else is
+        going on, in pika's own I/O loop. That loop is ended by the confirms themselves (as
+        ``_select_confirms`` waits); it does not run timer callbacks (pika only queues them for
+        ``process_data_events``), so the deadline is checked by the wait's own condition, and a pika
+        timer only makes sure the poll wakes up by then (:meth:`_wake_by`).
         """
         if not batch.pending:
             return
         channel = self._channel
-        expired: list[bool] = []
-        timer = connection.call_later(self.driver.options["confirm_timeout"], lambda: expired.append(True))
-        try:
-            connection._flush_output(
-                lambda: not batch.pending or bool(expired) or channel is None or not channel.is_open
-            )
-        finally:
-            connection.remove_timeout(timer)
+        deadline = time.monotonic() + self.driver.options["confirm_timeout"]
+
+        def done() -> bool:
+            if not batch.pending or channel is None or not channel.is_open:
+                return True
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            if now >= self._alarm_at:  # an earlier wait's timer woke the poll: one for this deadline
+                self._wake_by(connection, deadline)
+            return False
+
+        direct = self._direct
+        if direct is not None and direct.wait(done, min(DIRECT_WAIT, deadline - time.monotonic())):
+            return
+        self._wake_by(connection, deadline)
+        connection._flush_output(done)
+
+    def _wake_by(self, connection: BlockingConnection, deadline: float) -> None:
+        """Make sure a timer wakes pika's poll by ``deadline`` (monotonic seconds).
+
+        One timer serves many waits: a confirm comes in a millisecond, the deadline is seconds away,
+        and a timer per wait (set, then removed) cost a single confirmed publish more than its
+        properties. A timer due before ``deadline`` is kept: when it fires, the wait sets the next.
+        """
+        now = time.monotonic()
+        if self._alarm is not None and now < self._alarm_at <= deadline:
+            return
+        if self._alarm is not None:
+            connection.remove_timeout(self._alarm)  # fired (or due too late): also off pika's ready list
+        self._alarm = connection.call_later(max(0.0, deadline - now), _wake)
+        self._alarm_at = deadline
 
     def _on_confirm(self, frame: Any) -> None:
-        batch = self._batch
-        if batch is None:
-            return
         method = frame.method
-        batch.confirm(
-            method.delivery_tag, bool(method.multiple), nack=isinstance(method, pika.spec.Basic.Nack)
-        )
+        self._confirmed(method.delivery_tag, bool(method.multiple), isinstance(method, pika.spec.Basic.Nack))
+
+    def _confirmed(self, tag: int, multiple: bool, nack: bool) -> None:
+        """A ``Basic.Ack`` (``nack``: ``Basic.Nack``), from pika's callback or read directly (_publish.py)."""
+        if self._batch is not None:
+            self._batch.confirm(tag, multiple, nack=nack)
 
     def _on_return(self, channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
         if self._batch is not None:
             self._batch.give_back(properties.message_id or "")
 
-    def _ensure_channel(self) -> tuple[BlockingConnection, BlockingChannel]:
-        if self._connection is not None and self._channel is not None and self._channel.is_open:
-            return self._connection, self._channel
+    def _ensure_channel(self) -> tuple[BlockingConnection, BlockingChannel, DirectPublish]:
+        connection, channel, direct = self._connection, self._channel, self._direct
+        if connection is not None and channel is not None and direct is not None and channel.is_open:
+            return connection, channel, direct
         self._drop_connection()
         connection = self.driver.connect()
         try:
@@ -334,8 +369,11 @@ class RabbitMQProducer(Producer):
             close_quietly(connection)
             raise
         self._connection, self._channel, self._next_tag = connection, channel, 0
+        on_confirm = self._confirmed if self._confirming else None
+        self._direct = direct = DirectPublish(connection, channel, on_confirm)
+        self._alarm, self._alarm_at = None, 0.0
         self._delays.clear()
-        return connection, channel
+        return connection, channel, direct
 
     def _select_confirms(self, channel: BlockingChannel) -> None:
         """Put ``channel`` in confirm mode with this producer's own ack/nack callback.
@@ -357,12 +395,17 @@ class RabbitMQProducer(Producer):
         )
 
     def _drop_connection(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
+        connection, self._connection, self._channel, self._direct = self._connection, None, None, None
+        self._alarm = None
         if connection is not None:
             close_quietly(connection)
 
     def _close(self) -> None:
         self._drop_connection()
+
+
+def _wake() -> None:
+    """The confirm wait's timer callback: the timer only wakes pika's poll (see _wait_for_confirms)."""
 
 
 def _check_delayed_ttls(messages: Sequence[Message]) -> None:
