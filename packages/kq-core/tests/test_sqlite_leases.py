@@ -258,3 +258,62 @@ def test_a_consumer_checkpoints_outside_its_transactions(path: Path, monkeypatch
             assert len(checkpoints) == 1, seen
             before = [s for s in seen[: checkpoints[0]] if s in ("BEGIN IMMEDIATE", "COMMIT")]
             assert before[-1] == "COMMIT", "the checkpoint ran inside a transaction"
+
+
+def test_a_producer_checkpoints_outside_its_transactions_and_keeps_sqlites_as_a_backstop(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FULL, every CHECKPOINT_EVERY_SYNCED commits (a WAL that stops growing early); sqlite's own
+    checkpoint stays on for producers too short-lived to count that far."""
+    monkeypatch.setattr(store, "CHECKPOINT_EVERY_SYNCED", 3)
+    spec = DriverSpec(name="db", type="sqlite", options={"path": str(path), "synchronous": "FULL"})
+    driver = SqliteDriver(spec, [QueueSpec(name="jobs", driver="db")])
+    try:
+        producer = driver.producer("jobs")
+        connection = producer._connection  # type: ignore[attr-defined]
+        (automatic,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert automatic == 1000
+        seen: list[str] = []
+        connection.set_trace_callback(seen.append)
+        for n in range(7):
+            producer.send(Message(f'"{n}"'.encode()))
+        connection.set_trace_callback(None)
+        checkpoints = [n for n, s in enumerate(seen) if s.startswith("PRAGMA wal_checkpoint")]
+        assert len(checkpoints) == 2, seen
+        for at in checkpoints:
+            brackets = [s for s in seen[:at] if s in ("BEGIN IMMEDIATE", "COMMIT")]
+            assert not brackets or brackets[-1] == "COMMIT", "the checkpoint ran inside a transaction"
+        with driver.consumer("jobs") as consumer:
+            assert isinstance(consumer, SqliteConsumer)
+            assert consumer._checkpoints._synced
+            (automatic,) = consumer._connection.execute("PRAGMA wal_autocheckpoint").fetchone()
+            assert automatic == 0
+    finally:
+        driver.close()
+
+
+def test_an_ack_tops_the_prefetch_up_once_half_of_it_is_free(path: Path) -> None:
+    """Rows leased together share their leaf pages: with prefetch 4, the first ack only deletes, the
+    second leases two at once; the order and the counts stay those of the queue."""
+    with _driver(path) as driver:
+        sent = _publish(driver, 8)
+        with driver.consumer("jobs", prefetch=4) as consumer:
+            got = [receive_within(consumer, 5) for _ in range(4)]
+
+            def leased() -> list[str]:
+                rows = _rows(path)
+                return [m.message_id for m in sent if m.message_id in rows and rows[m.message_id][0]]
+
+            consumer.ack(got[0])
+            assert leased() == [m.message_id for m in sent[1:4]], "three unsettled of four: no lease yet"
+            consumer.ack(got[1])
+            assert leased() == [m.message_id for m in sent[2:6]]
+            for delivery in got[2:]:
+                consumer.ack(delivery)
+            rest = [receive_within(consumer, 5) for _ in range(4)]
+            assert [d.message_id for d in rest] == [m.message_id for m in sent[4:]]
+            assert [d.delivery_count for d in rest] == [1, 1, 1, 1]
+            for delivery in rest:
+                consumer.ack(delivery)
+            assert consumer.receive(0.05) is None
+        assert _rows(path) == {}

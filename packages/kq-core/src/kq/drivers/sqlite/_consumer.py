@@ -2,7 +2,8 @@
 
 One commit per message in a steady stream: the transaction that acknowledges a message (deletes its row)
 also leases the next ones, up to ``prefetch`` unsettled in all, as a broker pushes the next message once
-one is acknowledged. ``ack`` still returns only once the deletion is committed. The rows leased ahead
+one is acknowledged (with a larger prefetch, once half of it is free, so that rows leased together share
+their pages). ``ack`` still returns only once the deletion is committed. The rows leased ahead
 wait in a buffer, in queue order; their lease runs from when they were leased, is renewed before one is
 handed out late, and they are released (their delivery count given back) on close.
 """
@@ -11,17 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from kq.core.driver import Consumer, Delivery, LeaseLostError, QueueSpec
 from kq.drivers.sqlite._driver import SqliteDriver
-from kq.drivers.sqlite._store import Checkpoints, file_identity, routing_filter, write_transaction
+from kq.drivers.sqlite._store import file_identity, routing_filter, write_transaction
 
 logger = logging.getLogger(__name__.replace("._", "."))
 
@@ -118,9 +119,21 @@ _RELEASE_UNHANDED = (
 )
 
 
+def _new_lease() -> str:
+    """A lease token: 128 random bits, so that no other lease, of this consumer or another, has it."""
+    return os.urandom(16).hex()
+
+
+def _next_count(previous: Any) -> int:
+    """The delivery count after one more hand-out; another tool may have written the row: a count that
+    is not a number starts again."""
+    return previous + 1 if type(previous) is int and previous >= 0 else 1
+
+
 class SqliteConsumer(Consumer):
     """Leases ready rows for ``visibility_timeout`` seconds: up to ``prefetch`` in one transaction when
-    the buffer is empty, and the next ones in the transaction of each acknowledgement."""
+    the buffer is empty, and the next ones in the transaction of an acknowledgement that leaves half of
+    ``prefetch`` or more free."""
 
     driver: SqliteDriver
     wakeable = True
@@ -133,11 +146,12 @@ class SqliteConsumer(Consumer):
         self._poll_interval = float(driver.options["poll_interval"])
         self._connection = driver.connect()
         self._write_lock = driver.write_lock()
-        self._checkpoints = Checkpoints(self._connection)
+        self._checkpoints = driver.checkpoints(self._connection)
         # The consume loop's lease keeper extends from another thread.
         self._lock = threading.Lock()
-        # Every lease held and not settled (row id -> lease token), the buffered ones included.
-        self._leases: dict[int, str] = {}
+        # Every lease held and not settled, the buffered ones included, as (row id, lease token): a row
+        # id alone can come back (an id freed by the last row's deletion is given to the next insert).
+        self._leases: set[tuple[int, str]] = set()
         self._buffer: deque[_Leased] = deque()
         condition, params = routing_filter(routing_keys)
         # Only placeholders are interpolated: the condition is "kq_match(?, routing_key)" repeated.
@@ -228,7 +242,7 @@ class SqliteConsumer(Consumer):
                     lost.append(leased)
         self._buffer = kept
         for leased in lost:
-            self._leases.pop(leased.row[0], None)
+            self._leases.discard((leased.row[0], leased.lease))
         if lost:
             logger.debug(
                 "queue %s: %d messages leased ahead were taken by another consumer after their lease "
@@ -251,8 +265,9 @@ class SqliteConsumer(Consumer):
                 return None
             # At least one: this receive was asked for one, whatever the caller holds.
             room = max(1, self.prefetch - len(self._leases))
+            lease = _new_lease()
             with write_transaction(connection, self._write_lock):
-                leased = self._lease(connection, room)
+                leased = self._lease(connection, room, lease)
             self._hold(leased)
             self._checkpoints.committed()
             if not self._buffer:
@@ -260,8 +275,13 @@ class SqliteConsumer(Consumer):
             first = self._buffer.popleft()
         return self._deliver(first)
 
-    def _lease(self, connection: sqlite3.Connection, limit: int) -> list[_Leased]:
-        """Lease up to ``limit`` ready rows, inside the caller's write transaction (lock held)."""
+    def _lease(self, connection: sqlite3.Connection, limit: int, lease: str) -> list[_Leased]:
+        """Lease up to ``limit`` ready rows with token ``lease`` (one token for the rows of one
+        transaction: a handle is the row id and the token), inside the caller's write transaction.
+
+        The other writers wait while this runs: the token is made before, and a single row (prefetch 1,
+        the console commands' default) is updated by one statement rather than a batch of one.
+        """
         now = time.time()
         duration = self.lease_duration or 0.0
         rows = connection.execute(
@@ -269,24 +289,21 @@ class SqliteConsumer(Consumer):
         ).fetchall()
         if not rows:
             return []
-        # One token for the rows of one transaction: a handle is the row id and the token.
-        lease = uuid.uuid4().hex
         expires = time.monotonic() + duration
-        leased: list[_Leased] = []
-        for row in rows:
-            previous = row[-1]
-            # Another tool may have written the row: a count that is not a number starts again.
-            count = previous + 1 if type(previous) is int and previous >= 0 else 1
-            leased.append(_Leased(row, count, lease, expires))
-        connection.executemany(
-            _LEASE, [(now + duration, lease, item.deliveries, item.row[0]) for item in leased]
-        )
+        until = now + duration
+        if len(rows) == 1:
+            row = rows[0]
+            count = _next_count(row[-1])
+            connection.execute(_LEASE, (until, lease, count, row[0]))
+            return [_Leased(row, count, lease, expires)]
+        leased = [_Leased(row, _next_count(row[-1]), lease, expires) for row in rows]
+        connection.executemany(_LEASE, [(until, lease, item.deliveries, item.row[0]) for item in leased])
         return leased
 
     def _hold(self, leased: list[_Leased]) -> None:
         """Buffer rows whose lease was committed (lock held)."""
         for item in leased:
-            self._leases[item.row[0]] = item.lease
+            self._leases.add((item.row[0], item.lease))
             self._buffer.append(item)
 
     def _deliver(self, leased: _Leased) -> Delivery:
@@ -309,13 +326,17 @@ class SqliteConsumer(Consumer):
     def _ack(self, delivery: Delivery) -> None:
         row_id, lease = delivery.handle
         with self._lock:
-            self._leases.pop(row_id, None)
-            # The next messages are leased in the same commit, unless the loop is stopping.
-            room = 0 if self.woken else self.prefetch - len(self._leases)
+            self._leases.discard((row_id, lease))
+            # The next messages are leased in the same commit once half of prefetch is free (each time
+            # with prefetch 1 or 2), unless the loop is stopping: a batch of rows leased at once shares
+            # their leaf pages, where leasing one per acknowledgement writes another page each time.
+            unsettled = len(self._leases)
+            room = 0 if self.woken or unsettled > self.prefetch // 2 else self.prefetch - unsettled
             if room > 0:
+                token = _new_lease()
                 with write_transaction(self._connection, self._write_lock) as connection:
                     deleted = connection.execute(_DELETE, (row_id, lease)).rowcount
-                    leased = self._lease(connection, room)
+                    leased = self._lease(connection, room, token)
                 self._hold(leased)  # once committed
             else:
                 with self._write_lock.held():
@@ -333,7 +354,7 @@ class SqliteConsumer(Consumer):
         with self._lock, write_transaction(self._connection, self._write_lock) as connection:
             for delivery in deliveries:
                 row_id, lease = delivery.handle
-                self._leases.pop(row_id, None)
+                self._leases.discard((row_id, lease))
                 if not connection.execute(_DELETE, (row_id, lease)).rowcount:
                     lost.append(delivery)
         if lost:
@@ -342,7 +363,7 @@ class SqliteConsumer(Consumer):
     def _reject(self, delivery: Delivery, requeue: bool, delay: float) -> None:
         row_id, lease = delivery.handle
         with self._lock:
-            self._leases.pop(row_id, None)
+            self._leases.discard((row_id, lease))
             released = 0
             with write_transaction(self._connection, self._write_lock) as connection:
                 if requeue:
@@ -368,7 +389,7 @@ class SqliteConsumer(Consumer):
 
     def _forget_buffer(self) -> None:
         for item in self._buffer:
-            self._leases.pop(item.row[0], None)
+            self._leases.discard((item.row[0], item.lease))
         self._buffer.clear()
 
     def _extend(self, delivery: Delivery, seconds: float) -> None:
@@ -385,12 +406,8 @@ class SqliteConsumer(Consumer):
             try:
                 if self._leases:
                     now = time.time()
-                    buffered = {item.row[0] for item in self._buffer}
-                    handed = [
-                        (now, row_id, lease)
-                        for row_id, lease in self._leases.items()
-                        if row_id not in buffered
-                    ]
+                    buffered = {(item.row[0], item.lease) for item in self._buffer}
+                    handed = [(now, row_id, lease) for row_id, lease in self._leases - buffered]
                     with write_transaction(self._connection, self._write_lock) as connection:
                         connection.executemany(_RELEASE, handed)
                         ahead = self._release_buffer(connection, now)

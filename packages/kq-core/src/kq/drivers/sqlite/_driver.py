@@ -18,7 +18,7 @@ from kq.core.driver import (
     QueueManager,
     QueueSpec,
 )
-from kq.drivers.sqlite._store import WriteLock, connect
+from kq.drivers.sqlite._store import Checkpoints, WriteLock, connect
 
 
 class SqliteDriver(Driver):
@@ -108,6 +108,11 @@ class SqliteDriver(Driver):
     def write_lock(self) -> WriteLock:
         """A new handle on the lock file kq's writers to the database take turns on."""
         return WriteLock(self.path, self.options["busy_timeout"])
+
+    def checkpoints(self, connection: sqlite3.Connection, *, autocheckpoint: bool = False) -> Checkpoints:
+        """The checkpoints a producer's or consumer's ``connection`` runs itself, outside the lock."""
+        synced = self.options["synchronous"] in ("FULL", "EXTRA")
+        return Checkpoints(connection, synced=synced, autocheckpoint=autocheckpoint)
 
     def visibility_timeout(self, queue: QueueSpec) -> float:
         """The lease length of ``queue``'s deliveries."""

@@ -19,6 +19,10 @@ _INSERT = (
 )
 
 
+# Built once: json.dumps with separators builds an encoder per call.
+_encode_headers = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class SqliteProducer(Producer):
     """Inserts messages into the database, a batch per transaction."""
 
@@ -28,6 +32,7 @@ class SqliteProducer(Producer):
         super().__init__(driver, queue)
         self._connection = driver.connect()
         self._write_lock = driver.write_lock()
+        self._checkpoints = driver.checkpoints(self._connection, autocheckpoint=True)
         self._path = driver.path  # resolved once: it is checked before every batch
         self._file = file_identity(self._path)
         self._registered = False
@@ -40,7 +45,7 @@ class SqliteProducer(Producer):
                 m.message_id,
                 m.body,
                 m.content_type,
-                json.dumps(dict(m.headers), separators=(",", ":")) if m.headers else "{}",
+                _encode_headers(dict(m.headers)) if m.headers else "{}",
                 m.routing_key,
                 now + m.delay,
                 None if m.ttl is None else now + m.ttl,
@@ -54,6 +59,7 @@ class SqliteProducer(Producer):
             # One statement is its own transaction: no BEGIN and COMMIT round trips.
             with self._write_lock.held():
                 self._connection.execute(_INSERT, rows[0])
+            self._checkpoints.committed()
             return
         with write_transaction(self._connection, self._write_lock) as connection:
             if not self._registered:
@@ -62,6 +68,7 @@ class SqliteProducer(Producer):
                 )
             connection.executemany(_INSERT, rows)
         self._registered = True
+        self._checkpoints.committed()
 
     def _reopen(self) -> None:
         # Writing on would put messages in a file that no consumer will ever open again.
@@ -75,6 +82,7 @@ class SqliteProducer(Producer):
         self._write_lock.close()
         self._connection = self.driver.connect()
         self._write_lock = self.driver.write_lock()
+        self._checkpoints = self.driver.checkpoints(self._connection, autocheckpoint=True)
         self._file = file_identity(self._path)
         self._registered = False
 

@@ -16,7 +16,6 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from kq.core.driver import topic_matches
@@ -28,21 +27,33 @@ logger = logging.getLogger(__name__.replace("._", "."))
 
 SCHEMA_VERSION = 1
 
-# A writer finding the lock file taken retries after about this long, then twice as long each time, up to
-# _LONGEST_WAIT: a kq transaction takes from a few tens of microseconds to a disk sync.
-_FIRST_WAIT = 0.00005
+# A writer finding the lock file taken retries at once, yielding the processor in between, for _SPIN
+# seconds; then after about _FIRST_WAIT (plus the system's timer slack, some 50 microseconds) until
+# _SHORT_WAITS seconds have passed; then twice as long each time, up to _LONGEST_WAIT: a kq transaction
+# takes from a few tens of microseconds (the acknowledgement of one message) to a disk sync.
+_SPIN = 0.0003
+_FIRST_WAIT = 0.00002
+_SHORT_WAITS = 0.001
 _LONGEST_WAIT = 0.002
-# Commits of a consumer between two checkpoints it runs itself: a few pages each, about the thousand
-# pages at which sqlite would checkpoint by itself.
+# Commits of a connection between two checkpoints it runs itself (:class:`Checkpoints`), two to five
+# pages each: with synchronous NORMAL, about the thousand pages at which sqlite would checkpoint by
+# itself; with FULL or EXTRA, a WAL of a few hundred pages, overwritten from its start after each one.
 CHECKPOINT_EVERY = 250
+CHECKPOINT_EVERY_SYNCED = 128
 
+# Row ids are sqlite's plain ones (the largest plus one), not AUTOINCREMENT's: AUTOINCREMENT writes its
+# counter in sqlite_sequence, one more page per insert, a third of a single publish's WAL writes. Ids keep
+# the queue order, but an id can come back once the row that had the largest one is deleted: nothing acts
+# on a row by its id alone (every acknowledgement, release and extension also names the lease token, a
+# random one per lease), so a stale handle never touches the row that got its id. Databases made by
+# earlier versions keep their AUTOINCREMENT table: same columns, same statements, same schema version.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kq_queues (
     name TEXT PRIMARY KEY,
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kq_messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,
     message_id TEXT NOT NULL,
     body BLOB NOT NULL,
@@ -57,6 +68,9 @@ CREATE TABLE IF NOT EXISTS kq_messages (
 );
 CREATE INDEX IF NOT EXISTS kq_messages_queue ON kq_messages (queue, id);
 """
+
+# Gives the processor to another runnable thread or process, if there is one.
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 # Threads of one process initialise one at a time; processes are kept apart by BEGIN IMMEDIATE.
 _initialise_lock = threading.Lock()
@@ -167,22 +181,33 @@ class WriteLock:
         self._database = database
         self._fd: int | None = None
         self._unavailable = False
+        self._holding: int | None = None  # the descriptor locked by the current holder, if any
         # Threads of one process sharing this object take turns here; flock orders the processes.
         self._threads = threading.Lock()
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """Hold the lock for the ``with`` block."""
-        with self._threads:
+    def held(self) -> WriteLock:
+        """The lock, to hold for a ``with`` block (``with lock.held(): ...``)."""
+        return self
+
+    def __enter__(self) -> WriteLock:
+        self._threads.acquire()
+        try:
             fd = self._open()
-            if fd is None or sys.platform == "win32":
-                yield
-                return
-            self._acquire(fd)
-            try:
-                yield
-            finally:
+            if fd is not None:
+                self._acquire(fd)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._holding = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._holding = self._holding, None
+        try:
+            if fd is not None and sys.platform != "win32":
                 fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
     def _acquire(self, fd: int) -> None:
         if sys.platform == "win32":
@@ -192,7 +217,21 @@ class WriteLock:
             return
         except BlockingIOError:
             pass
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        # First, retry after only giving the processor away (to the holder, if it waits for one): most
+        # transactions end within _SPIN, and a sleep, however short, lasts the system's timer slack.
+        spin = started + _SPIN
+        while time.monotonic() < spin:
+            _yield()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+        deadline = started + self.timeout
+        # Retry soon while the holder is likely in a transaction of a fraction of a millisecond; back off
+        # once it has held the lock for longer (a disk sync, a batch), up to _LONGEST_WAIT.
+        patient = started + _SHORT_WAITS
         pause = _FIRST_WAIT
         while True:
             # A little jitter: two waiters do not keep retrying in step.
@@ -201,12 +240,14 @@ class WriteLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     raise sqlite3.OperationalError(
                         f"database is locked: another kq writer held {self.path} for {self.timeout:g}s "
                         "(busy_timeout)"
                     ) from None
-            pause = min(pause * 2, _LONGEST_WAIT)
+            if now >= patient:
+                pause = min(pause * 2, _LONGEST_WAIT)
 
     def _open(self) -> int | None:
         if sys.platform == "win32" or self._unavailable:
@@ -241,24 +282,36 @@ class WriteLock:
 
 class Checkpoints:
     """Copies the WAL back into the database outside the write lock, every :data:`CHECKPOINT_EVERY`
-    commits of one connection.
+    commits of one connection (:data:`CHECKPOINT_EVERY_SYNCED` with ``synchronous`` FULL or EXTRA).
 
     sqlite checkpoints inside the commit that makes the WAL pass a thousand pages, a write and a disk
-    sync of a few milliseconds; under the lock file, the other workers would wait for it. A consumer's
-    connection turns that off and checkpoints here instead, after the lock is released (a ``PASSIVE``
-    checkpoint runs beside other writers). Producers keep sqlite's own: a queue only published to, with
-    an idle worker holding the file open, would otherwise never be checkpointed.
+    sync of a few milliseconds; under the lock file, the other writers would wait for it. kq's
+    connections checkpoint here instead, after the lock is released (a ``PASSIVE`` checkpoint runs
+    beside other writers).
+
+    With a disk sync at every commit, they also checkpoint more often than sqlite would: a WAL that was
+    checkpointed is written again from its start, overwriting its file in place, whereas a WAL that
+    grows changes its file's size at every commit, and the sync of each such commit writes the file's
+    metadata too, about twice the cost of one that only overwrites. Kept to a few hundred pages, the WAL
+    stops growing after a few dozen commits.
+
+    A consumer's connection turns sqlite's own checkpoint off. A producer's keeps it as a backstop
+    (``autocheckpoint=True``): short-lived producers (one publish per ``kq queuecommand``) never count
+    enough commits, and with an idle worker holding the file open, a queue only published to would
+    otherwise never be checkpointed.
     """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        connection.execute("PRAGMA wal_autocheckpoint = 0")
+    def __init__(self, connection: sqlite3.Connection, *, synced: bool, autocheckpoint: bool = False) -> None:
+        if not autocheckpoint:
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
         self._connection = connection
+        self._synced = synced
         self._commits = 0
 
     def committed(self) -> None:
         """Count a commit; checkpoint when enough have passed (the connection outside a transaction)."""
         self._commits += 1
-        if self._commits < CHECKPOINT_EVERY:
+        if self._commits < (CHECKPOINT_EVERY_SYNCED if self._synced else CHECKPOINT_EVERY):
             return
         self._commits = 0
         try:
@@ -268,23 +321,43 @@ class Checkpoints:
             logger.debug("WAL checkpoint skipped (%s)", exc)
 
 
-@contextlib.contextmanager
-def write_transaction(connection: sqlite3.Connection, lock: WriteLock) -> Iterator[sqlite3.Connection]:
+class write_transaction:  # noqa: N801 - used as a function: ``with write_transaction(...)``
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` under ``lock``, rolled back if the block raises.
 
     ``IMMEDIATE`` takes sqlite's write lock before the first read, so that two writers never both read
     and then find, at their first write, that the other one changed the file (an error sqlite's busy
     handler cannot wait out). ``COMMIT`` returning means the transaction is in the file (with
-    ``synchronous = FULL``, on the disk).
+    ``synchronous = FULL``, on the disk). A class rather than a generator: other writers wait while it
+    runs, and it runs once per message.
     """
-    with lock.held():
-        connection.execute("BEGIN IMMEDIATE")
+
+    __slots__ = ("_connection", "_lock")
+
+    def __init__(self, connection: sqlite3.Connection, lock: WriteLock) -> None:
+        self._connection = connection
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.__enter__()
         try:
-            yield connection
-            connection.execute("COMMIT")
+            self._connection.execute("BEGIN IMMEDIATE")
         except BaseException:
-            rollback(connection)
+            self._lock.__exit__()
             raise
+        return self._connection
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if kind is None:
+                try:
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    rollback(self._connection)
+                    raise
+            else:
+                rollback(self._connection)
+        finally:
+            self._lock.__exit__()
 
 
 def routing_filter(routing_keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
