@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 from typing import Any
 
-import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
@@ -41,9 +41,18 @@ except ImportError:  # pragma: no cover - depends on the installed pika
     _PlainTransport = None
 
 
+#: A ``basic.ack`` frame: type 1 (method), channel, payload size 13, class 60 (basic), method 80 (ack),
+#: delivery tag, bits (``multiple`` off), frame end 0xCE.
+_ACK_FRAME = struct.Struct(">BHIIQBB")
+_ACK_METHOD = pika.spec.Basic.Ack.INDEX  # class and method ids in one
+
+
 def ack_frame(channel_number: int, delivery_tag: int) -> bytes:
-    """The AMQP ``basic.ack`` frame for one delivery, as pika marshals it."""
-    return bytes(pika.frame.Method(channel_number, pika.spec.Basic.Ack(delivery_tag, False)).marshal())
+    """The AMQP ``basic.ack`` frame for one delivery, byte for byte as pika marshals it (a test holds
+    them equal), packed directly: pika's frame objects cost more than the rest of an ack."""
+    return _ACK_FRAME.pack(
+        pika.spec.FRAME_METHOD, channel_number, 13, _ACK_METHOD, delivery_tag, 0, pika.spec.FRAME_END
+    )
 
 
 class DirectAcks:
