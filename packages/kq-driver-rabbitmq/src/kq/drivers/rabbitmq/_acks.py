@@ -55,6 +55,24 @@ def ack_frame(channel_number: int, delivery_tag: int) -> bytes:
     )
 
 
+def plain_transport(connection: BlockingConnection) -> tuple[Any, Any] | None:
+    """pika's connection implementation and its plain-TCP transport, when kq can write to the socket
+    itself (pika's internals as this module and ``_publish.py`` use them); ``None`` otherwise (TLS,
+    another pika)."""
+    impl: Any = getattr(connection, "_impl", None)
+    transport = getattr(impl, "_transport", None)
+    if (
+        _PlainTransport is not None
+        and isinstance(transport, _PlainTransport)
+        and isinstance(getattr(transport, "_sock", None), socket.socket)
+        and hasattr(transport, "get_write_buffer_size")
+        and hasattr(impl, "bytes_sent")
+        and hasattr(impl, "frames_sent")
+    ):
+        return impl, transport
+    return None
+
+
 class DirectAcks:
     """Writes the ack frames of one consumer's channel to its connection's socket (see module doc).
 
@@ -67,19 +85,11 @@ class DirectAcks:
         self._connection = connection
         self._channel = channel
         self._pending: list[int] = []
-        impl: Any = getattr(connection, "_impl", None)
-        transport = getattr(impl, "_transport", None)
-        usable = (
-            _PlainTransport is not None
-            and isinstance(transport, _PlainTransport)
-            and isinstance(getattr(transport, "_sock", None), socket.socket)
-            and hasattr(impl, "bytes_sent")
-            and hasattr(transport, "get_write_buffer_size")
-            and hasattr(connection, "_flush_output")
-        )
-        self._impl: Any = impl if usable else None
-        self._transport: Any = transport if usable else None
-        if not usable:
+        found = plain_transport(connection) if hasattr(connection, "_flush_output") else None
+        self._impl: Any = found[0] if found else None
+        self._transport: Any = found[1] if found else None
+        if found is None:
+            transport = getattr(getattr(connection, "_impl", None), "_transport", None)
             logger.debug("acks go through pika's basic_ack (transport %s)", type(transport).__name__)
 
     @property

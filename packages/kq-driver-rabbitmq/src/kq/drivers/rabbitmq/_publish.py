@@ -50,12 +50,10 @@ import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from kq.drivers.rabbitmq._acks import plain_transport
+
 logger = logging.getLogger(__name__.replace("._", "."))
 
-try:  # pika's plain-TCP transport; absent or renamed in another pika, and then nothing is direct
-    from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlainTransport
-except ImportError:  # pragma: no cover - depends on the installed pika
-    _PlainTransport = None
 
 #: Distinct (exchange, routing key, mandatory) method frames kept marshalled; past it the cache starts over.
 _METHOD_FRAMES_MAX = 256
@@ -125,17 +123,13 @@ class DirectPublish:
     ) -> None:
         self._connection = connection
         self._channel: Any = channel._impl
-        impl: Any = getattr(connection, "_impl", None)
-        transport = getattr(impl, "_transport", None)
+        found = plain_transport(connection)
+        impl: Any = found[0] if found else None
+        transport: Any = found[1] if found else None
         usable = (
-            _PlainTransport is not None
-            and isinstance(transport, _PlainTransport)
-            and isinstance(getattr(transport, "_sock", None), socket.socket)
-            and hasattr(transport, "get_write_buffer_size")
+            found is not None
             and hasattr(transport, "_state")
             and hasattr(transport, "_STATE_ACTIVE")
-            and hasattr(impl, "bytes_sent")
-            and hasattr(impl, "frames_sent")
             and isinstance(getattr(impl, "_body_max_length", None), int)
             and impl._body_max_length > 0
             and isinstance(getattr(self._channel, "channel_number", None), int)
