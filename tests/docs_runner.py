@@ -278,8 +278,11 @@ class _Shell:
         self._send("set -e\n")
 
     def _send(self, text: str) -> None:
-        self._stdin.write(text.encode())
-        self._stdin.flush()
+        # A step that failed under ``set -e`` ends the shell, possibly before the next line is written:
+        # the read that follows finds the shell ended and reports its status.
+        with contextlib.suppress(BrokenPipeError):
+            self._stdin.write(text.encode())
+            self._stdin.flush()
 
     def run(self, script: str, expect_status: int | None, deadline: float) -> tuple[int, str]:
         """Run ``script`` (stdin /dev/null); its status (None: the shell ended) and its output."""
@@ -330,7 +333,8 @@ class _Shell:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self._selector.close()
-        self._stdin.close()
+        with contextlib.suppress(BrokenPipeError):  # what is still buffered has no reader any more
+            self._stdin.close()
         assert self.process.stdout is not None
         self.process.stdout.close()
 

@@ -19,7 +19,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.docs_runner import DocsExampleError, output_matches, page_environment, parse_page, run_page
+from tests.docs_runner import (
+    DocsExampleError,
+    _Shell,
+    _ShellEndedError,
+    output_matches,
+    page_environment,
+    parse_page,
+    run_page,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The pages whose examples run, as the issue asks: a stale one fails the test suite.
@@ -314,3 +322,19 @@ def test_pages_are_parsed_without_errors() -> None:
 
 def test_bash_is_available() -> None:
     assert shutil.which("bash"), "the docs examples run in bash"
+
+
+def test_a_shell_that_ended_before_the_next_line_is_reported_not_a_broken_pipe(tmp_path: Path) -> None:
+    """A failing step under ``set -e`` may end the shell before the runner writes its next line: the
+    page fails with the shell's status (it used to fail the run with BrokenPipeError, now and then)."""
+    (tmp_path / "scratch").mkdir()
+    shell = _Shell(tmp_path, page_environment(), tmp_path / "scratch")
+    try:
+        assert shell.run("true\n", None, time.monotonic() + 30)[0] == 0
+        shell._send("exit 3\n")  # the shell is gone before the next step is written
+        shell.process.wait(timeout=30)
+        with pytest.raises(_ShellEndedError) as ended:
+            shell.run("echo never\n", None, time.monotonic() + 30)
+        assert ended.value.status == 3
+    finally:
+        shell.stop()
