@@ -144,11 +144,13 @@ def test_metrics_port_serves_prometheus_metrics(space: Workspace) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
+    # The count and the in-progress gauge are updated one after the other: scrape until both settled.
+    settled = ('kq_messages_total{queue="jobs"} 2.0', 'kq_messages_inprogress{queue="jobs"} 0.0')
     text = ""
     deadline = time.monotonic() + 10
-    while 'kq_messages_total{queue="jobs"} 2.0' not in text and time.monotonic() < deadline:
+    while not all(line in text for line in settled) and time.monotonic() < deadline:
         text = scrape()
         time.sleep(0.2)
-    assert 'kq_messages_total{queue="jobs"} 2.0' in text
-    assert 'kq_messages_inprogress{queue="jobs"} 0.0' in text
+    assert settled[0] in text
+    assert settled[1] in text
     assert space.stop(worker) == 0
