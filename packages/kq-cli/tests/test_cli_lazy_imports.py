@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROBE = """
 import json, sys
 from kq.cli import cli
@@ -83,3 +85,53 @@ def test_a_worker_imports_only_the_command_it_runs(tmp_path: Path) -> None:
         )
     ]
     assert others == [], others
+
+
+def test_the_package_exports_resolve_on_first_use() -> None:
+    """``kq.cli`` imports its command line on first use (so that ``python -m kq.cli`` imports it in
+    ``__main__``, collector paused): every public name still resolves, and an unknown one is an
+    AttributeError."""
+    code = (
+        "import json, sys, kq.cli as m\n"
+        "before = sorted(x for x in sys.modules if x.startswith('kq.cli.'))\n"
+        "values = {n: repr(getattr(m, n)) for n in m.__all__}\n"
+        "print(json.dumps([before, sorted(set(m.__all__) - set(dir(m))), values['EXIT_OK']]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, missing, exit_ok = json.loads(done.stdout)
+    assert before == ["kq.cli.version"]
+    assert missing == []
+    assert exit_ok == "0"
+    import kq.cli
+
+    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
+        getattr(kq.cli, "nosuch")  # noqa: B009 - a literal name on purpose
+
+
+RUN_PROBE = """
+import gc, sys
+import _kq_launcher
+sys.argv = ["kq", *sys.argv[1:]]
+try:
+    _kq_launcher.run()
+except SystemExit:
+    pass
+print("enabled" if gc.isenabled() else "disabled", gc.get_freeze_count() > 1000, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [("--version",), ("nosuchcommand",)])
+def test_the_collector_runs_again_once_the_cli_is_imported(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """The ``kq`` script and ``python -m kq.cli`` import the command line with the garbage collector
+    paused, then freeze what the import made: the command itself, a worker's whole life, runs with the
+    collector on."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_PROBE, *args], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stderr.strip().splitlines()[-1] == "enabled True"
+
+
+def test_python_m_kq_cli_runs_the_command_line(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "kq.cli", "--version"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "kq" in done.stdout

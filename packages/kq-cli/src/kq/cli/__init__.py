@@ -24,16 +24,50 @@ Global options, before or after the command name: ``--config PATH`` (else ``$KQ_
 ``--log-file PATH``, ``-v``/``-q``. Exit codes are the ``EXIT_*`` constants of this package.
 """
 
-from kq.cli._common import (
-    EXIT_CONFIG,
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-)
-from kq.cli._main import cli, main
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kq.cli.version import __version__
+
+if TYPE_CHECKING:
+    from kq.cli._common import (
+        EXIT_CONFIG,
+        EXIT_FAILURE,
+        EXIT_INTERRUPTED,
+        EXIT_OK,
+        EXIT_UNAVAILABLE,
+        EXIT_USAGE,
+    )
+    from kq.cli._main import cli, main
+
+# Imported on first use (PEP 562): ``python -m kq.cli`` imports this package before ``__main__``, which
+# imports the command line with the garbage collector paused (see ``_kq_launcher.run``).
+_LAZY = {
+    "cli": "_main",
+    "main": "_main",
+    "EXIT_CONFIG": "_common",
+    "EXIT_FAILURE": "_common",
+    "EXIT_INTERRUPTED": "_common",
+    "EXIT_OK": "_common",
+    "EXIT_UNAVAILABLE": "_common",
+    "EXIT_USAGE": "_common",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     # entry points

@@ -26,7 +26,6 @@ entry points), so a section no handler reads is caught then, if it is a near mis
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 from collections.abc import Iterable, Mapping
@@ -299,6 +298,8 @@ class AllowSettings:
         if name in self.sections:
             return self.sections[name]
         # A typo such as "comands" would otherwise deny everything without a word.
+        import difflib  # only a look-up of a section the configuration lacks pays for it
+
         for close in difflib.get_close_matches(name, list(self.sections), n=3, cutoff=_TYPO_CUTOFF):
             if close not in declared_sections():
                 raise ConfigError(

@@ -55,12 +55,45 @@ fanout and headers exchanges). Stream queues can be published to, not consumed.
 Not yet: priorities.
 """
 
-from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kq.drivers.rabbitmq._driver import RabbitMQDriver
-from kq.drivers.rabbitmq._errors import ManagementError, ManagementUnreachableError, PublishError
-from kq.drivers.rabbitmq._producer import RabbitMQProducer
-from kq.drivers.rabbitmq._queue_manager import RabbitMQQueueManager
 from kq.drivers.rabbitmq.version import __version__
+
+if TYPE_CHECKING:
+    from kq.drivers.rabbitmq._consumer import RabbitMQConsumer
+    from kq.drivers.rabbitmq._errors import ManagementError, ManagementUnreachableError, PublishError
+    from kq.drivers.rabbitmq._producer import RabbitMQProducer
+    from kq.drivers.rabbitmq._queue_manager import RabbitMQQueueManager
+
+# The driver class is what the ``kq.drivers`` entry point loads; the rest is imported on first use
+# (PEP 562), so that a worker does not load the producer, the queue manager and the management client
+# before it needs them (a worker that never dead-letters never needs the producer).
+_LAZY = {
+    "RabbitMQConsumer": "_consumer",
+    "RabbitMQProducer": "_producer",
+    "RabbitMQQueueManager": "_queue_manager",
+    "ManagementError": "_errors",
+    "ManagementUnreachableError": "_errors",
+    "PublishError": "_errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     # the driver and its parts

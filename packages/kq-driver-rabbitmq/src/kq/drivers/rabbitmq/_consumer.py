@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import datetime
 import decimal
-import hashlib
 import json
 import logging
 import re
@@ -31,14 +30,16 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from kq.core.driver import DRIVER_REDELIVERY as REDELIVERY_HEADER
+from kq.core.driver import DRIVER_ROUTING_KEY as ROUTING_KEY_HEADER
 from kq.core.driver import Consumer, Delivery, QueueSpec
 from kq.drivers.rabbitmq._acks import DirectAcks
 from kq.drivers.rabbitmq._connection import close_quietly
-from kq.drivers.rabbitmq._producer import REDELIVERY_HEADER, ROUTING_KEY_HEADER, RabbitMQProducer
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
     from kq.drivers.rabbitmq._driver import RabbitMQDriver
+    from kq.drivers.rabbitmq._producer import RabbitMQProducer
 
 logger = logging.getLogger(__name__.replace("._", "."))
 #: Headers RabbitMQ itself adds to messages; kq takes them off deliveries.
@@ -180,7 +181,7 @@ class RabbitMQConsumer(Consumer):
     def _retry(self, delivery: Delivery, headers: dict[str, str], delay: float) -> None:
         # Straight into this consumer's AMQP queue (through a delay queue when delayed), then ack: other
         # queues bound to the exchange must not receive the copy.
-        producer = cast(RabbitMQProducer, self.driver.producer(self.queue.name))
+        producer = cast("RabbitMQProducer", self.driver.producer(self.queue.name))
         producer.publish_to_queue([delivery.to_message(headers=headers, delay=delay)], self.topology.queue)
         self._ack(delivery)
 
@@ -363,7 +364,7 @@ def read_delivery(
     return delivery
 
 
-#: The driver's own headers, taken off deliveries (see _producer.py).
+#: The driver's own headers (the producer's), taken off deliveries (see _producer.py).
 _BOOKKEEPING = frozenset({ROUTING_KEY_HEADER, REDELIVERY_HEADER})
 #: AMQP short strings (routing keys, content types, message ids) hold at most 255 bytes.
 _SHORTSTR = 255
@@ -438,4 +439,6 @@ def _kind(value: Any) -> str:
 
 def _content_id(body: bytes) -> str:
     """An id for a message published without one (plain pika, PHP): stable across redeliveries."""
+    import hashlib  # loads OpenSSL's digests: only for such messages, not at every worker start
+
     return "sha256-" + hashlib.sha256(body).hexdigest()[:32]
