@@ -78,3 +78,42 @@ def test_a_first_distribution_without_the_group_still_shadows_a_later_one(
     assert scan("kqtest.group") == []
     assert list(importlib.metadata.entry_points(group="kqtest.group")) == []
     assert [e.dist.name if e.dist else None for e in scan("other.group") or []] == ["kqtest-shadowed"]
+
+
+def _write_distribution(folder: Path, name: str, text: str) -> None:
+    info = folder / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n")
+    (info / "entry_points.txt").write_text(text)
+
+
+def test_each_folder_is_read_once_for_every_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker scans drivers, then listeners (and handlers): one listing and one read of each
+    ``entry_points.txt`` serve them all, until the registry's cache is cleared."""
+    from kq.core import _entry_points
+    from kq.core._registry import clear_cache
+
+    _write_distribution(tmp_path, "kqtest-a", "[kqtest.one]\nx = a:X\n\n[kqtest.two]\ny = a:Y\n")
+    _write_distribution(tmp_path, "kqtest-b", "[kqtest.two]\nz = b:Z\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    reads: list[str] = []
+    read = _entry_points._read
+
+    def counted(metadata: str) -> dict[str, list[tuple[str, str]]]:
+        reads.append(Path(metadata).name)
+        return read(metadata)
+
+    monkeypatch.setattr(_entry_points, "_read", counted)
+    clear_cache()
+    assert [(e.name, e.value) for e in scan("kqtest.one") or []] == [("x", "a:X")]
+    assert [(e.name, e.value, e.dist.name if e.dist else "") for e in scan("kqtest.two") or []] == [
+        ("y", "a:Y", "kqtest-a"),
+        ("z", "b:Z", "kqtest-b"),
+    ]
+    assert sorted(reads) == ["kqtest_a-1.0.dist-info", "kqtest_b-1.0.dist-info"]
+    # A distribution installed while the process runs is seen once the cache is cleared, as before.
+    _write_distribution(tmp_path, "kqtest-c", "[kqtest.one]\nw = c:W\n")
+    assert [e.name for e in scan("kqtest.one") or []] == ["x"]
+    clear_cache()
+    assert [e.name for e in scan("kqtest.one") or []] == ["x", "w"]
+    clear_cache()

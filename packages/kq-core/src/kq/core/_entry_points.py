@@ -62,25 +62,68 @@ def scan(group: str) -> list[EntryPoint] | None:
     found: list[EntryPoint] = []
     for entry in sys.path:
         folder = entry or "."
-        if not os.path.isdir(folder):
-            if os.path.exists(folder):
-                return None  # a zip archive or a wheel on the path
-            continue
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        for name in names:
-            if not name.endswith((".dist-info", ".egg-info")):
+        distributions = _FOLDERS.get(folder)
+        if distributions is None:
+            if not os.path.isdir(folder):
+                if os.path.exists(folder):
+                    return None  # a zip archive or a wheel on the path
                 continue
-            # Distributions are told apart by their folder's name, as importlib.metadata does; the
-            # metadata file is read only for the name of one that has entry points in the group.
-            key = _NORMALIZE.sub("_", name.rpartition(".")[0].partition("-")[0]).lower()
-            if key in seen:
+            distributions = _FOLDERS[folder] = _list(folder)
+        for distribution in distributions:
+            # Distributions are told apart by their folder's name, as importlib.metadata does: the first
+            # of a name wins, whatever groups it has.
+            if distribution.key in seen:
                 continue
-            seen.add(key)
-            found.extend(_read(os.path.join(folder, name), group, name))
+            seen.add(distribution.key)
+            pairs = distribution.groups.get(group)
+            if pairs:
+                dist = Distribution(distribution.name())
+                found.extend(EntryPoint(name, value, group, dist) for name, value in pairs)
     return found
+
+
+def forget() -> None:
+    """Forget the folders read (after installing a distribution at run time, or in tests)."""
+    _FOLDERS.clear()
+
+
+class _Listed:
+    """A distribution's metadata folder as :func:`scan` read it: its entry points by group, and its
+    name, read from its metadata the first time an entry point of it is returned."""
+
+    __slots__ = ("_name", "groups", "key", "path")
+
+    def __init__(self, path: str, key: str, groups: dict[str, list[tuple[str, str]]]) -> None:
+        self.path = path
+        self.key = key
+        self.groups = groups
+        self._name: str | None = None
+
+    def name(self) -> str:
+        if self._name is None:
+            self._name = _distribution_name(self.path, os.path.basename(self.path))
+        return self._name
+
+
+#: What :func:`scan` read in each folder of ``sys.path``, by folder: one listing and one read of each
+#: ``entry_points.txt`` serve every group a process scans (drivers, listeners, handlers). Like the
+#: registry's cache of each group, it lasts as long as the process, until :func:`forget`.
+_FOLDERS: dict[str, list[_Listed]] = {}
+
+
+def _list(folder: str) -> list[_Listed]:
+    """The distributions whose metadata folders are in ``folder``, in name order."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    listed = []
+    for name in names:
+        if name.endswith((".dist-info", ".egg-info")):
+            key = _NORMALIZE.sub("_", name.rpartition(".")[0].partition("-")[0]).lower()
+            path = os.path.join(folder, name)
+            listed.append(_Listed(path, key, _read(path)))
+    return listed
 
 
 def _distribution_name(metadata: str, folder_name: str) -> str:
@@ -98,25 +141,23 @@ def _distribution_name(metadata: str, folder_name: str) -> str:
     return folder_name.rpartition(".")[0].partition("-")[0]
 
 
-def _read(metadata: str, group: str, folder_name: str) -> list[EntryPoint]:
+def _read(metadata: str) -> dict[str, list[tuple[str, str]]]:
+    """The entry points of a metadata folder, by group (none when it has no ``entry_points.txt``)."""
     try:
         with open(os.path.join(metadata, "entry_points.txt"), encoding="utf-8") as file:
             text = file.read()
     except OSError:
-        return []
-    section = None
-    pairs = []
+        return {}
+    groups: dict[str, list[tuple[str, str]]] = {}
+    pairs: list[tuple[str, str]] | None = None
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
             continue
         if stripped.startswith("[") and stripped.endswith("]"):
-            section = stripped[1:-1].strip()
+            pairs = groups.setdefault(stripped[1:-1].strip(), [])
             continue
         name, sep, value = stripped.partition("=")
-        if sep and section == group:
+        if sep and pairs is not None:
             pairs.append((name.strip(), value.strip()))
-    if not pairs:
-        return []
-    dist = Distribution(_distribution_name(metadata, folder_name))
-    return [EntryPoint(name, value, group, dist) for name, value in pairs]
+    return groups

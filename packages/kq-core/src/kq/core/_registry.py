@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kq.core._entry_points import EntryPoint, scan
+from kq.core._entry_points import EntryPoint, forget, scan
 from kq.core._errors import PluginLoadError, UnknownPluginError
 
 if TYPE_CHECKING:
@@ -172,3 +172,4 @@ def load_plugin(group: str, name: str) -> Any:
 def clear_cache() -> None:
     """Forget the scanned entry points (after installing a distribution at run time, or in tests)."""
     _entry_points.cache_clear()
+    forget()
