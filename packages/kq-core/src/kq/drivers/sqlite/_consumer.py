@@ -269,7 +269,7 @@ class SqliteConsumer(Consumer):
             with write_transaction(connection, self._write_lock):
                 leased = self._lease(connection, room, lease)
             self._hold(leased)
-            self._checkpoints.committed()
+            self._checkpoints.committed(self._write_lock)
             if not self._buffer:
                 return None
             first = self._buffer.popleft()
@@ -341,7 +341,7 @@ class SqliteConsumer(Consumer):
             else:
                 with self._write_lock.held():
                     deleted = self._connection.execute(_DELETE, (row_id, lease)).rowcount
-            self._checkpoints.committed()
+            self._checkpoints.committed(self._write_lock)
         if not deleted:
             raise LeaseLostError(
                 f"the lease of message {delivery.message_id} on queue {self.queue.name} had lapsed "

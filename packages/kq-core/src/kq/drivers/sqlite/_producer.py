@@ -59,7 +59,7 @@ class SqliteProducer(Producer):
             # One statement is its own transaction: no BEGIN and COMMIT round trips.
             with self._write_lock.held():
                 self._connection.execute(_INSERT, rows[0])
-            self._checkpoints.committed()
+            self._checkpoints.committed(self._write_lock)
             return
         with write_transaction(self._connection, self._write_lock) as connection:
             if not self._registered:
@@ -68,7 +68,7 @@ class SqliteProducer(Producer):
                 )
             connection.executemany(_INSERT, rows)
         self._registered = True
-        self._checkpoints.committed()
+        self._checkpoints.committed(self._write_lock)
 
     def _reopen(self) -> None:
         # Writing on would put messages in a file that no consumer will ever open again.

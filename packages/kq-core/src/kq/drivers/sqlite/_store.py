@@ -281,8 +281,9 @@ class WriteLock:
 
 
 class Checkpoints:
-    """Copies the WAL back into the database outside the write lock, every :data:`CHECKPOINT_EVERY`
-    commits of one connection (:data:`CHECKPOINT_EVERY_SYNCED` with ``synchronous`` FULL or EXTRA).
+    """Copies the WAL back into the database, mostly outside the write lock, every
+    :data:`CHECKPOINT_EVERY` commits of one connection (:data:`CHECKPOINT_EVERY_SYNCED` with
+    ``synchronous`` FULL or EXTRA).
 
     sqlite checkpoints inside the commit that makes the WAL pass a thousand pages, a write and a disk
     sync of a few milliseconds; under the lock file, the other writers would wait for it. kq's
@@ -294,6 +295,18 @@ class Checkpoints:
     grows changes its file's size at every commit, and the sync of each such commit writes the file's
     metadata too, about twice the cost of one that only overwrites. Kept to a few hundred pages, the WAL
     stops growing after a few dozen commits.
+
+    A ``PASSIVE`` checkpoint copies the frames committed before it started, and sqlite writes the WAL
+    from its start again only once all of its frames are copied. Other writers committing meanwhile
+    (two busy workers on one file always do) leave frames behind every time: the WAL would grow for as
+    long as they stay busy (55 MB after 6,000 messages with two workers, against 3 MB with one), every
+    commit extending the file, each some 40% slower, under the lock. So a checkpoint is followed by a
+    second one under the caller's write lock (``committed(lock)``), with no kq writer committing: it
+    copies only the frames committed during the first (with its disk syncs, about a millisecond that
+    the other writers wait), and the next write transaction writes the WAL from its start again. Not
+    when the WAL has fewer frames than the commits this connection counted (each writes one or more):
+    another connection's checkpoint had it written from its start a moment ago, and the next
+    checkpoint finishes it.
 
     A consumer's connection turns sqlite's own checkpoint off. A producer's keeps it as a backstop
     (``autocheckpoint=True``): short-lived producers (one publish per ``kq queuecommand``) never count
@@ -308,17 +321,30 @@ class Checkpoints:
         self._synced = synced
         self._commits = 0
 
-    def committed(self) -> None:
-        """Count a commit; checkpoint when enough have passed (the connection outside a transaction)."""
+    def committed(self, lock: WriteLock | None = None) -> None:
+        """Count a commit; checkpoint when enough have passed (the connection outside a transaction,
+        ``lock`` not held: it is taken to finish a checkpoint other writers kept from copying it all)."""
         self._commits += 1
-        if self._commits < (CHECKPOINT_EVERY_SYNCED if self._synced else CHECKPOINT_EVERY):
+        every = CHECKPOINT_EVERY_SYNCED if self._synced else CHECKPOINT_EVERY
+        if self._commits < every:
             return
         self._commits = 0
         try:
-            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, frames = self._checkpoint()
+            # It copied the frames there were when it started; it cannot tell whether others came since.
+            if lock is not None and not busy and frames >= every:
+                with lock.held():
+                    self._checkpoint()
         except sqlite3.OperationalError as exc:
-            # Another connection checkpointing at the same time: it does the work.
+            # Another connection checkpointing at the same time (it does the work), or another writer
+            # holding the lock file past busy_timeout (the next checkpoint copies what is left).
             logger.debug("WAL checkpoint skipped (%s)", exc)
+
+    def _checkpoint(self) -> tuple[int, int]:
+        """One ``PASSIVE`` checkpoint: whether another connection's kept it from running, and how many
+        frames the WAL had when it started (-1 outside WAL mode)."""
+        busy, frames, _ = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(frames)
 
 
 class write_transaction:  # noqa: N801 - used as a function: ``with write_transaction(...)``
