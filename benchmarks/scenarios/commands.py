@@ -7,9 +7,15 @@ the workers' start-up and shut-down are left out on every side.
 - ``commands-process``: ``console_command`` (a process per message) on RabbitMQ, one ``kq consume``
   against a bare ``subprocess.run`` loop running the same argument vector
   (``python bench_command.py stamp MESSAGE``).
+  A third side, a plain pika worker (prefetch 1, ``subprocess.run``, ``basic_ack``), is what any
+  RabbitMQ worker pays on top of the bare loop: the broker's share.
 - ``commands-process-2-workers``: the same queue, two workers against one.
 - ``commands-inprocess-sqlite-2-workers``: ``inprocess_console_command`` (``[console] callable =
   "bench_command:main"``) on the sqlite driver, two workers against one.
+- ``sqlite-plain-2-processes``: the ceiling of the previous one: a plain ``sqlite3`` loop making kq's
+  transaction per message (acknowledge one, lease the next, under the same lock file) on a database kq
+  filled, with the same command function and a fixed spin standing in for kq's own work, two processes
+  against one.
 - ``commands-forked``: ``forked_console_command`` (the forked mode: a preloaded parent forks a child
   per message) against a bare ``subprocess.run`` loop of ``python -m bench_heavy stamp MESSAGE``, a
   module whose import takes 0.1 s (as a real application's imports do).
@@ -41,6 +47,7 @@ from benchmarks.scenarios.peers import (
     new_name,
     write_apps,
 )
+from benchmarks.scenarios.publish import cleanup, new_queue, prefill
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +84,112 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 '''
 
-_EXTRA = {"bench_command.py": _COMMAND_MODULE, "bench_heavy.py": _HEAVY_MODULE}
+_PIKA_LOOP_MODULE = '''\
+"""A plain pika worker: prefetch 1; per message, run the command in a process of its own, then ack.
+
+Usage: python bench_pika_loop.py AMQP_URL QUEUE COUNT COMMAND...
+"""
+import subprocess
+import sys
+
+import pika
+
+
+def main(url, queue, count, command):
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=1)
+    handled = 0
+    for method, _properties, _body in channel.consume(queue):
+        subprocess.run([*command, "stamp", f"message {handled}"], check=True)
+        channel.basic_ack(method.delivery_tag)
+        handled += 1
+        if handled == count:
+            break
+    channel.cancel()
+    connection.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+'''
+
+#: Microseconds the plain sqlite loop spins per message, standing in for what a kq worker does besides
+#: its transaction (signature, decoding, allow-list, events, the call): with it, one plain process runs
+#: at about one kq worker's rate on the benchmark's machine (the table shows both).
+PLAIN_SPIN_US = 250
+
+_SQLITE_LOOP_MODULE = '''\
+"""A plain sqlite3 worker on a database kq filled: kq's transaction per message, no kq code.
+
+Each transaction deletes the message just handled and leases the next ready one (as kq's consumer does
+with prefetch 1), under an exclusive flock of the same lock file, retried after sched_yield; then the
+command function runs, then a spin of SPIN_US microseconds. Stops when no message is ready.
+
+Usage: python bench_sqlite_loop.py DATABASE QUEUE SPIN_US
+"""
+import fcntl
+import os
+import sqlite3
+import sys
+import time
+
+from bench_command import main as command
+
+SELECT = (
+    "SELECT id, message_id, body, content_type, headers, routing_key, delivery_count FROM kq_messages"
+    " WHERE queue = ? AND available_at <= ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1"
+)
+LEASE = "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = ? WHERE id = ?"
+DELETE = "DELETE FROM kq_messages WHERE id = ? AND lease = ?"
+
+
+def main(path, queue, spin):
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+    connection.execute("PRAGMA synchronous = NORMAL")  # kq's default
+    connection.execute("PRAGMA wal_autocheckpoint = 0")
+    lock = os.open(path + "-lock", os.O_RDONLY | os.O_CREAT, 0o600)
+    handled, commits = None, 0
+    while True:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                os.sched_yield()
+        connection.execute("BEGIN IMMEDIATE")
+        if handled is not None:
+            connection.execute(DELETE, handled)
+        now = time.time()
+        row = connection.execute(SELECT, (queue, now, now)).fetchone()
+        if row is not None:
+            lease = os.urandom(16).hex()
+            connection.execute(LEASE, (now + 30, lease, row[-1] + 1, row[0]))
+            handled = (row[0], lease)
+        connection.execute("COMMIT")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        commits += 1
+        if commits % 250 == 0:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if row is None:
+            break
+        command(["stamp", "message"])
+        until = time.perf_counter() + spin
+        while time.perf_counter() < until:
+            pass
+    connection.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) / 1e6)
+'''
+
+_EXTRA = {
+    "bench_command.py": _COMMAND_MODULE,
+    "bench_heavy.py": _HEAVY_MODULE,
+    "bench_pika_loop.py": _PIKA_LOOP_MODULE,
+    "bench_sqlite_loop.py": _SQLITE_LOOP_MODULE,
+}
 
 
 def _config(context: Context, queue: str, driver: str, consumer: str, console: str) -> Path:
@@ -178,6 +290,58 @@ def _bare_round(context: Context, argv: list[str], count: int) -> float:
     return _steady_rate(stamps.lines("lines"), count)
 
 
+def _pika_loop_round(context: Context, argv: list[str], count: int) -> float:
+    """A plain pika worker running ``argv`` per message (prefetch 1, ack after), first stamp to last."""
+    apps = write_apps(context, _EXTRA)
+    queue = new_queue("pika-loop")
+    stamps = Stamps(context)
+    env = app_environ(context, apps, BENCH_STAMPS=str(stamps.folder))
+    with cleanup(context.amqp_url, queue):
+        prefill(context.amqp_url, queue, count)
+        worker = Worker(
+            "pika loop",
+            [context.python, str(apps / "bench_pika_loop.py"), context.amqp_url, queue, str(count), *argv],
+            env=env,
+            cwd=apps,
+            log=stamps.folder / "worker.log",
+        )
+        try:
+            lines = stamps.wait_lines("lines", count, [worker])
+            worker.wait()
+        finally:
+            worker.stop()
+    return _steady_rate(lines, count)
+
+
+def _plain_sqlite_round(context: Context, count: int, processes: int) -> float:
+    """``processes`` plain sqlite3 loops draining ``count`` messages kq put in a database."""
+    apps = write_apps(context, _EXTRA)
+    queue = new_name("bench_plain")
+    console = 'callable = "bench_command:main"\n'
+    config = _config(context, queue, "local", "inprocess_console_command", console)
+    _prefill(config, queue, count)
+    stamps = Stamps(context)
+    env = app_environ(context, apps, BENCH_STAMPS=str(stamps.folder))
+    started: list[Worker] = []
+    try:
+        for n in range(1, processes + 1):
+            argv = [str(config.parent / "queues.sqlite3"), queue, str(PLAIN_SPIN_US)]
+            started.append(
+                Worker(
+                    f"plain sqlite3 loop #{n}",
+                    [context.python, str(apps / "bench_sqlite_loop.py"), *argv],
+                    env={**env, "KQ_LABEL": f"plain-{n}"},
+                    cwd=apps,
+                    log=stamps.folder / f"worker-{n}.log",
+                )
+            )
+        lines = stamps.wait_lines("lines", count, started)
+    finally:
+        for worker in started:
+            worker.stop()
+    return _steady_rate(lines, count)
+
+
 def _forked_installed() -> None:
     """Fail with a clear error while the forked mode is not installed."""
     if not metadata.entry_points(group="kq.handlers", name=FORKED):
@@ -235,12 +399,15 @@ def scenarios(context: Context) -> list[Scenario]:
             sides=(
                 Side("subprocess.run loop", lambda: _bare_round(context, command, processes)),
                 Side("kq", process(1)),
+                Side("pika + subprocess.run loop", lambda: _pika_loop_round(context, command, processes)),
             ),
             targets=(Target("subprocess.run loop", ">=", 0.9),),
             note=(
                 "one `kq consume` (console_command, RabbitMQ, signed messages, default settings) against a "
                 "bare `subprocess.run` loop of the same `python bench_command.py stamp MESSAGE`; "
-                "first to last command, worker start-up excluded."
+                "first to last command, worker start-up excluded. The third side is a plain pika worker "
+                "(prefetch 1, `subprocess.run`, then `basic_ack`): the bare loop plus what the broker "
+                "costs any worker (the ack, then the next delivery's round trip)."
             ),
         ),
         Scenario(
@@ -263,6 +430,26 @@ def scenarios(context: Context) -> list[Scenario]:
                 "`inprocess_console_command` calling `bench_command:main(argv)` (appends one line to a "
                 "file), sqlite driver with its default settings, signed messages; two `kq consume` "
                 "processes on one sqlite file against one."
+            ),
+        ),
+        Scenario(
+            key="sqlite-plain-2-processes",
+            title=(
+                f"ceiling: a plain sqlite3 loop making kq's transaction per message, 2 processes vs 1, "
+                f"{inprocess} messages"
+            ),
+            unit="msg/s",
+            sides=(
+                Side("plain 1 process", lambda: _plain_sqlite_round(context, inprocess, 1)),
+                Side("plain 2 processes", lambda: _plain_sqlite_round(context, inprocess, 2)),
+            ),
+            kq_side="plain 2 processes",
+            note=(
+                "no kq code: each process deletes the message it handled and leases the next in one "
+                "transaction, under the same lock file, on a database kq filled; then the same "
+                f"`bench_command:main` and a {PLAIN_SPIN_US} µs spin for kq's own work per message (one "
+                "plain process runs at about one kq worker's rate). Its 2-vs-1 ratio is what sqlite "
+                "allows two processes committing once per message on one file; compare the row above."
             ),
         ),
         Scenario(
