@@ -9,7 +9,8 @@ the workers' start-up and shut-down are left out on every side.
   (``python bench_command.py stamp MESSAGE``).
   A third side, a plain pika worker (prefetch 1, ``subprocess.run``, ``basic_ack``), is what any
   RabbitMQ worker pays on top of the bare loop: the broker's share.
-- ``commands-process-2-workers``: the same queue, two workers against one.
+- ``commands-process-2-workers``: the same queue, two workers against one;
+  ``commands-process-plain-2-workers``: its ceiling, two plain pika workers against one.
 - ``commands-inprocess-sqlite-2-workers``: ``inprocess_console_command`` (``[console] callable =
   "bench_command:main"``) on the sqlite driver, two workers against one.
 - ``sqlite-plain-2-processes``: the ceiling of the previous one: a plain ``sqlite3`` loop making kq's
@@ -86,8 +87,9 @@ if __name__ == "__main__":
 
 _PIKA_LOOP_MODULE = '''\
 """A plain pika worker: prefetch 1; per message, run the command in a process of its own, then ack.
+It runs until it is stopped.
 
-Usage: python bench_pika_loop.py AMQP_URL QUEUE COUNT COMMAND...
+Usage: python bench_pika_loop.py AMQP_URL QUEUE COMMAND...
 """
 import subprocess
 import sys
@@ -95,23 +97,17 @@ import sys
 import pika
 
 
-def main(url, queue, count, command):
+def main(url, queue, command):
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=1)
-    handled = 0
-    for method, _properties, _body in channel.consume(queue):
+    for handled, (method, _properties, _body) in enumerate(channel.consume(queue)):
         subprocess.run([*command, "stamp", f"message {handled}"], check=True)
         channel.basic_ack(method.delivery_tag)
-        handled += 1
-        if handled == count:
-            break
-    channel.cancel()
-    connection.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
 '''
 
 #: Microseconds the plain sqlite loop spins per message, standing in for what a kq worker does besides
@@ -290,26 +286,31 @@ def _bare_round(context: Context, argv: list[str], count: int) -> float:
     return _steady_rate(stamps.lines("lines"), count)
 
 
-def _pika_loop_round(context: Context, argv: list[str], count: int) -> float:
-    """A plain pika worker running ``argv`` per message (prefetch 1, ack after), first stamp to last."""
+def _pika_loop_round(context: Context, argv: list[str], count: int, workers: int = 1) -> float:
+    """``workers`` plain pika workers running ``argv`` per message (prefetch 1, ack after), from the
+    last worker's first stamp to the first worker's last, as for kq."""
     apps = write_apps(context, _EXTRA)
     queue = new_queue("pika-loop")
     stamps = Stamps(context)
     env = app_environ(context, apps, BENCH_STAMPS=str(stamps.folder))
+    started: list[Worker] = []
     with cleanup(context.amqp_url, queue):
         prefill(context.amqp_url, queue, count)
-        worker = Worker(
-            "pika loop",
-            [context.python, str(apps / "bench_pika_loop.py"), context.amqp_url, queue, str(count), *argv],
-            env=env,
-            cwd=apps,
-            log=stamps.folder / "worker.log",
-        )
         try:
-            lines = stamps.wait_lines("lines", count, [worker])
-            worker.wait()
+            for n in range(1, workers + 1):
+                started.append(
+                    Worker(
+                        f"pika loop #{n}",
+                        [context.python, str(apps / "bench_pika_loop.py"), context.amqp_url, queue, *argv],
+                        env={**env, "KQ_LABEL": f"pika-{n}"},
+                        cwd=apps,
+                        log=stamps.folder / f"worker-{n}.log",
+                    )
+                )
+            lines = stamps.wait_lines("lines", count, started)
         finally:
-            worker.stop()
+            for worker in started:
+                worker.stop()
     return _steady_rate(lines, count)
 
 
@@ -418,6 +419,20 @@ def scenarios(context: Context) -> list[Scenario]:
             kq_side="kq 2 workers",
             targets=(Target("kq 1 worker", ">=", 1.8),),
             note="two `kq consume` processes on one RabbitMQ queue against one (2 cores).",
+        ),
+        Scenario(
+            key="commands-process-plain-2-workers",
+            title=f"ceiling: plain pika workers running the same command, 2 vs 1, {processes} messages",
+            unit="msg/s",
+            sides=(
+                Side("plain 1 worker", lambda: _pika_loop_round(context, command, processes)),
+                Side("plain 2 workers", lambda: _pika_loop_round(context, command, processes, 2)),
+            ),
+            kq_side="plain 2 workers",
+            note=(
+                "no kq code: the plain pika worker of the first scenario (prefetch 1, `subprocess.run`, "
+                "`basic_ack`), two processes against one; compare the row above."
+            ),
         ),
         Scenario(
             key="commands-inprocess-sqlite-2-workers",
