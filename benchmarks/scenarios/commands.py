@@ -286,51 +286,20 @@ def _bare_round(context: Context, argv: list[str], count: int) -> float:
     return _steady_rate(stamps.lines("lines"), count)
 
 
-def _pika_loop_round(context: Context, argv: list[str], count: int, workers: int = 1) -> float:
-    """``workers`` plain pika workers running ``argv`` per message (prefetch 1, ack after), from the
-    last worker's first stamp to the first worker's last, as for kq."""
-    apps = write_apps(context, _EXTRA)
-    queue = new_queue("pika-loop")
-    stamps = Stamps(context)
-    env = app_environ(context, apps, BENCH_STAMPS=str(stamps.folder))
-    started: list[Worker] = []
-    with cleanup(context.amqp_url, queue):
-        prefill(context.amqp_url, queue, count)
-        try:
-            for n in range(1, workers + 1):
-                started.append(
-                    Worker(
-                        f"pika loop #{n}",
-                        [context.python, str(apps / "bench_pika_loop.py"), context.amqp_url, queue, *argv],
-                        env={**env, "KQ_LABEL": f"pika-{n}"},
-                        cwd=apps,
-                        log=stamps.folder / f"worker-{n}.log",
-                    )
-                )
-            lines = stamps.wait_lines("lines", count, started)
-        finally:
-            for worker in started:
-                worker.stop()
-    return _steady_rate(lines, count)
-
-
-def _plain_sqlite_round(context: Context, count: int, processes: int) -> float:
-    """``processes`` plain sqlite3 loops draining ``count`` messages kq put in a database."""
-    apps = write_apps(context, _EXTRA)
-    queue = new_name("bench_plain")
-    console = 'callable = "bench_command:main"\n'
-    config = _config(context, queue, "local", "inprocess_console_command", console)
-    _prefill(config, queue, count)
+def _script_workers(
+    context: Context, apps: Path, script: str, argv: list[str], count: int, workers: int
+) -> float:
+    """Start ``workers`` processes of ``apps/script argv...`` (labelled 1, 2, ...), wait for ``count``
+    stamps, stop them, and return the steady rate, as for kq's workers."""
     stamps = Stamps(context)
     env = app_environ(context, apps, BENCH_STAMPS=str(stamps.folder))
     started: list[Worker] = []
     try:
-        for n in range(1, processes + 1):
-            argv = [str(config.parent / "queues.sqlite3"), queue, str(PLAIN_SPIN_US)]
+        for n in range(1, workers + 1):
             started.append(
                 Worker(
-                    f"plain sqlite3 loop #{n}",
-                    [context.python, str(apps / "bench_sqlite_loop.py"), *argv],
+                    f"{script} #{n}",
+                    [context.python, str(apps / script), *argv],
                     env={**env, "KQ_LABEL": f"plain-{n}"},
                     cwd=apps,
                     log=stamps.folder / f"worker-{n}.log",
@@ -341,6 +310,28 @@ def _plain_sqlite_round(context: Context, count: int, processes: int) -> float:
         for worker in started:
             worker.stop()
     return _steady_rate(lines, count)
+
+
+def _pika_loop_round(context: Context, argv: list[str], count: int, workers: int = 1) -> float:
+    """``workers`` plain pika workers running ``argv`` per message (prefetch 1, ack after)."""
+    apps = write_apps(context, _EXTRA)
+    queue = new_queue("pika-loop")
+    with cleanup(context.amqp_url, queue):
+        prefill(context.amqp_url, queue, count)
+        return _script_workers(
+            context, apps, "bench_pika_loop.py", [context.amqp_url, queue, *argv], count, workers
+        )
+
+
+def _plain_sqlite_round(context: Context, count: int, processes: int) -> float:
+    """``processes`` plain sqlite3 loops draining ``count`` messages kq put in a database."""
+    apps = write_apps(context, _EXTRA)
+    queue = new_name("bench_plain")
+    console = 'callable = "bench_command:main"\n'
+    config = _config(context, queue, "local", "inprocess_console_command", console)
+    _prefill(config, queue, count)
+    argv = [str(config.parent / "queues.sqlite3"), queue, str(PLAIN_SPIN_US)]
+    return _script_workers(context, apps, "bench_sqlite_loop.py", argv, count, processes)
 
 
 def _forked_installed() -> None:
