@@ -134,6 +134,7 @@ __getattr__, __dir__ = lazy_exports(
         "UnknownQueueError": "_errors",
         "UnsupportedOperationError": "_errors",
     },
+    package="kq.core",
 )
 
 __all__ = [

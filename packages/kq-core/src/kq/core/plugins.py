@@ -16,15 +16,21 @@ entry, with an error naming the plugin and its distribution when that fails.
 :func:`import_object` imports what a setting names as ``module:attribute`` (``[[listeners]]``, a
 handler class), and :func:`load_check` a ``kq consume --check`` function.
 
+:func:`lazy_exports` gives a plugin's package the ``__getattr__`` and ``__dir__`` that import its public
+names on first use, so that loading its entry point imports only what that entry needs (a driver's
+producer, for instance, stays unloaded in a worker that never publishes).
+
 The names are imported on first use (PEP 562), as in :mod:`kq.core`.
 """
 
 from __future__ import annotations
 
-from kq.core._lazy import TYPE_CHECKING, lazy_exports
+from kq.core._lazy import TYPE_CHECKING
+from kq.core._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from kq.core._imports import import_object
+    from kq.core._lazy import lazy_exports
     from kq.core._limits import load_check
     from kq.core._registry import (
         DRIVER_GROUP,
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
         plugin_entries,
     )
 
-__getattr__, __dir__ = lazy_exports(
+__getattr__, __dir__ = _lazy_exports(
     __name__,
     {
         # entry-point groups
@@ -59,7 +65,10 @@ __getattr__, __dir__ = lazy_exports(
         "load_check": "_limits",
         "load_driver_class": "_registry",
         "load_plugin": "_registry",
+        # packaging
+        "lazy_exports": "_lazy",
     },
+    package="kq.core",
 )
 
 __all__ = [
@@ -79,4 +88,6 @@ __all__ = [
     "load_check",
     "load_driver_class",
     "load_plugin",
+    # packaging
+    "lazy_exports",
 ]

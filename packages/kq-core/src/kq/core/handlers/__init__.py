@@ -126,7 +126,7 @@ _EXPORTS = {
     ),
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, package="kq.core")
 
 __all__ = [
     # the template

@@ -49,12 +49,33 @@ Queue manager (``kq managequeue``): ``list-available``, ``list-configured``, ``i
 per 60 s), ``delete``, ``create`` and ``setup``. See docs/sqs.md.
 """
 
-from kq.drivers.sqs._consumer import SqsConsumer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kq.core.plugins import lazy_exports
 from kq.drivers.sqs._driver import SqsDriver
-from kq.drivers.sqs._errors import MessageFormatError, PublishError, QueueMissingError, SqsRequestError
-from kq.drivers.sqs._producer import SqsProducer
-from kq.drivers.sqs._queue_manager import SqsQueueManager
 from kq.drivers.sqs.version import __version__
+
+if TYPE_CHECKING:
+    from kq.drivers.sqs._consumer import SqsConsumer
+    from kq.drivers.sqs._errors import MessageFormatError, PublishError, QueueMissingError, SqsRequestError
+    from kq.drivers.sqs._producer import SqsProducer
+    from kq.drivers.sqs._queue_manager import SqsQueueManager
+
+# The driver class is what the ``kq.drivers`` entry point loads; the rest is imported on first use
+# (PEP 562), so that a worker does not load the producer and the queue manager before it needs them.
+_LAZY = {
+    "SqsConsumer": "_consumer",
+    "SqsProducer": "_producer",
+    "SqsQueueManager": "_queue_manager",
+    "MessageFormatError": "_errors",
+    "PublishError": "_errors",
+    "QueueMissingError": "_errors",
+    "SqsRequestError": "_errors",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     # the driver and its parts

@@ -63,17 +63,38 @@ ActiveMQ ``list-configured``, ``list-available``, ``info`` and ``purge`` (STOMP 
 See docs/stomp.md.
 """
 
-from kq.drivers.stomp._consumer import StompConsumer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kq.core.plugins import lazy_exports
 from kq.drivers.stomp._driver import StompDriver
-from kq.drivers.stomp._errors import (
-    BrokerUnavailableError,
-    MessageFormatError,
-    PublishError,
-    StompBrokerError,
-    UnsupportedOperationError,
-)
-from kq.drivers.stomp._producer import StompProducer
 from kq.drivers.stomp.version import __version__
+
+if TYPE_CHECKING:
+    from kq.drivers.stomp._consumer import StompConsumer
+    from kq.drivers.stomp._errors import (
+        BrokerUnavailableError,
+        MessageFormatError,
+        PublishError,
+        StompBrokerError,
+        UnsupportedOperationError,
+    )
+    from kq.drivers.stomp._producer import StompProducer
+
+# The driver class is what the ``kq.drivers`` entry point loads; the rest is imported on first use
+# (PEP 562), so that a worker does not load the producer before it needs it.
+_LAZY = {
+    "StompConsumer": "_consumer",
+    "StompProducer": "_producer",
+    "BrokerUnavailableError": "_errors",
+    "MessageFormatError": "_errors",
+    "PublishError": "_errors",
+    "StompBrokerError": "_errors",
+    "UnsupportedOperationError": "_errors",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     # the driver and its parts
