@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from kq.core.testing import check_lazy_exports, modules_loaded_after
 
 INIT = """
 from kq.core.plugins import lazy_exports
@@ -22,7 +25,7 @@ __all__ = ["Driver", "Producer", "Helper"]
 @pytest.fixture
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[str]:
     """A plugin-like package, importable under a name no other test uses."""
-    name = f"lazy_plugin_{request.node.name.removeprefix('test_')[:40]}"
+    name = "lazy_plugin_" + re.sub(r"\W+", "_", request.node.name.removeprefix("test_"))
     root = tmp_path / name
     (root / "sub").mkdir(parents=True)
     (root / "__init__.py").write_text(INIT.format(name=name))
@@ -68,3 +71,34 @@ def test_package_names_where_the_modules_are(package: str) -> None:
     getattr_, _ = lazy_exports(package, {"Helper": "_helper"}, package=f"{package}.sub")
     importlib.import_module(package)
     assert getattr_("Helper")() == 7
+
+
+def test_check_lazy_exports_passes_a_sound_package(
+    package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    check_lazy_exports(package)
+    assert f"{package}._producer" not in modules_loaded_after(f"import {package}")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('"Producer": "_producer"', '"Producer": "_driver"'), "has no attribute 'Producer'"),
+        (('__all__ = ["Driver", ', '__all__ = ["Driver", "Unlisted", '), "Unlisted"),
+    ],
+    ids=["a name its module lacks", "a name missing from the map"],
+)
+def test_check_lazy_exports_fails_a_broken_package(
+    package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: tuple[str, str], expected: str
+) -> None:
+    init = tmp_path / package / "__init__.py"
+    init.write_text(init.read_text().replace(*change))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(AssertionError, match=expected):
+        check_lazy_exports(package)
+
+
+def test_modules_loaded_after_reports_the_code_that_failed() -> None:
+    with pytest.raises(AssertionError, match="ZeroDivisionError"):
+        modules_loaded_after("1 / 0")

@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pytest
 
+from kq.core.testing import modules_loaded_after
+
 PUBLIC = (
     "kq.core",
     "kq.core.driver",
@@ -34,35 +36,26 @@ HEAVY = ("psutil", "requests", "importlib.metadata")
 HEAVY_KQ = ("kq.core.watchdog", "kq.core._redrive", "kq.core.handlers", "kq.core._http")
 
 
-def loaded_after(code: str) -> set[str]:
-    """The modules a fresh interpreter has loaded after running ``code``."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    return set(json.loads(result.stdout.splitlines()[-1]))
-
-
 def heavy_among(modules: set[str]) -> list[str]:
     """The heavy modules (see HEAVY, HEAVY_KQ) among ``modules``."""
     return sorted(m for m in modules if m in HEAVY or any(m == k or m.startswith(f"{k}.") for k in HEAVY_KQ))
 
 
 def test_import_kq_core_loads_only_its_lazy_machinery() -> None:
-    loaded = loaded_after("import kq.core")
+    loaded = modules_loaded_after("import kq.core")
     assert heavy_among(loaded) == []
     assert sorted(m for m in loaded if m.startswith("kq.")) == ["kq.core", "kq.core._lazy", "kq.core.version"]
 
 
 def test_driver_surface_loads_neither_psutil_nor_requests() -> None:
     code = "import kq.core.driver as d\nfor name in d.__all__: getattr(d, name)"
-    loaded = loaded_after(code)
+    loaded = modules_loaded_after(code)
     assert [m for m in ("psutil", "requests") if m in loaded] == []
     assert [m for m in loaded if m.startswith(("kq.core.watchdog", "kq.core.handlers", "kq.cli"))] == []
 
 
 def test_plugins_surface_scans_nothing_on_import() -> None:
-    loaded = loaded_after("import kq.core.plugins")
+    loaded = modules_loaded_after("import kq.core.plugins")
     assert heavy_among(loaded) == []
 
 

@@ -1,39 +1,16 @@
-"""What a worker's start imports from the STOMP package: the driver and its consumer, not the producer (it
-is imported when first used). Checked by what a fresh interpreter loads, never by timing."""
+"""What a worker's start imports from the STOMP package: the driver and its consumer, not the producer (it is
+imported when first used). Checked by what a fresh interpreter loads, never by timing."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-import pytest
-
-import kq.drivers.stomp
-
-UNWANTED = ("_producer",)
-
-
-def _loaded_after(code: str) -> set[str]:
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    argv = [sys.executable, "-c", probe]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-    return set(json.loads(done.stdout.splitlines()[-1]))
+from kq.core.testing import check_lazy_exports, modules_loaded_after
 
 
 def test_a_worker_does_not_load_the_producer() -> None:
-    loaded = _loaded_after("import kq.drivers.stomp, kq.drivers.stomp._consumer, kq.core._loop")
-    assert sorted(m for m in loaded if m.startswith("kq.drivers.stomp._") and m.endswith(UNWANTED)) == []
+    loaded = modules_loaded_after("import kq.drivers.stomp, kq.drivers.stomp._consumer, kq.core._loop")
+    assert sorted(loaded & {"kq.drivers.stomp._producer"}) == []
     assert "kq.drivers.stomp._driver" in loaded
 
 
-def test_every_public_name_resolves_and_unknown_ones_fail() -> None:
-    loaded = _loaded_after(
-        "import kq.drivers.stomp as m\n"
-        "for name in m.__all__: getattr(m, name)\n"
-        "assert set(m.__all__) <= set(dir(m))"
-    )
-    assert "kq.drivers.stomp._producer" in loaded
-    assert set(kq.drivers.stomp._LAZY) == set(kq.drivers.stomp.__all__) - {"StompDriver", "__version__"}
-    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
-        getattr(kq.drivers.stomp, "nosuch")  # noqa: B009 - a literal name on purpose
+def test_every_public_name_resolves_on_first_use() -> None:
+    check_lazy_exports("kq.drivers.stomp")

@@ -50,6 +50,10 @@ knobs (``receive_timeout``, ``idle_timeout``, ``redelivery_timeout``, ``stats_ti
 
 :class:`Workspace` (and the :func:`workspace` fixture) runs real ``kq`` processes in a folder with its
 own ``kq.toml``, for end-to-end tests.
+
+:func:`modules_loaded_after` tells what a fresh interpreter loads (a worker that imports no producer, a
+``--help`` that imports no driver), and :func:`check_lazy_exports` checks a package built with
+:func:`kq.core.plugins.lazy_exports`.
 """
 
 try:
@@ -81,6 +85,7 @@ pytest.register_assert_rewrite(
             "conformance_timing",
             "handlers",
             "helpers",
+            "imports",
         )
     )
 )
@@ -95,6 +100,7 @@ from kq.core.testing._conformance_routing import ROUTING_CASES, ROUTING_KEYS, Ro
 from kq.core.testing._conformance_signing import SigningConformance  # noqa: E402
 from kq.core.testing._conformance_timing import DelayConformance, TTLConformance  # noqa: E402
 from kq.core.testing._helpers import drain, receive_within, unique_queue_name, wait_for  # noqa: E402
+from kq.core.testing._imports import check_lazy_exports, modules_loaded_after  # noqa: E402
 from kq.core.testing._workspace import RECORDER_COMMAND, RECORDER_CONSUMER, Workspace, workspace  # noqa: E402
 
 __all__ = [
@@ -120,7 +126,9 @@ __all__ = [
     "RECORDER_COMMAND",
     "RECORDER_CONSUMER",
     "Workspace",
+    "check_lazy_exports",
     "drain",
+    "modules_loaded_after",
     "receive_within",
     "unique_queue_name",
     "wait_for",
