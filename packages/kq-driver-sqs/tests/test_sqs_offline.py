@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from kq.core import ConfigError, Message
 from kq.core.driver import DriverSpec, QueueSpec, UnsupportedOperationError, is_portable_header_name
 from kq.core.plugins import load_driver_class
 from kq.drivers.sqs import SqsDriver
+from kq.drivers.sqs import _driver as sqs_driver_module
 from kq.drivers.sqs._names import MAX_NAME, logical_name, sqs_queue_name
 from kq.drivers.sqs._producer import MAX_BYTES, chunk
 from kq.drivers.sqs._wire import CONTENT_TYPE, KQ, MAX_ATTRIBUTES, ROUTING_KEY, is_sendable, pack, unpack
@@ -61,6 +64,49 @@ def test_a_narrower_consumer_key_is_refused() -> None:
     driver = _driver([QueueSpec(name="demo", driver="sqs", routing_keys=("#",))])
     with pytest.raises(UnsupportedOperationError, match="routing key"):
         driver.consumer("demo", routing_key="hello.*")
+
+
+class _CountedSession(boto3.session.Session):
+    made = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        type(self).made += 1
+        super().__init__(*args, **kwargs)
+
+
+def test_every_client_of_every_driver_comes_from_one_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client of a new session loads SQS's service model again: 50-80 ms, three times per worker.
+    monkeypatch.setattr(sqs_driver_module, "_SESSIONS", {})
+    monkeypatch.setattr(boto3.session, "Session", _CountedSession)
+    _CountedSession.made = 0
+    first = _driver(
+        region="eu-west-1", endpoint_url="http://127.0.0.1:1", access_key_id="A1", secret_access_key="S1"
+    )
+    second = _driver(region="us-east-2", access_key_id="A2", secret_access_key="S2")
+    try:
+        clients = {(d, p): d.client(p) for d in (first, second) for p in ("default", "poll", "lease")}
+        assert _CountedSession.made == 1
+        for (driver, _purpose), client in clients.items():  # each keeps its driver's settings
+            assert client.meta.region_name == driver.options["region"]
+            assert client._get_credentials().access_key == driver.options["access_key_id"]
+        assert clients[first, "poll"].meta.endpoint_url == "http://127.0.0.1:1"
+        assert clients[second, "poll"].meta.endpoint_url == "https://sqs.us-east-2.amazonaws.com"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_no_region_anywhere_is_a_config_error_naming_the_option(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sqs_driver_module, "_SESSIONS", {})
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    driver = SqsDriver(DriverSpec(name="sqs", type="sqs", options={}, source="kq.toml"), [])
+    with pytest.raises(ConfigError, match="no AWS region") as caught:
+        driver.client()
+    assert caught.value.key == "drivers.sqs.region"
 
 
 @pytest.mark.parametrize(
