@@ -194,12 +194,14 @@ BENCH_REQUIREMENTS = [
     "huey>=2.5",
     "psutil>=5.9",
     "boto3>=1.34",
+    "requests>=2.31",  # the SQS emulators' harness (integration/brokers/sqs.py)
 ]
 
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """kq against pika, Kombu, Celery, Dramatiq and Huey on a private RabbitMQ: writes the table of
+    """kq against pika, Kombu, Celery, Dramatiq, Huey, stomp.py and boto3 on a private RabbitMQ and SQS
+    emulator: writes the table of
     benchmarks/results/latest.md (``-- --quick`` checks that every scenario runs; ``-- --help``)."""
     _install_packages(session, *BENCH_REQUIREMENTS)
     session.run("python", "-m", "benchmarks.run", *session.posargs, env={"PYTHONPATH": str(ROOT)})

@@ -1,6 +1,8 @@
 """``nox -s bench``: kq against the libraries users would pick instead, in one run, as one Markdown table.
 
-Starts a private RabbitMQ node (as the integration harness does) unless ``--amqp-url`` names one, runs
+Starts a private RabbitMQ node (as the integration harness does) unless ``--amqp-url`` names one, and an
+SQS emulator (LocalStack, or moto where no Python >= 3.12 is found) unless ``--sqs-endpoint`` names one
+or ``--sqs none`` leaves SQS out, runs
 every scenario of the modules in :data:`MODULES` in alternating rounds (see ``harness.py``), and writes
 the table of medians, ranges and ``kq / peer`` ratios to ``benchmarks/results/`` (``--out``)::
 
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = (
     "benchmarks.scenarios.publish",
     "benchmarks.scenarios.consume",
+    "benchmarks.scenarios.sqs",
     "benchmarks.scenarios.peers",
     "benchmarks.scenarios.commands",
     "benchmarks.scenarios.sqlite",
@@ -57,6 +60,9 @@ class Context:
         env: Extra environment for subprocesses (``PYTHONPATH`` with the repository root).
         stomp_url: The node's STOMP listener (``stomp://127.0.0.1:port``); empty when unknown (a node
             given by ``--amqp-url`` without ``--stomp-url``): the STOMP scenarios are then left out.
+        sqs_endpoint: The SQS endpoint the SQS scenarios use; empty with ``--sqs none`` (or when no
+            scenario selected needs it): they are then left out.
+        sqs_emulator: What serves it, for the titles: ``LocalStack``, ``moto`` or ``your endpoint``.
     """
 
     amqp_url: str
@@ -66,6 +72,8 @@ class Context:
     python: str = sys.executable
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     stomp_url: str = ""
+    sqs_endpoint: str = ""
+    sqs_emulator: str = ""
 
     def count(self, full: int, quick: int = 50) -> int:
         """A message count: ``full`` in a real run, ``quick`` with ``--quick``."""
@@ -103,11 +111,47 @@ def _rabbitmq(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, st
         node.stop()
 
 
+#: The scenario keys that need an SQS endpoint start with these.
+SQS_KEYS = ("sqs-", "latency-sqs-")
+
+
+def _needs_sqs(only: list[str]) -> bool:
+    """Whether a scenario selected by ``--only`` prefixes (none: every scenario) may be an SQS one."""
+    return not only or any(key.startswith(p) or p.startswith(key) for p in only for key in SQS_KEYS)
+
+
+@contextlib.contextmanager
+def _sqs(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str]]:
+    """The SQS endpoint and what serves it: the one given, an emulator started here, or none."""
+    if args.sqs_endpoint:
+        yield args.sqs_endpoint, "your endpoint"
+        return
+    if args.sqs == "none" or not _needs_sqs(args.only):
+        yield "", ""
+        return
+    from integration.brokers.sqs import LocalStack, MotoServer, SqsEmulator, find_localstack_python
+
+    log = logging.getLogger(__name__)
+    kind = args.sqs
+    if kind == "localstack" and find_localstack_python() is None:
+        log.warning("no Python >= 3.12 for LocalStack here: the SQS scenarios run on moto, which is slower")
+        kind = "moto"
+    emulator: SqsEmulator = (LocalStack if kind == "localstack" else MotoServer)(
+        workdir=workdir / kind, port=args.sqs_port
+    )
+    log.info("starting %s on 127.0.0.1:%d", kind, args.sqs_port)
+    emulator.start()
+    try:
+        yield emulator.endpoint_url, "LocalStack" if kind == "localstack" else "moto"
+    finally:
+        emulator.stop()
+
+
 def _header(args: argparse.Namespace, started: float) -> list[str]:
     from importlib import metadata
 
     versions = []
-    for dist in ("kq-core", "pika", "kombu", "celery", "dramatiq", "huey"):
+    for dist in ("kq-core", "pika", "kombu", "celery", "dramatiq", "huey", "stomp.py", "boto3"):
         try:
             versions.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -153,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--management-url", help="its management API, with --amqp-url")
     parser.add_argument("--stomp-url", help="its STOMP listener (stomp://127.0.0.1:61613), with --amqp-url")
     parser.add_argument("--amqp-port", type=int, default=5702, help="port of the node started (5702)")
+    parser.add_argument(
+        "--sqs",
+        choices=("localstack", "moto", "none"),
+        default="localstack",
+        help="the SQS emulator to start (localstack; moto where no Python >= 3.12 is found; none)",
+    )
+    parser.add_argument("--sqs-endpoint", help="use this SQS endpoint instead of starting an emulator")
+    parser.add_argument("--sqs-port", type=int, default=5766, help="port of the emulator started (5766)")
     parser.add_argument("--out", type=Path, help="the Markdown file (default benchmarks/results/...)")
     parser.add_argument("--strict", action="store_true", help="exit with 1 when a side of a scenario failed")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -168,13 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     results: list[harness.ScenarioResult] = []
     with tempfile.TemporaryDirectory(prefix="kq-bench-") as folder:
         workdir = Path(folder)
-        with _rabbitmq(args, workdir) as (amqp_url, management_url, stomp_url):
+        with (
+            _rabbitmq(args, workdir) as (amqp_url, management_url, stomp_url),
+            _sqs(args, workdir) as (sqs_endpoint, sqs_emulator),
+        ):
             context = Context(
                 amqp_url=amqp_url,
                 management_url=management_url,
                 workdir=workdir,
                 quick=args.quick,
                 stomp_url=stomp_url,
+                sqs_endpoint=sqs_endpoint,
+                sqs_emulator=sqs_emulator,
                 env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
             )
             for name in MODULES:

@@ -1,4 +1,4 @@
-"""Publish-to-handler latency, one message at a time, per driver: kq against pika and stomp.py.
+"""Publish-to-handler latency, one message at a time, per driver: kq against pika, stomp.py and boto3.
 
 A consumer runs in a thread with a connection of its own (prefetch 1, acknowledging after its handler);
 the main thread publishes one persistent 1 KiB message carrying the time it was published, waits until
@@ -36,6 +36,7 @@ from benchmarks.scenarios.publish import (
     stomp_host,
     warm_up,
 )
+from benchmarks.scenarios.sqs import attributes, boto3_client, kq_sqs, sqs_queue
 from kq.core import CallableHandler, ConsumeLoop, Limits, Message
 from kq.core.driver import Driver
 
@@ -158,6 +159,11 @@ def _kq_stomp(host: str, url: str, count: int) -> list[float]:
         return _kq_latency(make, queue, count)
 
 
+def _kq_sqs(endpoint: str, count: int) -> list[float]:
+    with sqs_queue(endpoint, "latency-sqs-kq") as (queue, _url):
+        return _kq_latency(lambda: (kq_sqs(endpoint), kq_sqs(endpoint)), queue, count)
+
+
 # -- peers -------------------------------------------------------------------------------------------
 
 
@@ -216,6 +222,32 @@ def _stomp_py(host: str, url: str, count: int) -> list[float]:
             reader.close()
 
 
+def _boto3(endpoint: str, count: int) -> list[float]:
+    samples = _Samples(count)
+    with sqs_queue(endpoint, "latency-sqs-plain") as (_queue, url):
+        reader = boto3_client(endpoint)
+        writer = boto3_client(endpoint)
+
+        def consume() -> None:
+            seen = 0
+            while seen <= count:
+                response = reader.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=20, MessageAttributeNames=["All"]
+                )
+                for message in response.get("Messages", []):
+                    samples.record(json.loads(message["Body"])["sent"])
+                    reader.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                    seen += 1
+
+        def publish(body: bytes) -> None:
+            writer.send_message(QueueUrl=url, MessageBody=body.decode(), MessageAttributes=attributes())
+
+        thread = _thread(consume, samples)
+        values = samples.drive(publish)
+        thread.join(TIMEOUT)
+        return values
+
+
 # -- scenarios ---------------------------------------------------------------------------------------
 
 
@@ -238,23 +270,32 @@ class _Side:
 
 def scenarios(context: Context) -> list[harness.Scenario]:
     url = context.amqp_url
-    warm_up("memory", "sqlite", "rabbitmq", *(["stomp"] if context.stomp_url else []), modules=("stomp",))
+    warm_up(
+        "memory",
+        "sqlite",
+        "rabbitmq",
+        *(["stomp"] if context.stomp_url else []),
+        *(["sqs"] if context.sqs_endpoint else []),
+        modules=("stomp",),
+    )
     count = context.count(300, 30)
     folder = context.workdir / "h1-latency"
     folder.mkdir(parents=True, exist_ok=True)
-    drivers: list[tuple[str, str, dict[str, _Side], str]] = [
-        ("memory", "memory driver (in-process)", {"kq": _Side(lambda: _kq_memory(count))}, ""),
+    drivers: list[tuple[str, str, dict[str, _Side], str, int]] = [
+        ("memory", "memory driver (in-process)", {"kq": _Side(lambda: _kq_memory(count))}, "", count),
         (
             "sqlite",
             "sqlite driver, producer and consumer on their own connections",
             {"kq": _Side(lambda: _kq_sqlite(folder, count))},
             "",
+            count,
         ),
         (
             "rabbitmq",
             "RabbitMQ",
             {"pika": _Side(lambda: _pika(url, count)), "kq": _Side(lambda: _kq_rabbitmq(url, count))},
             "pika",
+            count,
         ),
     ]
     if context.stomp_url:
@@ -268,10 +309,26 @@ def scenarios(context: Context) -> list[harness.Scenario]:
                     "kq": _Side(lambda: _kq_stomp(host, url, count)),
                 },
                 "stomp.py",
+                count,
+            )
+        )
+    if context.sqs_endpoint:
+        endpoint = context.sqs_endpoint
+        sqs_count = context.count(100, 10)  # an emulator's round trips are milliseconds, not tenths
+        drivers.append(
+            (
+                "sqs",
+                f"SQS ({context.sqs_emulator})",
+                {
+                    "boto3": _Side(lambda: _boto3(endpoint, sqs_count)),
+                    "kq": _Side(lambda: _kq_sqs(endpoint, sqs_count)),
+                },
+                "boto3",
+                sqs_count,
             )
         )
     found = []
-    for key, title, sides, peer in drivers:
+    for key, title, sides, peer, samples in drivers:
         for percentile in ("p50", "p99"):
             found.append(
                 harness.Scenario(
@@ -282,7 +339,7 @@ def scenarios(context: Context) -> list[harness.Scenario]:
                         harness.Side(name, getattr(side, percentile)) for name, side in sides.items()
                     ),
                     note=(
-                        f"publish to handler, one message at a time, {count} messages per round (after one "
+                        f"publish to handler, one message at a time, {samples} messages per round (after one "
                         "warm-up), prefetch 1, confirmed publishes"
                         + (f"; the {peer} side does the same with plain {peer}" if peer else "")
                         + ("; p99 from the p50 rounds' samples" if percentile == "p99" else "")

@@ -66,7 +66,7 @@ def test_a_narrower_consumer_key_is_refused() -> None:
         driver.consumer("demo", routing_key="hello.*")
 
 
-class _CountedSession(boto3.session.Session):
+class _CountedSession(boto3.session.Session):  # type: ignore[misc,unused-ignore]
     made = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
