@@ -6,7 +6,8 @@ Needs an SQS endpoint (LocalStack or moto, started by the integration harness or
 
 Publishing: ``send`` per message against ``send_batch`` (``SendMessageBatch``, 10 per call). Consuming:
 prefetch 1 with one ``DeleteMessage`` per message against prefetch 10 with ``ack_many``
-(``DeleteMessageBatch``), and prefetch 10 with one delete per message (what the consume loop does).
+(``DeleteMessageBatch``), and prefetch 10 with one ``ack`` per message (what the consume loop does: the
+consumer holds the acks of buffered messages back and sends them together).
 Ratios only: the emulator's own cost per call dominates, and moto is much slower per call than LocalStack.
 """
 
@@ -98,7 +99,7 @@ def main() -> None:
             f"{batch_count / batch_consume:.0f} msg/s: x{single_consume / batch_consume:.1f}"
         )
         rate = loop_count / loop_consume
-        print(f"consume: prefetch 10 + one ack per message (the consume loop) {rate:.0f} msg/s")
+        print(f"consume: prefetch 10 + one ack call per message (the consume loop) {rate:.0f} msg/s")
         total_single = single_publish + single_consume
         print(f"publish + consume: x{total_single / (batch_publish + batch_consume):.1f}")
     finally:

@@ -209,3 +209,67 @@ def test_list_available_names_known_queues_by_their_logical_name() -> None:
     assert driver.logical_name("p-demo-failed") == "demo.failed"
     assert driver.logical_name("p-other") == "other"
     assert driver.logical_name("elsewhere") is None
+
+
+# -- acknowledgements held for a batch -----------------------------------------------------------------
+
+
+def _wait_for(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the timer never sent the held deletes"
+        time.sleep(0.001)
+
+
+def _names(client: _FakeReceiver) -> list[str]:
+    return [name for name, _ in client.calls]
+
+
+def test_acks_while_more_messages_are_buffered_leave_in_one_batch() -> None:
+    client = _FakeReceiver([_raw('"a"', 1), _raw('"b"', 2), _raw('"c"', 3)])
+    consumer = _consumer(client)
+    for _ in range(3):
+        consumer.ack(consumer.receive(0))
+    assert _names(client) == ["receive_message", "delete_message_batch"]
+    assert [e["ReceiptHandle"] for e in client.calls[1][1]["Entries"]] == ["r1", "r2", "r3"]
+
+
+def test_an_ack_with_nothing_buffered_is_one_delete_at_once() -> None:
+    client = _FakeReceiver([_raw('"a"', 1)])
+    consumer = _consumer(client)
+    consumer.ack(consumer.receive(0))
+    assert client.calls[-1] == ("delete_message", {"QueueUrl": "http://sqs/demo", "ReceiptHandle": "r1"})
+
+
+def test_a_held_delete_does_not_wait_for_a_long_handler() -> None:
+    client = _FakeReceiver([_raw('"a"', 1), _raw('"b"', 2)])
+    consumer = _consumer(client)
+    consumer.ack(consumer.receive(0))
+    consumer.receive(0)  # its handler runs long: the timer sends the first delete meanwhile
+    _wait_for(lambda: "delete_message_batch" in _names(client))
+    assert [e["ReceiptHandle"] for e in client.calls[-1][1]["Entries"]] == ["r1"]
+
+
+def test_close_sends_held_deletes_before_releasing_the_rest() -> None:
+    client = _FakeReceiver([_raw('"a"', 1), _raw('"b"', 2), _raw('"c"', 3)])
+    consumer = _consumer(client)
+    consumer._delete_delay = 60  # only close may send it
+    consumer.ack(consumer.receive(0))
+    consumer.close()
+    assert _names(client) == ["receive_message", "delete_message_batch", "change_message_visibility_batch"]
+    assert [e["ReceiptHandle"] for e in client.calls[1][1]["Entries"]] == ["r1"]
+    assert sorted(e["ReceiptHandle"] for e in client.calls[2][1]["Entries"]) == ["r2", "r3"]
+
+
+def test_a_held_delete_that_fails_is_logged_with_the_message_id(caplog: pytest.LogCaptureFixture) -> None:
+    class _Refusing(_FakeReceiver):
+        def delete_message_batch(self, **arguments: Any) -> dict[str, Any]:
+            self.calls.append(("delete_message_batch", arguments))
+            raise ConnectionResetError("connection reset by peer")
+
+    client = _Refusing([_raw('"a"', 1), _raw('"b"', 2)])
+    consumer = _consumer(client)
+    consumer.ack(consumer.receive(0))
+    _wait_for(lambda: "delete_message_batch" in _names(client))
+    _wait_for(lambda: "SQS delivers it again" in caplog.text)
+    assert "queue demo message m1: deleting it after its handler failed (connection reset" in caplog.text

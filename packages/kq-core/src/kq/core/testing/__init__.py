@@ -15,7 +15,8 @@ The classes:
 - :class:`BasicConformance` — every driver: round trips of text, binary and empty bodies; headers (more
   than 10, empty values, control characters) unchanged and broker-reserved names refused at publish;
   bounded waits, cut short by ``wake()`` where the consumer is ``wakeable``; ack, reject with and
-  without requeue (delivery count increases), retry copies, release on close, no loss when a consumer
+  without requeue (delivery count increases), retry copies, release on close (acks among prefetched
+  deliveries kept, only the unacknowledged ones back), no loss when a consumer
   crashes, two crashes counted (unless the count is a flag), batches, settle-once rules; competing
   consumers in threads and, with ``cross_process``, in processes (one killed while holding a message):
   each message handled once, nothing lost.

@@ -154,6 +154,23 @@ class BasicConformance(HeaderTests, CompetingConsumerTests, DriverTestBase):
             assert again.delivery_count >= 2
             second.ack(again)
 
+    def test_acks_among_prefetched_deliveries_hold_after_close(self, driver: Driver, queue: str) -> None:
+        """Acknowledging some of what a consumer prefetched, then closing it, removes exactly those: a
+        driver that holds acks back to send them together sends them before it releases the rest."""
+        sent = [Message(f"prefetched {i}".encode(), content_type="text/plain") for i in range(6)]
+        self.publish(driver, queue, *sent)
+        with driver.consumer(queue, prefetch=len(sent)) as first:
+            acked = []
+            for _ in range(3):
+                got = receive_within(first, self.receive_timeout)
+                first.ack(got)
+                acked.append(got.message_id)
+        with driver.consumer(queue) as second:
+            rest = drain(second, idle=self.idle_timeout * 2)
+        assert sorted(d.message_id for d in rest) == sorted(
+            m.message_id for m in sent if m.message_id not in acked
+        ), "an acknowledged message came back, or an unacknowledged one was lost"
+
     def test_crashed_consumer_loses_nothing(self, driver: Driver, queue: str) -> None:
         """The unacknowledged message of a consumer that vanished is delivered again."""
         self.publish(driver, queue, Message(b"survivor", content_type="text/plain"))

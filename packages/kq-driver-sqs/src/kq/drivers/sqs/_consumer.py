@@ -12,7 +12,12 @@ before it is handed out, and one whose visibility lapsed is dropped (another con
 none is ever handed out with a lapsed lease.
 
 Settling checks the lease first: after it lapsed, another consumer may have received the message, so
-the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``DeleteMessage``,
+the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``DeleteMessage``; while
+more received messages wait in the buffer, an ack is held back to leave with the next ones in one
+``DeleteMessageBatch`` (at most 10, at the latest when the buffer runs dry, ``DELETE_DELAY`` seconds
+later from a timer, or on close), so that short handlers cost one request per batch instead of one per
+message; a held delete that fails is logged with the message ids, and SQS delivers those messages again.
+Otherwise ``ack`` is ``DeleteMessage``,
 ``reject(requeue=True, delay=d)`` ``ChangeMessageVisibility(d)``, ``reject(requeue=False)`` a delete,
 ``extend`` ``ChangeMessageVisibility``; the batch forms serve ``ack_many``/``extend_many``. Closing
 makes the buffered and unsettled messages visible again at once.
@@ -72,6 +77,9 @@ EXTRA_ROUNDS = 5
 #: Seconds past a retried FIFO message's delay before the messages of its group held behind it are
 #: released: it must be back in the queue first (LocalStack returns lapsed messages once a second).
 HOLD_MARGIN = 1.5
+#: Seconds an ack held back for a batch waits for the consumer to send it with the next ones before a
+#: timer sends it: a handler that runs longer than this does not delay the deletes of those before it.
+DELETE_DELAY = 0.005
 #: Error codes meaning "this receipt handle is no longer yours".
 LOST = frozenset(
     {
@@ -128,6 +136,10 @@ class SqsConsumer(Consumer):
         self._failure: Exception | None = None
         # FIFO messages held back behind a retried message of their group: (release time, deliveries).
         self._held: list[tuple[float, list[Delivery]]] = []
+        # Acknowledged deliveries whose DeleteMessage waits to leave with the next ones (see _ack).
+        self._deletes: list[Delivery] = []
+        self._delete_timer: threading.Timer | None = None
+        self._delete_delay = DELETE_DELAY
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -165,6 +177,7 @@ class SqsConsumer(Consumer):
 
     def _start_poll(self, timeout: float) -> None:
         """Start one ReceiveMessage call in a helper thread (the caller holds the condition)."""
+        self._send_held_deletes()  # nothing held while waiting for SQS
         # The few microseconds since the receive began must not turn a 20 s wait into a 19 s poll.
         wait = min(int(self.driver.options["wait_time"]), math.floor(timeout + 0.05))
         self._out = [d for d in self._out if not d.settled]
@@ -312,7 +325,53 @@ class SqsConsumer(Consumer):
 
     def _ack(self, delivery: Delivery) -> None:
         self._check_lease(delivery)
-        self._call("delete_message", delivery, ReceiptHandle=delivery.handle.handle)
+        with self._cond:
+            self._deletes.append(delivery)
+            if self._buffer and len(self._deletes) < MAX_BATCH:
+                # More messages are here already: this delete leaves with theirs, in one request.
+                if self._delete_timer is None:
+                    self._delete_timer = threading.Timer(self._delete_delay, self._send_held_deletes)
+                    self._delete_timer.daemon = True
+                    self._delete_timer.start()
+                return
+            deletes = self._take_deletes()
+        if len(deletes) == 1:
+            self._call("delete_message", delivery, ReceiptHandle=delivery.handle.handle)
+        else:
+            self._batch("delete_message_batch", deletes, {})
+
+    def _take_deletes(self) -> list[Delivery]:
+        """The held deletes, now the caller's to send (the caller holds the condition)."""
+        deletes, self._deletes = self._deletes, []
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
+        return deletes
+
+    def _send_held_deletes(self) -> None:
+        """Send the deletes ``_ack`` held back; a failure is logged, not raised: the handlers of those
+        messages ran, and SQS delivers them again once their visibility ends."""
+        with self._cond:
+            deletes = self._take_deletes()
+        if not deletes:
+            return
+        try:
+            self._batch("delete_message_batch", deletes, {})
+        except LeaseLostError as exc:
+            logger.warning(
+                "queue %s message %s: deleting it after its handler came after its visibility had lapsed; "
+                "the copy another consumer may hold was left alone, so the message may run again",
+                self.queue.name,
+                ", ".join(d.message_id for d in exc.deliveries),
+            )
+        except Exception as exc:
+            logger.warning(
+                "queue %s message %s: deleting it after its handler failed (%s); SQS delivers it again "
+                "once its visibility ends",
+                self.queue.name,
+                ", ".join(d.message_id for d in deletes),
+                exc,
+            )
 
     def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
         self._batch("delete_message_batch", deliveries, {})
@@ -438,7 +497,8 @@ class SqsConsumer(Consumer):
     # -- closing -----------------------------------------------------------------------------------
 
     def _close(self) -> None:
-        """Make the buffered and unsettled deliveries visible again at once."""
+        """Send the held deletes, then make the buffered and unsettled deliveries visible again at once."""
+        self._send_held_deletes()  # what was handled stays handled
         with self._cond:  # a poll ending now either buffered its deliveries already or releases them
             held = [d for _, deliveries in self._held for d in deliveries]
             pending = [d for d in (*self._buffer, *self._out, *held) if not d.settled]
@@ -471,6 +531,7 @@ class SqsConsumer(Consumer):
             self._buffer.clear()
             self._out.clear()
             self._held.clear()
+            self._take_deletes()
             self.closed = True
 
     def _delete_quietly(self, handle: str) -> None:
