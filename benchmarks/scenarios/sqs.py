@@ -186,7 +186,7 @@ def scenarios(context: Context) -> list[harness.Scenario]:
     where = f"SQS ({context.sqs_emulator})"
     batched = context.count(500, 30)
     single = context.count(100, 10)
-    consumed = context.count(500, 30)
+    consumed = context.count(300, 30)
     return [
         harness.Scenario(
             key="sqs-publish-batch",
