@@ -3,8 +3,11 @@
 A :class:`Scenario` measures one thing (a publish rate, a start-up time, a worker's memory) for kq and
 for each peer doing the same work. :func:`measure` runs the sides in alternating rounds (peer A, kq,
 peer B, kq, peer A, ...), so a noisy neighbour on a shared machine hurts every side alike, and keeps
-every round's value. The result is a median and a range per side, and for each peer the ratio of kq's
-median to the peer's, checked against the scenario's target.
+every round's value. The result is a median and a range per side, and for each peer a ratio checked
+against the scenario's target: the median, over the rounds, of kq's value divided by the value of the
+peer's round just before it. Pairing each kq round with the peer round next to it in time cancels the
+slow swings of a shared machine (a neighbour's disk writes that slow every fsync for a few seconds),
+which a ratio of the two medians mixes in: there, kq's median pools its rounds next to every peer.
 
 Ratios are always ``kq / peer`` of the measured values, so their meaning follows the unit: for a rate
 (``msg/s``) above 1 means kq is faster; for a time (``ms``) or a memory size (``MiB``) below 1 means kq is
@@ -98,9 +101,15 @@ class ScenarioResult:
     scenario: Scenario
     sides: dict[str, SideResult]
     seconds: float
+    #: Per peer, the (peer, kq) values of each peer round and the kq round that followed it.
+    pairs: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
 
     def ratio(self, peer: str) -> float:
-        """``kq / peer`` of the medians (NaN when a side has no value)."""
+        """``kq / peer``: the median of the paired rounds' ratios; of the medians where no round was
+        paired; NaN when a side has no value."""
+        ratios = [kq / other for other, kq in self.pairs.get(peer, []) if other]
+        if ratios:
+            return statistics.median(ratios)
         kq = self.sides[self.scenario.kq_side].median
         other = self.sides[peer].median
         return kq / other if other and not math.isnan(other) and not math.isnan(kq) else math.nan
@@ -121,19 +130,29 @@ def measure(scenario: Scenario, rounds: int) -> ScenarioResult:
             if peers:
                 order.append(kq[0])
     started = time.monotonic()
+    pairs: dict[str, list[tuple[float, float]]] = {peer.name: [] for peer in peers}
+    previous: tuple[str, float] | None = None  # the peer round just run, if it gave a value
     for side in order:
         result = results[side.name]
         if result.error is not None:
+            previous = None
             continue
         try:
             value = side.run()
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
             logger.warning("%s: %s failed: %s", scenario.key, side.name, exc, exc_info=True)
             result.error = f"{type(exc).__name__}: {exc}"
+            previous = None
             continue
         result.values.append(value)
         logger.info("%s: %s %.4g %s", scenario.key, side.name, value, scenario.unit)
-    return ScenarioResult(scenario, results, time.monotonic() - started)
+        if side is kq[0]:
+            if previous is not None:
+                pairs[previous[0]].append((previous[1], value))
+            previous = None
+        else:
+            previous = (side.name, value)
+    return ScenarioResult(scenario, results, time.monotonic() - started, pairs)
 
 
 def _number(value: float) -> str:

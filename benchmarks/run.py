@@ -167,8 +167,10 @@ def _header(args: argparse.Namespace, started: float) -> list[str]:
         "",
         "Versions: " + ", ".join(versions) + ".",
         "",
-        "Ratios are kq / peer of the medians: above 1 is better for a rate, below 1 for a time or a "
-        "size. Run it yourself with `nox -s bench` (docs/performance.md).",
+        "Ratios are kq / peer: the median, over the rounds, of kq's value divided by the value of the "
+        "peer's round just before it (pairs next to each other in time, so that a slow spell of the "
+        "machine weighs on both sides of a pair alike). Above 1 is better for a rate, below 1 for a time "
+        "or a size. Run it yourself with `nox -s bench` (docs/performance.md).",
         "",
     ]
 

@@ -40,8 +40,39 @@ def test_rounds_alternate_each_peer_with_kq() -> None:
     result = measure(scenario, rounds=2)
     assert calls == ["pika", "kq", "kombu", "kq", "pika", "kq", "kombu", "kq"]
     assert result.sides["kq"].median == pytest.approx(92.5)
-    assert result.ratio("pika") == pytest.approx(92.5 / 105.0)
-    assert result.ratio("kombu") == pytest.approx(92.5 / 55.0)
+    # each kq round against the peer round just before it: pika 100 -> 90, 110 -> 99; kombu 50 -> 95, 60 -> 80
+    assert result.pairs == {"pika": [(100.0, 90.0), (110.0, 99.0)], "kombu": [(50.0, 95.0), (60.0, 80.0)]}
+    assert result.ratio("pika") == pytest.approx(0.9)
+    assert result.ratio("kombu") == pytest.approx((95 / 50 + 80 / 60) / 2)
+
+
+def test_paired_ratios_cancel_a_slow_phase_that_the_medians_do_not() -> None:
+    # The machine slows down by half for the last two rounds; kq is 10 % faster than the peer in each.
+    peer = [100.0, 100.0, 100.0, 50.0, 50.0]
+    scenario = Scenario(
+        key="s",
+        title="t",
+        unit="msg/s",
+        sides=(_recording([], "peer", list(peer)), _recording([], "kq", [v * 1.1 for v in peer])),
+    )
+    result = measure(scenario, rounds=5)
+    assert result.ratio("peer") == pytest.approx(1.1)
+
+
+def test_a_peer_round_that_failed_pairs_with_nothing() -> None:
+    values = [100.0]
+
+    def flaky() -> float:
+        if not values:
+            raise RuntimeError("gone")
+        return values.pop()
+
+    scenario = Scenario(
+        key="s", title="t", unit="msg/s", sides=(Side("peer", flaky), _recording([], "kq", [120.0, 80.0]))
+    )
+    result = measure(scenario, rounds=2)
+    assert result.pairs == {"peer": [(100.0, 120.0)]}
+    assert result.ratio("peer") == pytest.approx(1.2)
 
 
 def test_a_failing_side_is_reported_and_not_run_again() -> None:
