@@ -4,6 +4,7 @@ entries, the receive buffer's leases, expiry, routing defects, settling and rele
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -273,3 +274,23 @@ def test_a_held_delete_that_fails_is_logged_with_the_message_id(caplog: pytest.L
     _wait_for(lambda: "delete_message_batch" in _names(client))
     _wait_for(lambda: "SQS delivers it again" in caplog.text)
     assert "queue demo message m1: deleting it after its handler failed (connection reset" in caplog.text
+
+
+def test_a_stop_landing_while_the_keeper_clears_its_wake_up_still_ends_it() -> None:
+    # close() sets the stop flag, then the wake-up event; when both landed just before the keeper
+    # cleared that event, the keeper waited for ever and close() for request_timeout (10 s).
+    client = _FakeReceiver([_raw('"a"', 1), _raw('"b"', 2), _raw('"c"', 3)])
+    consumer = _consumer(client)
+    consumer._delete_delay = 0.0
+
+    class _StopLandsHere(threading.Event):
+        def clear(self) -> None:
+            consumer._keeper_stop.set()  # what close() does, right before this clear
+            self.set()
+            super().clear()
+
+    consumer._deletes_held = _StopLandsHere()
+    consumer.ack(consumer.receive(0))  # held back (two more are buffered): the keeper starts
+    consumer._keeper.join(2.0)
+    assert not consumer._keeper.is_alive()
+    consumer.close()

@@ -15,7 +15,7 @@ Settling checks the lease first: after it lapsed, another consumer may have rece
 the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``DeleteMessage``; while
 more received messages wait in the buffer, an ack is held back to leave with the next ones in one
 ``DeleteMessageBatch`` (at most 10, at the latest when the buffer runs dry, ``DELETE_DELAY`` seconds
-later from a timer, or on close), so that short handlers cost one request per batch instead of one per
+later from a helper thread, or on close), so that short handlers cost one request per batch instead of one per
 message; a held delete that fails is logged with the message ids, and SQS delivers those messages again.
 Otherwise ``ack`` is ``DeleteMessage``,
 ``reject(requeue=True, delay=d)`` ``ChangeMessageVisibility(d)``, ``reject(requeue=False)`` a delete,
@@ -78,7 +78,7 @@ EXTRA_ROUNDS = 5
 #: released: it must be back in the queue first (LocalStack returns lapsed messages once a second).
 HOLD_MARGIN = 1.5
 #: Seconds an ack held back for a batch waits for the consumer to send it with the next ones before a
-#: timer sends it: a handler that runs longer than this does not delay the deletes of those before it.
+#: helper thread sends it: a handler that runs longer than this does not delay the deletes of those before it.
 DELETE_DELAY = 0.005
 #: Error codes meaning "this receipt handle is no longer yours".
 LOST = frozenset(
@@ -138,8 +138,12 @@ class SqsConsumer(Consumer):
         self._held: list[tuple[float, list[Delivery]]] = []
         # Acknowledged deliveries whose DeleteMessage waits to leave with the next ones (see _ack).
         self._deletes: list[Delivery] = []
-        self._delete_timer: threading.Timer | None = None
         self._delete_delay = DELETE_DELAY
+        # A helper thread, started on the first held delete, sends what the consumer did not send within
+        # the delay; an event wakes it (no thread per batch).
+        self._deletes_held = threading.Event()
+        self._keeper_stop = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -329,10 +333,9 @@ class SqsConsumer(Consumer):
             self._deletes.append(delivery)
             if self._buffer and len(self._deletes) < MAX_BATCH:
                 # More messages are here already: this delete leaves with theirs, in one request.
-                if self._delete_timer is None:
-                    self._delete_timer = threading.Timer(self._delete_delay, self._send_held_deletes)
-                    self._delete_timer.daemon = True
-                    self._delete_timer.start()
+                if len(self._deletes) == 1:
+                    self._start_keeper()
+                    self._deletes_held.set()
                 return
             deletes = self._take_deletes()
         if len(deletes) == 1:
@@ -343,10 +346,33 @@ class SqsConsumer(Consumer):
     def _take_deletes(self) -> list[Delivery]:
         """The held deletes, now the caller's to send (the caller holds the condition)."""
         deletes, self._deletes = self._deletes, []
-        if self._delete_timer is not None:
-            self._delete_timer.cancel()
-            self._delete_timer = None
         return deletes
+
+    def _start_keeper(self) -> None:
+        if self._keeper is None:
+            self._keeper = threading.Thread(
+                target=self._keep_deletes, name=f"kq-sqs-deletes-{self.queue.name}", daemon=True
+            )
+            self._keeper.start()
+
+    def _keep_deletes(self) -> None:
+        """Send held deletes ``_delete_delay`` after the first was held, unless the consumer did: a
+        handler that runs longer must not hold the deletes (and the visibility) of those before it."""
+        # The stop flag is checked after each round: a stop that came while this thread cleared the
+        # event (undoing the stop's own wake-up) ends the loop here instead of leaving it waiting.
+        while not self._keeper_stop.is_set():
+            self._deletes_held.wait()
+            if self._keeper_stop.wait(self._delete_delay):
+                return  # closing: close() sends them
+            self._deletes_held.clear()
+            self._send_held_deletes()
+
+    def _stop_keeper(self) -> None:
+        self._keeper_stop.set()
+        self._deletes_held.set()
+        keeper = self._keeper
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(timeout=float(self.driver.options["request_timeout"]))
 
     def _send_held_deletes(self) -> None:
         """Send the deletes ``_ack`` held back; a failure is logged, not raised: the handlers of those
@@ -498,6 +524,7 @@ class SqsConsumer(Consumer):
 
     def _close(self) -> None:
         """Send the held deletes, then make the buffered and unsettled deliveries visible again at once."""
+        self._stop_keeper()  # a batch it is sending is sent before anything is released
         self._send_held_deletes()  # what was handled stays handled
         with self._cond:  # a poll ending now either buffered its deliveries already or releases them
             held = [d for _, deliveries in self._held for d in deliveries]
@@ -533,6 +560,8 @@ class SqsConsumer(Consumer):
             self._held.clear()
             self._take_deletes()
             self.closed = True
+        self._keeper_stop.set()
+        self._deletes_held.set()
 
     def _delete_quietly(self, handle: str) -> None:
         try:
