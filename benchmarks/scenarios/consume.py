@@ -29,6 +29,7 @@ from benchmarks.scenarios.publish import (
     warm_up,
 )
 from kq.core import ConsumeLoop, Limits, NoopHandler
+from kq.core.driver import Driver
 
 PREFETCH = 100
 
@@ -52,20 +53,26 @@ def _pika_consume(url: str, queue: str, count: int) -> None:
     connection.close()
 
 
+def noop_loop(driver: Driver, queue: str, count: int, prefetch: int) -> None:
+    """kq's consume loop with a no-op handler on ``queue`` until it consumed ``count`` messages (also
+    used by ``sqs.py``)."""
+    loop = ConsumeLoop(
+        driver,
+        queue,
+        NoopHandler(),
+        limits=Limits(messages=count),
+        prefetch=prefetch,
+        handle_signals=False,
+    )
+    loop.run()
+    if loop.stats.consumed != count:
+        raise RuntimeError(f"kq consumed {loop.stats.consumed} of {count} messages")
+
+
 def _kq_consume(url: str, queue: str, count: int) -> None:
     driver = kq_driver("rabbitmq", url=url)
     try:
-        loop = ConsumeLoop(
-            driver,
-            queue,
-            NoopHandler(),
-            limits=Limits(messages=count),
-            prefetch=PREFETCH,
-            handle_signals=False,
-        )
-        loop.run()
-        if loop.stats.consumed != count:
-            raise RuntimeError(f"kq consumed {loop.stats.consumed} of {count} messages")
+        noop_loop(driver, queue, count, PREFETCH)
     finally:
         driver.close()
 

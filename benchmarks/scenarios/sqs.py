@@ -23,9 +23,9 @@ import boto3
 
 from benchmarks import harness
 from benchmarks.run import Context
+from benchmarks.scenarios.consume import noop_loop
 from benchmarks.scenarios.publish import BODY, JSON, ROUTING_KEY, kq_driver, kq_message, new_queue, warm_up
 from integration.brokers.sqs import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
-from kq.core import ConsumeLoop, Limits, NoopHandler
 from kq.core.driver import Driver
 
 #: Messages a consumer takes per ReceiveMessage call (SQS's most), on both sides.
@@ -119,20 +119,6 @@ def _publish(endpoint: str, count: int, *, kq: bool, batch: bool) -> float:
         return harness.rate(count, elapsed)
 
 
-def _kq_consume(driver: Driver, queue: str, count: int) -> None:
-    loop = ConsumeLoop(
-        driver,
-        queue,
-        NoopHandler(),
-        limits=Limits(messages=count),
-        prefetch=PREFETCH,
-        handle_signals=False,
-    )
-    loop.run()
-    if loop.stats.consumed != count:
-        raise RuntimeError(f"kq consumed {loop.stats.consumed} of {count} messages")
-
-
 def _boto3_consume(endpoint: str, url: str, count: int, batch: bool) -> None:
     """Receive up to 10 at a time and delete each message after it (``batch``: all of them after the
     last, in one DeleteMessageBatch)."""
@@ -170,7 +156,7 @@ def _consume(endpoint: str, count: int, *, kq: bool, batch: bool = False) -> flo
             driver.producer(queue).send_batch([kq_message() for _ in range(count)])
             started = time.perf_counter()
             if kq:
-                _kq_consume(driver, queue, count)
+                noop_loop(driver, queue, count, PREFETCH)
             else:
                 _boto3_consume(endpoint, url, count, batch)
             return harness.rate(count, time.perf_counter() - started)
