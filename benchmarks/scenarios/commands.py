@@ -15,8 +15,8 @@ the workers' start-up and shut-down are left out on every side.
   "bench_command:main"``) on the sqlite driver, two workers against one.
 - ``sqlite-plain-2-processes``: the ceiling of the previous one: a plain ``sqlite3`` loop making kq's
   transaction per message (acknowledge one, lease the next, under the same lock file) on a database kq
-  filled, with the same command function and a fixed spin standing in for kq's own work, two processes
-  against one.
+  filled, with the same command function and a spin standing in for kq's own work (set in the run so that
+  one plain process runs at one kq worker's rate), two processes against one.
 - ``commands-forked``: ``forked_console_command`` (the forked mode: a preloaded parent forks a child
   per message) against a bare ``subprocess.run`` loop of ``python -m bench_heavy stamp MESSAGE``, a
   module whose import takes 0.1 s (as a real application's imports do).
@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -110,9 +111,9 @@ if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3:])
 '''
 
-#: Microseconds the plain sqlite loop spins per message, standing in for what a kq worker does besides
-#: its transaction (signature, decoding, allow-list, events, the call): with it, one plain process runs
-#: at about one kq worker's rate on the benchmark's machine (the table shows both).
+#: Microseconds the plain sqlite loop spins per message when the run has no kq rate to calibrate it
+#: with (``--only sqlite-plain``): what a kq worker did besides its transaction on the first machine
+#: measured. Otherwise :class:`_PlainSpin` sets it in the same run.
 PLAIN_SPIN_US = 250
 
 _SQLITE_LOOP_MODULE = '''\
@@ -120,9 +121,10 @@ _SQLITE_LOOP_MODULE = '''\
 
 Each transaction deletes the message just handled and leases the next ready one (as kq's consumer does
 with prefetch 1), under an exclusive flock of the same lock file, retried after sched_yield; then the
-command function runs, then a spin of SPIN_US microseconds. Stops when no message is ready.
+command function runs, then a spin of SPIN_US microseconds. With no message ready it looks again after
+1 ms, as kq's consumer does; it stops when killed, or with --drain when no message is ready.
 
-Usage: python bench_sqlite_loop.py DATABASE QUEUE SPIN_US
+Usage: python bench_sqlite_loop.py DATABASE QUEUE SPIN_US [--drain]
 """
 import fcntl
 import os
@@ -140,7 +142,7 @@ LEASE = "UPDATE kq_messages SET available_at = ?, lease = ?, delivery_count = ? 
 DELETE = "DELETE FROM kq_messages WHERE id = ? AND lease = ?"
 
 
-def main(path, queue, spin):
+def main(path, queue, spin, drain):
     connection = sqlite3.connect(path, isolation_level=None, timeout=30)
     connection.execute("PRAGMA synchronous = NORMAL")  # kq's default
     connection.execute("PRAGMA wal_autocheckpoint = 0")
@@ -168,7 +170,11 @@ def main(path, queue, spin):
         if commits % 250 == 0:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         if row is None:
-            break
+            if drain:
+                break
+            handled = None
+            time.sleep(0.001)
+            continue
         command(["stamp", "message"])
         until = time.perf_counter() + spin
         while time.perf_counter() < until:
@@ -177,7 +183,7 @@ def main(path, queue, spin):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) / 1e6)
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) / 1e6, "--drain" in sys.argv[4:])
 '''
 
 _EXTRA = {
@@ -323,15 +329,48 @@ def _pika_loop_round(context: Context, argv: list[str], count: int, workers: int
         )
 
 
-def _plain_sqlite_round(context: Context, count: int, processes: int) -> float:
+def _plain_sqlite_round(context: Context, count: int, processes: int, spin_us: float) -> float:
     """``processes`` plain sqlite3 loops draining ``count`` messages kq put in a database."""
     apps = write_apps(context, _EXTRA)
     queue = new_name("bench_plain")
     console = 'callable = "bench_command:main"\n'
     config = _config(context, queue, "local", "inprocess_console_command", console)
     _prefill(config, queue, count)
-    argv = [str(config.parent / "queues.sqlite3"), queue, str(PLAIN_SPIN_US)]
+    argv = [str(config.parent / "queues.sqlite3"), queue, f"{spin_us:.0f}"]
     return _script_workers(context, apps, "bench_sqlite_loop.py", argv, count, processes)
+
+
+class _PlainSpin:
+    """The plain sqlite loop's spin, set in the run so that one plain process does what one kq worker
+    does per message: the kq worker's time per message (the median of the in-process scenario's one
+    worker rounds, which run just before) less the loop's own time with no spin (measured once)."""
+
+    def __init__(self, context: Context, count: int) -> None:
+        self.context = context
+        self.count = count
+        self.kq_rates: list[float] = []
+        self.spin_us: float | None = None
+        self.basis = f"a fixed {PLAIN_SPIN_US} µs (no kq rate in this run)"
+
+    def record(self, rate: float) -> float:
+        """Keep a kq one-worker rate (the side's value, returned unchanged)."""
+        self.kq_rates.append(rate)
+        return rate
+
+    def get(self) -> float:
+        if self.spin_us is None:
+            if not self.kq_rates:
+                self.spin_us = float(PLAIN_SPIN_US)
+            else:
+                bare = _plain_sqlite_round(self.context, self.count, 1, 0.0)
+                kq = statistics.median(self.kq_rates)
+                self.spin_us = max(0.0, 1e6 / kq - 1e6 / bare)
+                self.basis = (
+                    f"{self.spin_us:.0f} µs, set in this run: a kq worker's {1e6 / kq:.0f} µs per message "
+                    f"less the loop's own {1e6 / bare:.0f} µs"
+                )
+            logger.info("plain sqlite loop: a spin of %s", self.basis)
+        return self.spin_us
 
 
 def _forked_installed() -> None:
@@ -373,15 +412,21 @@ def scenarios(context: Context) -> list[Scenario]:
             workers=workers,
         )
 
+    spin = _PlainSpin(context, inprocess)
+
     def in_process(workers: int) -> Callable[[], float]:
-        return lambda: _kq_round(
-            context,
-            driver="local",
-            consumer="inprocess_console_command",
-            console='callable = "bench_command:main"\n',
-            count=inprocess,
-            workers=workers,
-        )
+        def run() -> float:
+            rate = _kq_round(
+                context,
+                driver="local",
+                consumer="inprocess_console_command",
+                console='callable = "bench_command:main"\n',
+                count=inprocess,
+                workers=workers,
+            )
+            return spin.record(rate) if workers == 1 else rate
+
+        return run
 
     return [
         Scenario(
@@ -446,16 +491,18 @@ def scenarios(context: Context) -> list[Scenario]:
             ),
             unit="msg/s",
             sides=(
-                Side("plain 1 process", lambda: _plain_sqlite_round(context, inprocess, 1)),
-                Side("plain 2 processes", lambda: _plain_sqlite_round(context, inprocess, 2)),
+                Side("plain 1 process", lambda: _plain_sqlite_round(context, inprocess, 1, spin.get())),
+                Side("plain 2 processes", lambda: _plain_sqlite_round(context, inprocess, 2, spin.get())),
             ),
             kq_side="plain 2 processes",
             note=(
                 "no kq code: each process deletes the message it handled and leases the next in one "
                 "transaction, under the same lock file, on a database kq filled; then the same "
-                f"`bench_command:main` and a {PLAIN_SPIN_US} µs spin for kq's own work per message (one "
-                "plain process runs at about one kq worker's rate). Its 2-vs-1 ratio is what sqlite "
-                "allows two processes committing once per message on one file; compare the row above."
+                "`bench_command:main` and a spin standing in for kq's own work per message, set in the run "
+                "so that one plain process runs at one kq worker's rate (the kq worker's time per message, "
+                "median of the row above's one-worker rounds, less the loop's own time with no spin). Its "
+                "2-vs-1 ratio is what sqlite allows two processes committing once per message on one file; "
+                "compare the row above."
             ),
         ),
         Scenario(
