@@ -164,6 +164,22 @@ def _consume(endpoint: str, count: int, *, kq: bool, batch: bool = False) -> flo
             driver.close()
 
 
+def _publish_scenario(
+    key: str, title: str, endpoint: str, count: int, *, batch: bool, note: str
+) -> harness.Scenario:
+    return harness.Scenario(
+        key=key,
+        title=title,
+        unit="msg/s",
+        sides=(
+            harness.Side("boto3", lambda: _publish(endpoint, count, kq=False, batch=batch)),
+            harness.Side("kq", lambda: _publish(endpoint, count, kq=True, batch=batch)),
+        ),
+        targets=(harness.Target("boto3", ">=", 0.9),),
+        note=note,
+    )
+
+
 def scenarios(context: Context) -> list[harness.Scenario]:
     endpoint = context.sqs_endpoint
     if not endpoint:
@@ -174,29 +190,23 @@ def scenarios(context: Context) -> list[harness.Scenario]:
     single = context.count(100, 10)
     consumed = context.count(300, 30)
     return [
-        harness.Scenario(
-            key="sqs-publish-batch",
-            title=f"{where}: publish in batches of {BATCH}",
-            unit="msg/s",
-            sides=(
-                harness.Side("boto3", lambda: _publish(endpoint, batched, kq=False, batch=True)),
-                harness.Side("kq", lambda: _publish(endpoint, batched, kq=True, batch=True)),
-            ),
-            targets=(harness.Target("boto3", ">=", 0.9),),
+        _publish_scenario(
+            "sqs-publish-batch",
+            f"{where}: publish in batches of {BATCH}",
+            endpoint,
+            batched,
+            batch=True,
             note=(
                 f"{batched} messages: kq Producer.send_batch (SendMessageBatch calls of {BATCH}, each "
                 "answer checked for failed entries); boto3 send_message_batch of the same entries."
             ),
         ),
-        harness.Scenario(
-            key="sqs-publish-one",
-            title=f"{where}: one publish per call",
-            unit="msg/s",
-            sides=(
-                harness.Side("boto3", lambda: _publish(endpoint, single, kq=False, batch=False)),
-                harness.Side("kq", lambda: _publish(endpoint, single, kq=True, batch=False)),
-            ),
-            targets=(harness.Target("boto3", ">=", 0.9),),
+        _publish_scenario(
+            "sqs-publish-one",
+            f"{where}: one publish per call",
+            endpoint,
+            single,
+            batch=False,
             note=f"{single} messages: kq Producer.send each; boto3 send_message each.",
         ),
         harness.Scenario(

@@ -12,12 +12,12 @@ before it is handed out, and one whose visibility lapsed is dropped (another con
 none is ever handed out with a lapsed lease.
 
 Settling checks the lease first: after it lapsed, another consumer may have received the message, so
-the driver changes nothing and raises :class:`LeaseLostError`. ``ack`` is ``DeleteMessage``; while
-more received messages wait in the buffer, an ack is held back to leave with the next ones in one
-``DeleteMessageBatch`` (at most 10, at the latest when the buffer runs dry, ``DELETE_DELAY`` seconds
-later from a helper thread, or on close), so that short handlers cost one request per batch instead of one per
-message; a held delete that fails is logged with the message ids, and SQS delivers those messages again.
-Otherwise ``ack`` is ``DeleteMessage``,
+the driver changes nothing and raises :class:`LeaseLostError`. While more received messages wait in
+the buffer, an ack is held back to leave with the next ones in one ``DeleteMessageBatch`` (at most 10,
+at the latest when the buffer runs dry, ``DELETE_DELAY`` seconds later from a helper thread, or on
+close), so that short handlers cost one request per batch instead of one per message; a held delete
+that fails is logged with the message ids, and SQS delivers those messages again. Otherwise ``ack`` is
+``DeleteMessage``,
 ``reject(requeue=True, delay=d)`` ``ChangeMessageVisibility(d)``, ``reject(requeue=False)`` a delete,
 ``extend`` ``ChangeMessageVisibility``; the batch forms serve ``ack_many``/``extend_many``. Closing
 makes the buffered and unsettled messages visible again at once.
@@ -78,7 +78,7 @@ EXTRA_ROUNDS = 5
 #: released: it must be back in the queue first (LocalStack returns lapsed messages once a second).
 HOLD_MARGIN = 1.5
 #: Seconds an ack held back for a batch waits for the consumer to send it with the next ones before a
-#: helper thread sends it: a handler that runs longer than this does not delay the deletes of those before it.
+#: helper thread sends it: a handler that runs longer does not delay the deletes of those before it.
 DELETE_DELAY = 0.005
 #: Error codes meaning "this receipt handle is no longer yours".
 LOST = frozenset(
@@ -181,7 +181,6 @@ class SqsConsumer(Consumer):
 
     def _start_poll(self, timeout: float) -> None:
         """Start one ReceiveMessage call in a helper thread (the caller holds the condition)."""
-        self._send_held_deletes()  # nothing held while waiting for SQS
         # The few microseconds since the receive began must not turn a 20 s wait into a 19 s poll.
         wait = min(int(self.driver.options["wait_time"]), math.floor(timeout + 0.05))
         self._out = [d for d in self._out if not d.settled]
@@ -367,11 +366,12 @@ class SqsConsumer(Consumer):
             self._deletes_held.clear()
             self._send_held_deletes()
 
-    def _stop_keeper(self) -> None:
+    def _stop_keeper(self, *, wait: bool) -> None:
+        """End the helper thread; ``wait``: until a batch it is sending has been sent."""
         self._keeper_stop.set()
         self._deletes_held.set()
         keeper = self._keeper
-        if keeper is not None and keeper is not threading.current_thread():
+        if wait and keeper is not None and keeper is not threading.current_thread():
             keeper.join(timeout=float(self.driver.options["request_timeout"]))
 
     def _send_held_deletes(self) -> None:
@@ -524,7 +524,7 @@ class SqsConsumer(Consumer):
 
     def _close(self) -> None:
         """Send the held deletes, then make the buffered and unsettled deliveries visible again at once."""
-        self._stop_keeper()  # a batch it is sending is sent before anything is released
+        self._stop_keeper(wait=True)  # a batch it is sending is sent before anything is released
         self._send_held_deletes()  # what was handled stays handled
         with self._cond:  # a poll ending now either buffered its deliveries already or releases them
             held = [d for _, deliveries in self._held for d in deliveries]
@@ -560,8 +560,7 @@ class SqsConsumer(Consumer):
             self._held.clear()
             self._take_deletes()
             self.closed = True
-        self._keeper_stop.set()
-        self._deletes_held.set()
+        self._stop_keeper(wait=False)
 
     def _delete_quietly(self, handle: str) -> None:
         try:
