@@ -253,8 +253,8 @@ def test_a_hidden_command_runs_and_kill_reaches_a_job_of_an_earlier_block(tmp_pa
         <!-- run: echo done > marker -->
         ```sh
         cat marker
-        kill %1
-        wait %1 || echo "stopped: $?"
+        kill "$!"
+        wait "$!" || echo "stopped: $?"
         ```
         """,
     )
