@@ -84,3 +84,25 @@ def test_closing_writes_the_held_acks(driver: tuple[RabbitMQDriver, str]) -> Non
             consumer.ack(delivery)
             handled.append(delivery.body)
     assert _bodies_left(instance, queue) == sorted({b"m0", b"m1", b"m2", b"m3"} - set(handled))
+
+
+def test_acks_leave_once_half_the_prefetch_window_was_handled(driver: tuple[RabbitMQDriver, str]) -> None:
+    """Held acks never wait for the whole window: the broker refills it while the rest is handled, so a
+    fast worker does not stall a round trip per window (``ack_batch``)."""
+    instance, queue = driver
+    consumer = instance.consumer(queue, prefetch=4)
+    first = consumer.receive(5.0)
+    assert first is not None
+    deadline = time.monotonic() + 5
+    while len(consumer._buffer) < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        with consumer._lock:  # type: ignore[attr-defined]
+            consumer._pump(0.05)  # type: ignore[attr-defined] # the whole window is here
+    consumer.ack(first)
+    assert consumer._acks.pending == 1  # type: ignore[attr-defined] # held: more are buffered
+    second = consumer.receive(1.0)
+    assert second is not None
+    consumer.ack(second)
+    assert consumer._acks.pending == 0  # type: ignore[attr-defined] # half of 4: written at once
+    _kill(consumer)  # before the keeper's delay could have written them
+    consumer.close()
+    assert _bodies_left(instance, queue) == [b"m2", b"m3"]

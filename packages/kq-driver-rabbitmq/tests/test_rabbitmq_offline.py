@@ -912,3 +912,10 @@ def test_an_unreachable_management_api_raises_management_error() -> None:
     management = Management("http://127.0.0.1:1", "guest", "guest", "/", timeout=2.0)
     with pytest.raises(ManagementError, match=r"management API at http://127\.0\.0\.1:1 is unreachable"):
         management.queues()
+
+
+@pytest.mark.parametrize(
+    ("prefetch", "batch"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8), (32, 16), (100, 16), (0, 16)]
+)
+def test_acks_wait_for_at_most_half_the_prefetch_window(prefetch: int, batch: int) -> None:
+    assert _consumer.ack_batch(prefetch) == batch

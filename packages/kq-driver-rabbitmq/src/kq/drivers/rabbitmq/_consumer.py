@@ -58,11 +58,25 @@ BROKER_HEADERS = frozenset(
 
 #: Longest single pump of the connection inside ``receive``, so that a stop request is seen promptly.
 _PUMP_SLICE = 0.5
-#: Most acks held back to leave together while more deliveries are buffered (see ``_ack``).
+#: Most acks held back to leave together while more deliveries are buffered (see ``_ack``); never more
+#: than half the prefetch (see ``ack_batch``).
 _ACK_BATCH = 16
 #: Seconds the keeper thread lets held acks wait for the consumer to send them itself; a handler that
 #: runs longer than this does not delay the acks of the messages handled before it.
 _ACK_DELAY = 0.005
+
+
+def ack_batch(prefetch: int) -> int:
+    """How many acks may wait to leave together on a consumer with this prefetch (0: no limit).
+
+    At most half the prefetch: the broker sends the next deliveries as acks free its window, so acks
+    held until the whole window was handled would leave the consumer waiting a round trip for each
+    window (profiled: about 10 % of a no-op worker's rate at prefetch 16, where half keeps the next
+    deliveries arriving while the rest of the window is handled).
+    """
+    if prefetch <= 0:
+        return _ACK_BATCH
+    return max(1, min(_ACK_BATCH, prefetch // 2))
 
 
 class RabbitMQConsumer(Consumer):
@@ -91,6 +105,7 @@ class RabbitMQConsumer(Consumer):
             raise
         self._channel: BlockingChannel = channel
         self._acks = DirectAcks(self._connection, channel)
+        self._ack_batch = ack_batch(prefetch)
         heartbeat = driver.options["heartbeat"]  # pika always uses the client's value when one is set
         self._keeper_interval = min(5.0, heartbeat / 4) if heartbeat else 5.0
         self._stopped = threading.Event()
@@ -157,7 +172,7 @@ class RabbitMQConsumer(Consumer):
             self._outstanding -= 1
             self._raise_if_broken()
             self._acks.add(delivery.handle)
-            if self._buffer and self._acks.pending < _ACK_BATCH:
+            if self._buffer and self._acks.pending < self._ack_batch:
                 # More deliveries are here already: this ack leaves with the next ones, in one write
                 # (at the latest when the buffer runs dry, or _ACK_DELAY later from the keeper).
                 if self._acks.pending == 1:
