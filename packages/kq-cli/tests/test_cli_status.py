@@ -176,12 +176,29 @@ def _watch(workdir: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _interrupt_after(process: subprocess.Popen[str], marker: str, count: int) -> tuple[str, str]:
+    """Read ``process``'s output until ``marker`` was printed ``count`` times (or 20 s passed: a loaded
+    machine may take seconds per refresh), then Ctrl-C it; its whole stdout and stderr."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    head = b""
+    deadline = time.monotonic() + 20
+    while head.count(marker.encode()) < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the process ended
+                break
+            head += chunk
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    return head.decode() + out, err
+
+
 def test_watch_prints_one_block_per_refresh_until_ctrl_c(workdir: Path) -> None:
     (workdir / "kq.toml").write_text("[queues.jobs]\n")
     process = _watch(workdir)
-    time.sleep(1.5)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)
+    out, err = _interrupt_after(process, "kq status at ", 4)
     assert process.returncode == EXIT_OK, err
     assert "\x1b[" not in out  # not a terminal: no screen clearing
     blocks = out.split("kq status at ")
@@ -197,9 +214,7 @@ def test_watch_prints_one_block_per_refresh_until_ctrl_c(workdir: Path) -> None:
 def test_watch_in_json_prints_one_document_per_line(workdir: Path) -> None:
     (workdir / "kq.toml").write_text("[queues.jobs]\n")
     process = _watch(workdir, "--format", "json")
-    time.sleep(1.5)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)
+    out, err = _interrupt_after(process, "\n", 3)
     assert process.returncode == EXIT_OK, err
     documents = [json.loads(line) for line in out.splitlines()]
     assert len(documents) >= 3
