@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from kq.core import Message
+from kq.core import Delivery, Message
 from kq.core.driver import Consumer, DriverSpec, QueueSpec
 from kq.core.testing import unique_queue_name
 from kq.drivers.rabbitmq import RabbitMQDriver
@@ -53,17 +53,24 @@ def _bodies_left(driver: RabbitMQDriver, queue: str) -> list[bytes]:
     return sorted(bodies)
 
 
-def test_a_held_ack_reaches_the_broker_while_the_next_handler_runs(
-    driver: tuple[RabbitMQDriver, str],
-) -> None:
-    instance, queue = driver
-    consumer = instance.consumer(queue, prefetch=16)
+def _first_with_the_rest_buffered(consumer: Consumer) -> Delivery:
+    """The first of the fixture's four messages, once the other three are in the consumer's buffer."""
     first = consumer.receive(5.0)
     assert first is not None
     deadline = time.monotonic() + 5
     while len(consumer._buffer) < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
         with consumer._lock:  # type: ignore[attr-defined]
             consumer._pump(0.05)  # type: ignore[attr-defined] # take in the rest of the prefetch
+    assert len(consumer._buffer) == 3  # type: ignore[attr-defined]
+    return first
+
+
+def test_a_held_ack_reaches_the_broker_while_the_next_handler_runs(
+    driver: tuple[RabbitMQDriver, str],
+) -> None:
+    instance, queue = driver
+    consumer = instance.consumer(queue, prefetch=16)
+    first = _first_with_the_rest_buffered(consumer)
     consumer.ack(first)
     assert consumer._acks.pending == 1  # type: ignore[attr-defined] # held: more are buffered
     second = consumer.receive(1.0)
@@ -91,12 +98,7 @@ def test_acks_leave_once_half_the_prefetch_window_was_handled(driver: tuple[Rabb
     fast worker does not stall a round trip per window (``ack_batch``)."""
     instance, queue = driver
     consumer = instance.consumer(queue, prefetch=4)
-    first = consumer.receive(5.0)
-    assert first is not None
-    deadline = time.monotonic() + 5
-    while len(consumer._buffer) < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        with consumer._lock:  # type: ignore[attr-defined]
-            consumer._pump(0.05)  # type: ignore[attr-defined] # the whole window is here
+    first = _first_with_the_rest_buffered(consumer)
     consumer.ack(first)
     assert consumer._acks.pending == 1  # type: ignore[attr-defined] # held: more are buffered
     second = consumer.receive(1.0)
