@@ -53,8 +53,9 @@ def _bodies_left(driver: RabbitMQDriver, queue: str) -> list[bytes]:
     return sorted(bodies)
 
 
-def _first_with_the_rest_buffered(consumer: Consumer) -> Delivery:
-    """The first of the fixture's four messages, once the other three are in the consumer's buffer."""
+def _second_after_a_held_ack(consumer: Consumer) -> Delivery:
+    """Ack the first of the fixture's four messages once the other three are buffered, check that the
+    ack is held, and return the second."""
     first = consumer.receive(5.0)
     assert first is not None
     deadline = time.monotonic() + 5
@@ -62,7 +63,11 @@ def _first_with_the_rest_buffered(consumer: Consumer) -> Delivery:
         with consumer._lock:  # type: ignore[attr-defined]
             consumer._pump(0.05)  # type: ignore[attr-defined] # take in the rest of the prefetch
     assert len(consumer._buffer) == 3  # type: ignore[attr-defined]
-    return first
+    consumer.ack(first)
+    assert consumer._acks.pending == 1  # type: ignore[attr-defined] # held: more are buffered
+    second = consumer.receive(1.0)
+    assert second is not None
+    return second
 
 
 def test_a_held_ack_reaches_the_broker_while_the_next_handler_runs(
@@ -70,11 +75,7 @@ def test_a_held_ack_reaches_the_broker_while_the_next_handler_runs(
 ) -> None:
     instance, queue = driver
     consumer = instance.consumer(queue, prefetch=16)
-    first = _first_with_the_rest_buffered(consumer)
-    consumer.ack(first)
-    assert consumer._acks.pending == 1  # type: ignore[attr-defined] # held: more are buffered
-    second = consumer.receive(1.0)
-    assert second is not None
+    second = _second_after_a_held_ack(consumer)
     time.sleep(0.5)  # the second message's handler, long enough for the keeper to write the held ack
     _kill(consumer)
     consumer.close()
@@ -98,11 +99,7 @@ def test_acks_leave_once_half_the_prefetch_window_was_handled(driver: tuple[Rabb
     fast worker does not stall a round trip per window (``ack_batch``)."""
     instance, queue = driver
     consumer = instance.consumer(queue, prefetch=4)
-    first = _first_with_the_rest_buffered(consumer)
-    consumer.ack(first)
-    assert consumer._acks.pending == 1  # type: ignore[attr-defined] # held: more are buffered
-    second = consumer.receive(1.0)
-    assert second is not None
+    second = _second_after_a_held_ack(consumer)
     consumer.ack(second)
     assert consumer._acks.pending == 0  # type: ignore[attr-defined] # half of 4: written at once
     _kill(consumer)  # before the keeper's delay could have written them

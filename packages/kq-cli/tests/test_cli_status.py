@@ -176,20 +176,28 @@ def _watch(workdir: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _interrupt_after(process: subprocess.Popen[str], marker: str, count: int) -> tuple[str, str]:
-    """Read ``process``'s output until ``marker`` was printed ``count`` times (or 20 s passed: a loaded
-    machine may take seconds per refresh), then Ctrl-C it; its whole stdout and stderr."""
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    head = b""
+def _read_until(fd: int, marker: bytes, count: int) -> bytes:
+    """What ``fd`` gives until ``marker`` came ``count`` times, it ended, or 20 s passed (a loaded
+    machine may take seconds per refresh)."""
+    output = b""
     deadline = time.monotonic() + 20
-    while head.count(marker.encode()) < count and time.monotonic() < deadline:
+    while output.count(marker) < count and time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.5)
         if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:  # the process ended
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # a pty whose other side closed
                 break
-            head += chunk
+            if not chunk:  # a pipe whose writer ended
+                break
+            output += chunk
+    return output
+
+
+def _interrupt_after(process: subprocess.Popen[str], marker: str, count: int) -> tuple[str, str]:
+    """Ctrl-C ``process`` once its stdout showed ``marker`` ``count`` times; its whole stdout and stderr."""
+    assert process.stdout is not None
+    head = _read_until(process.stdout.fileno(), marker.encode(), count)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=20)
     return head.decode() + out, err
@@ -233,15 +241,7 @@ def test_watch_on_a_terminal_redraws_the_screen(workdir: Path) -> None:
         env={**os.environ, "TERM": "xterm"},
     )
     os.close(terminal)
-    output = b""
-    deadline = time.monotonic() + 20
-    while output.count(b"kq status at ") < 3 and time.monotonic() < deadline:
-        ready, _, _ = select.select([controller], [], [], 0.5)
-        if ready:
-            try:
-                output += os.read(controller, 65536)
-            except OSError:
-                break
+    output = _read_until(controller, b"kq status at ", 3)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == EXIT_OK
     os.close(controller)
