@@ -9,6 +9,7 @@ import pytest
 from kq.core import ConfigError, consume_arguments, parse_config
 from kq.core._config import Config
 from kq.core._consume_options import CONSUME_OPTIONS, WORKER_OPTIONS, check_worker_options
+from kq.core._options import SIMILAR, closest
 from kq.core._spec import QueueSpec
 
 SRC = "/srv/app/kq.toml"
@@ -36,6 +37,24 @@ def test_unknown_keys_say_what_was_meant(data: dict[str, Any], key: str, closest
     assert (info.value.key, info.value.source) == (key, SRC)
     assert "unknown" in str(info.value)
     assert f"did you mean '{closest}'?" in str(info.value)
+
+
+KNOWN = ("type", "timeout", "max_age", "count", "consumer", "routing_keys", "max_attempts", "queues", "ab")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("url", "path", "typ", "tpye", "types", "timout", "age_max", "cnt", "consumerr", "routing"),
+        *("a", "ba", "maxage"),
+    ],
+)
+def test_closest_picks_what_difflib_would(name: str) -> None:
+    """Leaving out the names too unlike to qualify changes nothing (they share too few letters)."""
+    import difflib
+
+    expected = difflib.get_close_matches(name, list(KNOWN), n=1, cutoff=SIMILAR)
+    assert closest(name, KNOWN) == (expected[0] if expected else None)
 
 
 def test_a_key_far_from_every_known_one_has_no_suggestion() -> None:

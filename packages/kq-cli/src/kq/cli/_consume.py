@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kq.cli._common import EXIT_INTERRUPTED, FiniteFloat, State, pass_state
+from kq.cli._startup import ENDS_STARTUP_ITSELF, startup_done
 
 if TYPE_CHECKING:
     from kq.core import ConsumeLoop, ConsumeOption, PriorityLoop
@@ -26,6 +27,11 @@ class _DeclaredOptionsCommand(click.Command):
             self.params.extend(_click_option(option) for option in CONSUME_OPTIONS.values())
             self._declared = True
         return super().get_params(ctx)
+
+
+# The worker's loop, driver and handlers are built in the command's function: its start-up ends when
+# the loop is about to wait for messages.
+setattr(_DeclaredOptionsCommand, ENDS_STARTUP_ITSELF, True)
 
 
 def _click_option(option: ConsumeOption) -> click.Option:
@@ -92,6 +98,7 @@ def consume(
 
         PrometheusMetrics().register(state.app.dispatcher)
         serve(metrics_port, metrics_address)
+    startup_done()
     # The loop handles SIGTERM/SIGINT itself (kq.core._signals), unless -w.
     reason = loop.run()
     if loop.abandoned:

@@ -23,6 +23,7 @@ from click.core import ParameterSource
 
 from kq.cli._common import State, configure_logging
 from kq.cli._complete import CONFIG_META, attach
+from kq.cli._startup import ENDS_STARTUP_ITSELF, startup_done
 
 #: The environment variables of the global options (``KQ_CONFIG`` is the configuration loader's).
 ENVIRONMENT = {"log_level": "KQ_LOG_LEVEL", "log_format": "KQ_LOG_FORMAT", "log_file": "KQ_LOG_FILE"}
@@ -103,8 +104,9 @@ def group_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def add_to(command: click.Command) -> None:
     """Let ``command`` (and, for a group, each of its subcommands) take the global options too.
 
-    Also makes the command set up logging just before its function runs, and complete queue and
-    driver names (:mod:`kq.cli._complete`). Doing it twice is harmless.
+    Also makes the command set up logging and end the start-up (:mod:`kq.cli._startup`) just before
+    its function runs, and complete queue and driver names (:mod:`kq.cli._complete`). Doing it twice
+    is harmless.
     """
     if getattr(command, _MARK, False):
         return
@@ -156,7 +158,10 @@ def command_path(ctx: click.Context) -> tuple[str, ...]:
 def _logging_first(callback: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
-        start_logging(click.get_current_context())
+        ctx = click.get_current_context()
+        start_logging(ctx)
+        if not getattr(ctx.command, ENDS_STARTUP_ITSELF, False):
+            startup_done()
         return callback(*args, **kwargs)
 
     return run

@@ -11,6 +11,7 @@ is loaded; an unknown key names the closest known one ("did you mean").
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -130,9 +131,17 @@ SIMILAR = 0.8
 
 def closest(name: str, known: Iterable[str]) -> str | None:
     """The known name ``name`` is most likely a typo of, or ``None``."""
-    import difflib  # only an unknown name pays for it
+    # Names that share too few letters cannot be alike enough: every driver option is checked against
+    # the few keys kq reads in a driver's table, and difflib's import is then not needed.
+    letters = Counter(name)
+    candidates = [
+        each for each in known if 2 * (letters & Counter(each)).total() >= SIMILAR * (len(name) + len(each))
+    ]
+    if not candidates:
+        return None
+    import difflib
 
-    found = difflib.get_close_matches(name, list(known), n=1, cutoff=SIMILAR)
+    found = difflib.get_close_matches(name, candidates, n=1, cutoff=SIMILAR)
     return found[0] if found else None
 
 
