@@ -35,6 +35,7 @@ from kq.core.driver import DRIVER_ROUTING_KEY as ROUTING_KEY_HEADER
 from kq.core.driver import Consumer, Delivery, QueueSpec
 from kq.drivers.rabbitmq._acks import DirectAcks
 from kq.drivers.rabbitmq._connection import close_quietly
+from kq.drivers.rabbitmq._deliveries import DirectDeliveries
 from kq.drivers.rabbitmq._topology import Topology
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class RabbitMQConsumer(Consumer):
             raise
         self._channel: BlockingChannel = channel
         self._acks = DirectAcks(self._connection, channel)
+        self._reader = DirectDeliveries(self._connection, channel, self._consumer_tag, self._append)
         self._ack_batch = ack_batch(prefetch)
         heartbeat = driver.options["heartbeat"]  # pika always uses the client's value when one is set
         self._keeper_interval = min(5.0, heartbeat / 4) if heartbeat else 5.0
@@ -124,6 +126,9 @@ class RabbitMQConsumer(Consumer):
         properties: pika.BasicProperties,
         body: bytes,
     ) -> None:
+        self._append(method, properties, body)
+
+    def _append(self, method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes) -> None:
         self._buffer.append(self._delivery(method, properties, body))
 
     def _delivery(
@@ -202,7 +207,7 @@ class RabbitMQConsumer(Consumer):
 
     def _pump(self, seconds: float) -> None:
         self._guard(self._acks.flush)  # nothing held while waiting for the broker
-        self._guard(self._connection.process_data_events, time_limit=seconds)
+        self._guard(self._reader.pump, seconds=seconds)
 
     def _guard(self, call: Any, **kwargs: Any) -> None:
         # Remember a connection failure so that every later call reports it, from whichever thread.
