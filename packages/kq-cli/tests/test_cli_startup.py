@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kq.core.testing import Workspace
+
 RUN_PROBE = """
 import gc, sys
 import click
@@ -65,24 +67,15 @@ def record(body, delivery):
 
 
 def test_a_worker_builds_its_loop_with_the_collector_paused_and_handles_messages_with_it_on(
-    tmp_path: Path,
+    workspace: Workspace,
 ) -> None:
     """The handler's module is imported while the loop is built: the collector is still paused then,
     and on by the time the first message is handled, with the start frozen."""
-    (tmp_path / "gc_probe.py").write_text(HANDLER, encoding="utf-8")
-    (tmp_path / "kq.toml").write_text('[queues.probe]\nconsumer = "gc_probe:record"\n', encoding="utf-8")
-    kq = [sys.executable, "-m", "kq.cli"]
-    subprocess.run([*kq, "queuemessage", "probe", "{}"], cwd=tmp_path, capture_output=True, check=True)
-    done = subprocess.run(
-        [*kq, "consume", "probe", "-m", "1"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads((tmp_path / "gc.json").read_text(encoding="utf-8"))
+    (workspace.root / "gc_probe.py").write_text(HANDLER, encoding="utf-8")
+    workspace.write_config('[queues.probe]\nconsumer = "gc_probe:record"\n', recorder=False)
+    workspace.kq("queuemessage", "probe", "{}")
+    workspace.kq("consume", "probe", "-m", "1")
+    seen = json.loads((workspace.root / "gc.json").read_text(encoding="utf-8"))
     assert seen["at_import"] is False
     assert seen["in_handler"] is True
     assert seen["frozen"] > 1000

@@ -26,6 +26,7 @@ for its own delivery, sent after its handler returned; the consumer bounds the w
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 from typing import Any
@@ -71,6 +72,39 @@ def plain_transport(connection: BlockingConnection) -> tuple[Any, Any] | None:
     ):
         return impl, transport
     return None
+
+
+def pollable(impl: Any, transport: Any) -> bool:
+    """Whether kq can wait on the socket itself (``_publish.py``, ``_deliveries.py``): the transport's
+    state can be read, pika's loop runs its due timers on request, and ``poll`` exists here."""
+    return (
+        hasattr(transport, "_state")
+        and hasattr(transport, "_STATE_ACTIVE")
+        and callable(getattr(getattr(impl, "ioloop", None), "process_timeouts", None))
+        and hasattr(select, "poll")
+    )
+
+
+def readable(impl: Any) -> bool:
+    """Whether kq can take bytes from the socket itself: pika's frame buffer and its byte and frame
+    counters are where kq keeps them as pika would, and ``MSG_PEEK`` exists here."""
+    return (
+        isinstance(getattr(impl, "_frame_buffer", None), bytes)
+        and hasattr(impl, "bytes_received")
+        and hasattr(impl, "frames_received")
+        and hasattr(socket, "MSG_PEEK")
+    )
+
+
+def quiet(transport: Any, impl: Any) -> bool:
+    """Nothing waits to be written, the transport is active and the connection open: what kq writes or
+    reads itself cannot come out of order with pika's own."""
+    return (
+        not transport.get_write_buffer_size()
+        and transport._sock is not None
+        and transport._state == transport._STATE_ACTIVE
+        and impl.is_open
+    )
 
 
 class DirectAcks:

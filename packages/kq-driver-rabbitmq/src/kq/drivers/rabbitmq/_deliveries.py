@@ -46,7 +46,7 @@ import pika.data
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.drivers.rabbitmq._acks import plain_transport
+from kq.drivers.rabbitmq._acks import plain_transport, pollable, quiet, readable
 
 logger = logging.getLogger(__name__.replace("._", "."))
 
@@ -124,19 +124,13 @@ class DirectDeliveries:
         assembler = getattr(self._impl_channel, "_content_assembler", None)
         usable = (
             found is not None
-            and isinstance(getattr(impl, "_frame_buffer", None), bytes)
-            and hasattr(impl, "bytes_received")
-            and hasattr(impl, "frames_received")
-            and hasattr(transport, "_state")
-            and hasattr(transport, "_STATE_ACTIVE")
-            and callable(getattr(getattr(impl, "ioloop", None), "process_timeouts", None))
+            and pollable(impl, transport)
+            and readable(impl)
             and hasattr(assembler, "_method_frame")
             and isinstance(getattr(connection, "_channels_pending_dispatch", None), set)
             and hasattr(connection, "_ready_events")
             and hasattr(channel, "_pending_events")
             and isinstance(getattr(self._impl_channel, "channel_number", None), int)
-            and hasattr(socket, "MSG_PEEK")
-            and hasattr(select, "poll")
         )
         self._impl: Any = impl if usable else None
         self._transport: Any = transport if usable else None
@@ -173,14 +167,9 @@ class DirectDeliveries:
         """pika holds nothing of its own but, perhaps, the start of a frame: nothing to write, no content
         half assembled, no event waiting for dispatch; the transport active, the connection and channel
         open."""
-        transport = self._transport
-        impl = self._impl
         channel = self._impl_channel
         return (
-            not transport.get_write_buffer_size()
-            and transport._sock is not None
-            and transport._state == transport._STATE_ACTIVE
-            and impl.is_open
+            quiet(self._transport, self._impl)
             and channel.is_open
             and channel._content_assembler._method_frame is None
             and not self._connection._channels_pending_dispatch

@@ -50,7 +50,7 @@ import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from kq.drivers.rabbitmq._acks import plain_transport
+from kq.drivers.rabbitmq._acks import plain_transport, pollable, quiet, readable
 
 logger = logging.getLogger(__name__.replace("._", "."))
 
@@ -128,27 +128,16 @@ class DirectPublish:
         transport: Any = found[1] if found else None
         usable = (
             found is not None
-            and hasattr(transport, "_state")
-            and hasattr(transport, "_STATE_ACTIVE")
+            and pollable(impl, transport)
             and isinstance(getattr(impl, "_body_max_length", None), int)
             and impl._body_max_length > 0
             and isinstance(getattr(self._channel, "channel_number", None), int)
             and callable(getattr(transport, "_on_socket_readable", None))
-            and callable(getattr(getattr(impl, "ioloop", None), "process_timeouts", None))
-            and hasattr(select, "poll")
         )
         self._impl: Any = impl if usable else None
         self._transport: Any = transport if usable else None
         self._method_frames: dict[tuple[str, str, bool], bytes] = {}
-        self._on_confirm = (
-            on_confirm
-            if usable
-            and isinstance(getattr(impl, "_frame_buffer", None), bytes)
-            and hasattr(impl, "bytes_received")
-            and hasattr(impl, "frames_received")
-            and hasattr(socket, "MSG_PEEK")
-            else None
-        )
+        self._on_confirm = on_confirm if usable and readable(impl) else None
         # A poll set of this one socket (no kernel object: nothing to close), for wait().
         self._poller: Any = None
         if self._transport is not None:
@@ -216,7 +205,7 @@ class DirectPublish:
             return False
         end = time.monotonic() + timeout
         while not done():
-            if not self._plain(transport, impl):
+            if not quiet(transport, impl):
                 return False
             remaining = end - time.monotonic()
             if remaining <= 0 or not self._poller.poll(remaining * 1000):
@@ -224,7 +213,7 @@ class DirectPublish:
             if not self._take_confirms(transport, impl):
                 transport._on_socket_readable()  # pika reads, decodes and runs its callbacks (or aborts)
         impl.ioloop.process_timeouts()  # what fell due while this waited: heartbeats, pika's callbacks
-        return self._plain(transport, impl)
+        return quiet(transport, impl)
 
     def _take_confirms(self, transport: Any, impl: Any) -> bool:
         """Take what came in and hand it to the confirm callback if it is only confirms of this channel
@@ -250,16 +239,6 @@ class DirectPublish:
         for tag, multiple, nack in found:
             on_confirm(tag, multiple, nack)
         return True
-
-    @staticmethod
-    def _plain(transport: Any, impl: Any) -> bool:
-        """Nothing waits to be written, the transport is active and the connection open."""
-        return (
-            not transport.get_write_buffer_size()
-            and transport._sock is not None
-            and transport._state == transport._STATE_ACTIVE
-            and impl.is_open
-        )
 
     def _through_pika(
         self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties, mandatory: bool
